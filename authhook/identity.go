@@ -1,0 +1,31 @@
+package authhook
+
+import "time"
+
+// Identity is who a connection is, as proven by the credential it presented. Every way in (raw IdP JWT,
+// exchanged credential, device JWT) ends in one of these; the ACL hook and the expiry scheduler read it.
+// An Identity is immutable once attached: re-authentication attaches a new one.
+type Identity struct {
+	Username   string            // safe for topics: never contains '+', '#', '/' or control chars, never starts with '$'
+	ClientID   string            // the MQTT client id the identity is bound to
+	Provider   string            // name of the provider that verified the credential
+	Subject    string            // the token's sub
+	TokenID    string            // the token's jti, if any (revocation)
+	Attributes map[string]string // mapped claims, usable as %{name} and in `when` conditions
+	Grants     TopicGrants       // topic filters carried in the token (topics_claim)
+	IssuedAt   time.Time         // the token's iat (zero if absent)
+	ExpiresAt  time.Time         // the credential's expiry; zero only for anonymous identities
+	AuthMethod string            // MQTT 5 Authentication Method used at CONNECT ("" = password field)
+}
+
+// TopicGrants are topic filters a token grants on top of the configured rules. Placeholders are allowed.
+type TopicGrants struct {
+	Publish   []string
+	Subscribe []string
+	All       []string // publish and subscribe
+}
+
+// Empty reports whether no grant is present.
+func (g TopicGrants) Empty() bool {
+	return len(g.Publish) == 0 && len(g.Subscribe) == 0 && len(g.All) == 0
+}
