@@ -1,0 +1,231 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idmq/idmq/aclhook"
+	"github.com/idmq/idmq/authhook"
+)
+
+// Broker is one idmq process: the mochi server with idmq's hooks, its listeners and the HTTP API.
+type Broker struct {
+	cfg      *Config
+	log      *slog.Logger
+	server   *mqtt.Server
+	auth     *authhook.Hook
+	acl      *aclhook.Hook
+	registry *prometheus.Registry
+	http     *httpServer
+	reload   []*certReloader
+	opened   []listeners.Listener
+	ready    atomic.Bool
+	storeOK  atomic.Bool
+}
+
+// New assembles a broker from a validated config. Nothing is bound until Start.
+func New(cfg *Config, log *slog.Logger) (*Broker, error) {
+	b := &Broker{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	for _, w := range cfg.Warnings() {
+		log.Warn("config: " + w)
+	}
+
+	if err := os.MkdirAll(cfg.Resolve(cfg.DataDir), 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClients = cfg.MQTT.MaxClients
+	if caps.MaximumClients == 0 {
+		caps.MaximumClients = math.MaxInt64
+	}
+	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
+	caps.MaximumSessionExpiryInterval = uint32(cfg.MQTT.MaxSessionExpiry / time.Second)
+	caps.MaximumInflight = uint16(cfg.MQTT.MaxInflight)
+	caps.ReceiveMaximum = uint16(cfg.MQTT.MaxInflight)
+	b.server = mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       log,
+		// $SYS topics are published every 30s rather than mochi's 1s: they cost a fan-out each time.
+		SysTopicResendInterval: 30,
+	})
+
+	var err error
+	b.auth, err = authhook.New(authhook.Options{
+		Config:     cfg.Auth,
+		Server:     b.server,
+		DataDir:    cfg.Resolve(cfg.DataDir),
+		Registerer: b.registry,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.acl, err = aclhook.New(aclhook.Options{
+		Config:     cfg.ACL,
+		Subject:    b.aclSubject,
+		Server:     b.server,
+		Registerer: b.registry,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Order matters: auth attaches the identity that the ACL hook's OnConnect (Will check) reads.
+	if err := b.server.AddHook(b.auth, nil); err != nil {
+		return nil, err
+	}
+	if err := b.server.AddHook(b.acl, nil); err != nil {
+		return nil, err
+	}
+	if err := b.addStorage(); err != nil {
+		return nil, err
+	}
+	if err := b.server.AddHook(newMetricsHook(b.registry, b.server), nil); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Broker) aclSubject(cl *mqtt.Client) (aclhook.Subject, bool) {
+	id, ok := b.auth.Identity(cl)
+	if !ok {
+		return aclhook.Subject{}, false
+	}
+	return aclhook.Subject{
+		Username:   id.Username,
+		ClientID:   cl.ID,
+		Attributes: id.Attributes,
+		Grants: aclhook.Grants{
+			Publish:   id.Grants.Publish,
+			Subscribe: id.Grants.Subscribe,
+			All:       id.Grants.All,
+		},
+	}, true
+}
+
+// Server exposes the mochi server, for embedding and tests.
+func (b *Broker) Server() *mqtt.Server { return b.server }
+
+// Auth exposes the auth hook (token minting, identities).
+func (b *Broker) Auth() *authhook.Hook { return b.auth }
+
+// Start binds every listener and the HTTP server, then serves. If any address cannot be bound, nothing is left open.
+func (b *Broker) Start() error {
+	if err := b.openListeners(); err != nil {
+		b.closeOpened()
+		return err
+	}
+	hs, err := b.newHTTPServer()
+	if err != nil {
+		b.closeOpened()
+		return err
+	}
+	b.http = hs
+	if err := b.server.Serve(); err != nil {
+		b.closeOpened()
+		hs.close(context.Background())
+		return fmt.Errorf("starting mqtt server: %w", err)
+	}
+	for _, l := range b.opened {
+		b.log.Info("listening", "listener", l.ID(), "protocol", l.Protocol(), "address", l.Address())
+	}
+	if hs != nil {
+		hs.serve()
+		b.log.Info("listening", "listener", "http", "protocol", hs.protocol(), "address", hs.address())
+	}
+	b.ready.Store(true)
+	return nil
+}
+
+func (b *Broker) openListeners() error {
+	for i, lc := range b.cfg.Listeners {
+		id := fmt.Sprintf("%s%d", lc.Type, i)
+		var r *certReloader
+		if lc.Type == ListenerTLS || lc.Type == ListenerWSS {
+			var err error
+			if r, err = newCertReloader(b.cfg.Resolve(lc.CertFile), b.cfg.Resolve(lc.KeyFile)); err != nil {
+				return fmt.Errorf("listeners[%d]: %w", i, err)
+			}
+			b.reload = append(b.reload, r)
+		}
+		l, err := openListener(id, lc, tlsConfigOf(r), b.cfg.MQTT.MaxPacketSize, b.cfg.MQTT.ConnectTimeout)
+		if err != nil {
+			return fmt.Errorf("listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
+		}
+		b.opened = append(b.opened, l)
+		if err := b.server.AddListener(l); err != nil {
+			return fmt.Errorf("listeners[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func tlsConfigOf(r *certReloader) *tls.Config {
+	if r == nil {
+		return nil
+	}
+	return r.tlsConfig()
+}
+
+// closeOpened releases sockets bound by a Start that failed half-way.
+func (b *Broker) closeOpened() {
+	for _, l := range b.opened {
+		l.Close(func(string) {})
+	}
+}
+
+// Addresses returns the bound address of each MQTT listener by id (useful with port 0).
+func (b *Broker) Addresses() map[string]string {
+	out := map[string]string{}
+	for _, l := range b.opened {
+		out[l.ID()] = l.Address()
+	}
+	if b.http != nil {
+		out["http"] = b.http.address()
+	}
+	return out
+}
+
+// ReloadCertificates re-reads every TLS certificate from disk (SIGHUP). A pair that fails to load keeps
+// serving the previous certificate.
+func (b *Broker) ReloadCertificates() error {
+	var errs []error
+	for _, r := range b.reload {
+		if err := r.reload(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if b.http != nil && b.http.certs != nil {
+		if err := b.http.certs.reload(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops accepting, disconnects clients and closes the store, so sessions, retained and inflight
+// messages are on disk when it returns.
+func (b *Broker) Close(ctx context.Context) error {
+	b.ready.Store(false)
+	var errs []error
+	if b.http != nil {
+		b.http.close(ctx)
+	}
+	if err := b.server.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	b.auth.Close()
+	return errors.Join(errs...)
+}

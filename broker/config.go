@@ -1,0 +1,325 @@
+// Package broker assembles idmq: configuration, the mochi server with idmq's hooks, listeners, the HTTP API
+// and the process lifecycle. The auth and ACL logic lives in the public authhook and aclhook packages.
+package broker
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/idmq/idmq/aclhook"
+	"github.com/idmq/idmq/authhook"
+)
+
+// DefaultConfigYAML is what `idmq serve` runs on when no config file is given or found.
+//
+//go:embed default.yaml
+var DefaultConfigYAML []byte
+
+// Config is the whole idmq YAML file.
+type Config struct {
+	DataDir   string           `yaml:"data_dir"`
+	Log       LogConfig        `yaml:"log"`
+	Listeners []ListenerConfig `yaml:"listeners"`
+	HTTP      HTTPConfig       `yaml:"http"`
+	Storage   StorageConfig    `yaml:"storage"`
+	MQTT      MQTTConfig       `yaml:"mqtt"`
+	Auth      authhook.Config  `yaml:"auth"`
+	ACL       aclhook.Config   `yaml:"acl"`
+
+	// dir is the directory of the config file; relative paths in the file are resolved against it.
+	dir      string
+	warnings []string
+}
+
+// Warnings are problems that do not stop idmq from starting (e.g. an ACL condition on an unmapped attribute).
+func (c *Config) Warnings() []string { return c.warnings }
+
+// LogConfig selects the log/slog handler.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+}
+
+// Listener types.
+const (
+	ListenerTCP = "tcp"
+	ListenerTLS = "tls"
+	ListenerWS  = "ws"
+	ListenerWSS = "wss"
+)
+
+// ListenerConfig is one MQTT listener.
+type ListenerConfig struct {
+	Type     string `yaml:"type"`
+	Address  string `yaml:"address"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	Path     string `yaml:"path"` // websocket only: URL path that upgrades (default "/mqtt"; "/" accepts any path)
+}
+
+// HTTPConfig is the HTTP API server (exchange, JWKS, health, metrics).
+type HTTPConfig struct {
+	Address     string   `yaml:"address"`
+	CertFile    string   `yaml:"cert_file"`
+	KeyFile     string   `yaml:"key_file"`
+	CORSOrigins []string `yaml:"cors_origins"`
+}
+
+// Storage types.
+const (
+	StorageBolt   = "bolt"
+	StorageMemory = "memory"
+	StorageRedis  = "redis"
+)
+
+// StorageConfig selects where sessions, retained and inflight messages persist.
+type StorageConfig struct {
+	Type     string `yaml:"type"`
+	Path     string `yaml:"path"`     // bolt: file path (default data_dir/idmq.db)
+	Address  string `yaml:"address"`  // redis
+	Password string `yaml:"password"` // redis
+	DB       int    `yaml:"db"`       // redis
+}
+
+// MQTTConfig holds the protocol limits a self-hoster must be able to set.
+type MQTTConfig struct {
+	MaxClients       int64         `yaml:"max_clients"` // 0 = unlimited
+	MaxPacketSize    uint32        `yaml:"max_packet_size"`
+	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
+	MaxInflight      int           `yaml:"max_inflight"`
+	ConnectTimeout   time.Duration `yaml:"connect_timeout"` // a connection that sends no CONNECT in time is closed
+}
+
+func defaultConfig() Config {
+	return Config{
+		DataDir: "./data",
+		Log:     LogConfig{Level: "info", Format: "text"},
+		HTTP:    HTTPConfig{Address: ":8080"},
+		Storage: StorageConfig{Type: StorageBolt},
+		MQTT: MQTTConfig{
+			MaxPacketSize:    262144,
+			MaxSessionExpiry: 24 * time.Hour,
+			MaxInflight:      1024,
+			ConnectTimeout:   10 * time.Second,
+		},
+	}
+}
+
+// Resolve turns a path from the config file into one relative to the working directory.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.dir == "" {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// BoltPath is where the bolt store lives.
+func (c *Config) BoltPath() string {
+	if c.Storage.Path != "" {
+		return c.Resolve(c.Storage.Path)
+	}
+	return filepath.Join(c.Resolve(c.DataDir), "idmq.db")
+}
+
+// FieldError is a configuration error about one field; Path is dotted from the file's root.
+type FieldError struct {
+	Path string
+	Line int // 0 when unknown
+	Err  error
+}
+
+func (e *FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %v", e.Line, e.Path, e.Err)
+	}
+	return fmt.Sprintf("%s: %v", e.Path, e.Err)
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// FieldPath lets sections' errors and ours be handled alike.
+func (e *FieldError) FieldPath() string { return e.Path }
+
+func fieldErr(path string, format string, args ...any) error {
+	return &FieldError{Path: path, Err: fmt.Errorf(format, args...)}
+}
+
+// validate checks the broker's own sections; auth and acl validate themselves.
+func (c *Config) validate() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		add(fieldErr("data_dir", "must not be empty"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add(fieldErr("log.level", "%q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add(fieldErr("log.format", "%q is not one of text, json", c.Log.Format))
+	}
+
+	var bound []boundAddress
+	claim := func(path, addr string) {
+		ba, err := parseBindAddress(addr)
+		if err != nil {
+			add(fieldErr(path, "%v", err))
+			return
+		}
+		for _, other := range bound {
+			if other.conflicts(ba) {
+				add(fieldErr(path, "address %q is already used by %s", addr, other.path))
+				return
+			}
+		}
+		ba.path = path
+		bound = append(bound, ba)
+	}
+	if len(c.Listeners) == 0 {
+		add(fieldErr("listeners", "at least one listener is required"))
+	}
+	for i, l := range c.Listeners {
+		p := fmt.Sprintf("listeners[%d]", i)
+		switch l.Type {
+		case ListenerTCP, ListenerWS:
+			if l.CertFile != "" || l.KeyFile != "" {
+				add(fieldErr(p+".cert_file", "a %s listener takes no certificate (use type %s)", l.Type, secureTypeOf(l.Type)))
+			}
+		case ListenerTLS, ListenerWSS:
+			add(c.checkKeyPair(p, l.CertFile, l.KeyFile, true))
+		default:
+			add(fieldErr(p+".type", "%q is not one of tcp, tls, ws, wss", l.Type))
+		}
+		if l.Path != "" && l.Type != ListenerWS && l.Type != ListenerWSS {
+			add(fieldErr(p+".path", "only websocket listeners take a path"))
+		} else if l.Path != "" && !strings.HasPrefix(l.Path, "/") {
+			add(fieldErr(p+".path", "must start with /"))
+		}
+		claim(p+".address", l.Address)
+	}
+	if c.HTTP.Address != "" {
+		claim("http.address", c.HTTP.Address)
+	}
+	add(c.checkKeyPair("http", c.HTTP.CertFile, c.HTTP.KeyFile, false))
+	for i, o := range c.HTTP.CORSOrigins {
+		add(checkOrigin(fmt.Sprintf("http.cors_origins[%d]", i), o))
+	}
+
+	switch c.Storage.Type {
+	case StorageBolt, StorageMemory:
+		if c.Storage.Address != "" {
+			add(fieldErr("storage.address", "only the redis store takes an address"))
+		}
+	case StorageRedis:
+		if c.Storage.Address == "" {
+			add(fieldErr("storage.address", "required for the redis store"))
+		}
+	default:
+		add(fieldErr("storage.type", "%q is not one of bolt, memory, redis", c.Storage.Type))
+	}
+
+	m := c.MQTT
+	if m.MaxClients < 0 {
+		add(fieldErr("mqtt.max_clients", "must be 0 (unlimited) or positive"))
+	}
+	if m.MaxPacketSize < 1024 || m.MaxPacketSize > 268435455 {
+		add(fieldErr("mqtt.max_packet_size", "must be between 1024 and 268435455 bytes"))
+	}
+	if m.MaxSessionExpiry < 0 || m.MaxSessionExpiry > time.Duration(1<<32-1)*time.Second {
+		add(fieldErr("mqtt.max_session_expiry", "must be between 0 and 4294967295s"))
+	}
+	if m.MaxInflight < 1 || m.MaxInflight > 65535 {
+		add(fieldErr("mqtt.max_inflight", "must be between 1 and 65535"))
+	}
+	if m.ConnectTimeout < 100*time.Millisecond || m.ConnectTimeout > 5*time.Minute {
+		add(fieldErr("mqtt.connect_timeout", "must be between 100ms and 5m"))
+	}
+	return errors.Join(errs...)
+}
+
+func secureTypeOf(t string) string {
+	if t == ListenerWS {
+		return ListenerWSS
+	}
+	return ListenerTLS
+}
+
+// checkKeyPair loads the pair now so a missing or mismatched file fails at load, not at the first handshake.
+func (c *Config) checkKeyPair(path, certFile, keyFile string, required bool) error {
+	if certFile == "" && keyFile == "" {
+		if required {
+			return fieldErr(path+".cert_file", "required for a TLS listener")
+		}
+		return nil
+	}
+	if certFile == "" {
+		return fieldErr(path+".cert_file", "required when key_file is set")
+	}
+	if keyFile == "" {
+		return fieldErr(path+".key_file", "required when cert_file is set")
+	}
+	if _, err := os.Stat(c.Resolve(certFile)); err != nil {
+		return fieldErr(path+".cert_file", "%v", err)
+	}
+	if _, err := os.Stat(c.Resolve(keyFile)); err != nil {
+		return fieldErr(path+".key_file", "%v", err)
+	}
+	if _, err := loadKeyPair(c.Resolve(certFile), c.Resolve(keyFile)); err != nil {
+		return fieldErr(path+".cert_file", "%v", err)
+	}
+	return nil
+}
+
+func checkOrigin(path, origin string) error {
+	if origin == "*" {
+		return fieldErr(path, `"*" is not allowed: list exact origins (scheme://host[:port])`)
+	}
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fieldErr(path, "%q is not an origin (scheme://host[:port], no path)", origin)
+	}
+	return nil
+}
+
+type boundAddress struct {
+	host string // "" = all interfaces
+	port string
+	path string
+}
+
+func parseBindAddress(addr string) (boundAddress, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return boundAddress{}, fmt.Errorf("%q is not host:port: %v", addr, err)
+	}
+	if port == "" {
+		return boundAddress{}, fmt.Errorf("%q has no port", addr)
+	}
+	if host == "0.0.0.0" || host == "::" {
+		host = ""
+	}
+	return boundAddress{host: host, port: port}, nil
+}
+
+// conflicts reports whether two bind addresses would collide; port 0 picks a free port and never collides.
+func (a boundAddress) conflicts(b boundAddress) bool {
+	if a.port != b.port || a.port == "0" {
+		return false
+	}
+	return a.host == b.host || a.host == "" || b.host == ""
+}

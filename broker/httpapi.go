@@ -1,0 +1,166 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// maxRequestBody caps every HTTP request body; no endpoint takes more.
+const maxRequestBody = 64 << 10
+
+// httpServer is the API next to the MQTT listeners: health, metrics, JWKS and (later) token exchange.
+type httpServer struct {
+	srv   *http.Server
+	ln    net.Listener
+	certs *certReloader
+	log   *slog.Logger
+}
+
+func (b *Broker) newHTTPServer() (*httpServer, error) {
+	addr := b.cfg.HTTP.Address
+	if addr == "" {
+		return nil, nil
+	}
+	hs := &httpServer{log: b.log}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, errors.New("http.address " + addr + ": " + err.Error())
+	}
+	if b.cfg.HTTP.CertFile != "" {
+		if hs.certs, err = newCertReloader(b.cfg.Resolve(b.cfg.HTTP.CertFile), b.cfg.Resolve(b.cfg.HTTP.KeyFile)); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		ln = tls.NewListener(ln, hs.certs.tlsConfig())
+	}
+	hs.ln = ln
+	hs.srv = &http.Server{
+		Handler:           b.routes(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+	}
+	return hs, nil
+}
+
+func (b *Broker) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", b.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.registry, promhttp.HandlerOpts{}))
+	if li := b.auth.LocalIssuer(); li != nil {
+		mux.Handle("GET /.well-known/jwks.json", b.cors(li.JWKSHandler()))
+		mux.Handle("GET /.well-known/openid-configuration", b.cors(li.DiscoveryHandler()))
+	}
+	return limitBody(mux)
+}
+
+type readiness struct {
+	Status    string `json:"status"` // ready | degraded | not_ready
+	Listeners bool   `json:"listeners"`
+	Store     bool   `json:"store"`
+	Providers []any  `json:"providers"`
+}
+
+// handleReady answers 503 until listeners and store are up. A provider whose keys were never fetched
+// makes the broker "degraded" (200): other providers' clients still connect, so it stays in rotation.
+func (b *Broker) handleReady(w http.ResponseWriter, _ *http.Request) {
+	r := readiness{Status: "ready", Listeners: b.ready.Load(), Store: b.storeOK.Load(), Providers: []any{}}
+	for _, p := range b.auth.Providers() {
+		if !p.Ready {
+			r.Status = "degraded"
+		}
+		r.Providers = append(r.Providers, p)
+	}
+	code := http.StatusOK
+	if !r.Listeners || !r.Store {
+		r.Status, code = "not_ready", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, r)
+}
+
+// cors allows exactly the configured origins; anything else gets no CORS headers, so the browser blocks it.
+func (b *Broker) cors(next http.Handler) http.Handler {
+	allowed := map[string]bool{}
+	for _, o := range b.cfg.HTTP.CORSOrigins {
+		allowed[o] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin != "" && allowed[origin] {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			h.Set("Access-Control-Max-Age", "600")
+		}
+		if r.Method == http.MethodOptions {
+			if origin == "" || !allowed[origin] {
+				writeError(w, http.StatusForbidden, "origin_not_allowed", "origin is not in http.cors_origins")
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError is the one shape of every API error: a stable machine code and a human message.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]string{"error": code, "message": message})
+}
+
+func (hs *httpServer) serve() {
+	go func() {
+		if err := hs.srv.Serve(hs.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			hs.log.Error("http server stopped", "error", err)
+		}
+	}()
+}
+
+func (hs *httpServer) close(ctx context.Context) {
+	if hs == nil {
+		return
+	}
+	if err := hs.srv.Shutdown(ctx); err != nil {
+		_ = hs.srv.Close()
+	}
+}
+
+func (hs *httpServer) address() string { return hs.ln.Addr().String() }
+
+func (hs *httpServer) protocol() string {
+	if hs.certs != nil {
+		return "https"
+	}
+	return "http"
+}

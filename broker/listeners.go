@@ -1,0 +1,177 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// openListener binds the address now, so a port conflict fails `serve` before any client is accepted.
+// TCP/TLS use mochi's Net listener over our socket; websockets use wsListener.
+func openListener(id string, lc ListenerConfig, tlsConf *tls.Config, maxPacket uint32, connectTimeout time.Duration) (listeners.Listener, error) {
+	ln, err := net.Listen("tcp", lc.Address)
+	if err != nil {
+		return nil, err
+	}
+	switch lc.Type {
+	case ListenerTCP:
+		return &connectDeadline{Listener: listeners.NewNet(id, ln), timeout: connectTimeout}, nil
+	case ListenerTLS:
+		return &connectDeadline{Listener: listeners.NewNet(id, tls.NewListener(ln, tlsConf)), timeout: connectTimeout}, nil
+	default:
+		path := lc.Path
+		if path == "" {
+			path = "/mqtt"
+		}
+		return newWSListener(id, ln, tlsConf, path, maxPacket, connectTimeout), nil
+	}
+}
+
+// connectDeadline closes connections that send no CONNECT in time: mochi sets no deadline before CONNECT,
+// so a silent socket would otherwise be held forever. mochi replaces the deadline with the keepalive one
+// once CONNECT is read.
+type connectDeadline struct {
+	listeners.Listener
+	timeout time.Duration
+}
+
+func (l *connectDeadline) Serve(establish listeners.EstablishFn) {
+	l.Listener.Serve(func(id string, c net.Conn) error {
+		_ = c.SetDeadline(time.Now().Add(l.timeout))
+		return establish(id, c)
+	})
+}
+
+// wsListener accepts MQTT over WebSocket (binary frames, subprotocol "mqtt") on a socket we bound.
+type wsListener struct {
+	id        string
+	ln        net.Listener
+	tls       *tls.Config
+	path      string
+	timeout   time.Duration
+	readLimit int64
+	server    *http.Server
+	log       *slog.Logger
+	upgrader  websocket.Upgrader
+	closeOnce sync.Once
+}
+
+func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, path string, maxPacket uint32, connectTimeout time.Duration) *wsListener {
+	return &wsListener{
+		id: id, ln: ln, tls: tlsConf, path: path, timeout: connectTimeout,
+		// a websocket message may carry one MQTT packet plus its fixed header; nothing larger is legitimate
+		readLimit: int64(maxPacket) + 5,
+		upgrader: websocket.Upgrader{
+			Subprotocols:     []string{"mqtt"},
+			HandshakeTimeout: connectTimeout,
+			// Browsers connect from any page: MQTT over WS authenticates in CONNECT, never with cookies,
+			// so the origin grants nothing and is not checked.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+}
+
+func (l *wsListener) ID() string      { return l.id }
+func (l *wsListener) Address() string { return l.ln.Addr().String() }
+func (l *wsListener) Protocol() string {
+	return map[bool]string{true: "wss", false: "ws"}[l.tls != nil]
+}
+
+func (l *wsListener) Init(log *slog.Logger) error {
+	l.log = log
+	l.server = &http.Server{
+		ReadHeaderTimeout: l.timeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return nil
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	ln := l.ln
+	if l.tls != nil {
+		ln = tls.NewListener(ln, l.tls)
+	}
+	l.server.Handler = l.withEstablish(establish)
+	if err := l.server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		l.log.Error("websocket listener stopped", "listener", l.id, "error", err)
+	}
+}
+
+func (l *wsListener) withEstablish(establish listeners.EstablishFn) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(l.path, func(w http.ResponseWriter, r *http.Request) {
+		c, err := l.upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return // the upgrader already answered with an HTTP error
+		}
+		defer c.Close()
+		c.SetReadLimit(l.readLimit)
+		conn := &wsConn{Conn: c.UnderlyingConn(), ws: c}
+		_ = conn.SetDeadline(time.Now().Add(l.timeout))
+		if err := establish(l.id, conn); err != nil {
+			l.log.Debug("websocket client ended", "listener", l.id, "error", err)
+		}
+	})
+	return mux
+}
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	l.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = l.server.Shutdown(ctx)
+	})
+	closeClients(l.id)
+}
+
+// wsConn presents a websocket as the byte stream mochi reads packets from. MQTT packets may span
+// websocket messages and a message may hold several packets [MQTT-6.0.0-2].
+type wsConn struct {
+	net.Conn
+	ws     *websocket.Conn
+	reader io.Reader
+	wmu    sync.Mutex
+}
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.reader == nil {
+			op, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errors.New("websocket: MQTT requires binary frames") // [MQTT-6.0.0-1]
+			}
+			c.reader = r
+		}
+		n, err := c.reader.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.reader = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

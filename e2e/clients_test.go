@@ -1,0 +1,213 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gorilla/websocket"
+)
+
+// brokerURL is the paho v3 URL of a transport ("tcp", "tls", "ws", "wss").
+func (p *idmqProc) brokerURL(transport string) string {
+	scheme := map[string]string{"tcp": "tcp", "tls": "ssl", "ws": "ws", "wss": "wss"}[transport]
+	u := fmt.Sprintf("%s://%s", scheme, p.addr(transport))
+	if transport == "ws" || transport == "wss" {
+		u += "/mqtt"
+	}
+	return u
+}
+
+// v3Options are the paho 3.1.1 client options the tests share.
+func v3Options(url, clientID, username, password string, tlsConf *tls.Config) *mqtt3.ClientOptions {
+	o := mqtt3.NewClientOptions().AddBroker(url).SetClientID(clientID).
+		SetUsername(username).SetPassword(password).SetProtocolVersion(4).
+		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).
+		SetKeepAlive(30 * time.Second).SetOrderMatters(false)
+	if tlsConf != nil {
+		o.SetTLSConfig(tlsConf)
+	}
+	return o
+}
+
+// connectV3 connects a paho 3.1.1 client and returns it with the CONNACK return code (0 = accepted).
+func connectV3(t *testing.T, o *mqtt3.ClientOptions) (mqtt3.Client, byte) {
+	t.Helper()
+	c := mqtt3.NewClient(o)
+	tok := c.Connect()
+	if !tok.WaitTimeout(15 * time.Second) {
+		t.Fatal("v3 connect timed out")
+	}
+	ct, _ := tok.(*mqtt3.ConnectToken)
+	if tok.Error() != nil {
+		return nil, ct.ReturnCode()
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c, ct.ReturnCode()
+}
+
+// dialV5 opens the raw transport a paho v5 client runs over.
+func dialV5(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Config) net.Conn {
+	t.Helper()
+	addr := p.addr(transport)
+	switch transport {
+	case "tcp":
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	case "tls":
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, tlsConf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	default:
+		d := websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: tlsConf, HandshakeTimeout: 5 * time.Second}
+		scheme := map[string]string{"ws": "ws", "wss": "wss"}[transport]
+		ws, resp, err := d.Dial(fmt.Sprintf("%s://%s/mqtt", scheme, addr), http.Header{})
+		if err != nil {
+			t.Fatalf("websocket dial: %v (%v)", err, resp)
+		}
+		return &wsNetConn{Conn: ws.UnderlyingConn(), ws: ws}
+	}
+}
+
+// wsNetConn adapts a gorilla websocket to the byte stream paho expects.
+type wsNetConn struct {
+	net.Conn
+	ws  *websocket.Conn
+	r   io.Reader
+	wmu sync.Mutex
+	rmu sync.Mutex
+}
+
+func (c *wsNetConn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		if c.r == nil {
+			_, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if err == io.EOF {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsNetConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// v5Client is a connected paho v5 client plus everything it received.
+type v5Client struct {
+	*paho.Client
+	conn        net.Conn
+	received    chan *paho.Publish
+	disconnects chan *paho.Disconnect
+}
+
+// connectV5 runs a v5 CONNECT over conn; a refused CONNECT returns the CONNACK and a nil client.
+func connectV5(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack) {
+	t.Helper()
+	vc := &v5Client{conn: conn, received: make(chan *paho.Publish, 1000), disconnects: make(chan *paho.Disconnect, 4)}
+	vc.Client = paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			vc.received <- pr.Packet
+			return true, nil
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) { vc.disconnects <- d },
+		OnClientError:      func(error) {},
+	})
+	if cp.KeepAlive == 0 {
+		cp.KeepAlive = 30
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ca, err := vc.Connect(ctx, cp)
+	if err != nil {
+		if ca == nil {
+			t.Fatalf("v5 connect: %v", err)
+		}
+		return nil, ca
+	}
+	t.Cleanup(func() { _ = vc.Disconnect(&paho.Disconnect{ReasonCode: 0}) })
+	return vc, ca
+}
+
+// expectV5 waits for a message on topic and returns its payload.
+func (vc *v5Client) expect(t *testing.T, topic string, within time.Duration) *paho.Publish {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case pb := <-vc.received:
+			if pb.Topic == topic {
+				return pb
+			}
+		case <-deadline:
+			t.Fatalf("no message on %s within %s", topic, within)
+			return nil
+		}
+	}
+}
+
+// collectV3 records every message a v3 client receives.
+type collectV3 struct {
+	ch chan mqtt3.Message
+}
+
+func newCollectV3() *collectV3 { return &collectV3{ch: make(chan mqtt3.Message, 10000)} }
+
+func (c *collectV3) handler(_ mqtt3.Client, m mqtt3.Message) { c.ch <- m }
+
+func (c *collectV3) expect(t *testing.T, topic string, within time.Duration) mqtt3.Message {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case m := <-c.ch:
+			if m.Topic() == topic {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no message on %s within %s", topic, within)
+			return nil
+		}
+	}
+}
+
+func waitToken(t *testing.T, tok mqtt3.Token, what string) {
+	t.Helper()
+	if !tok.WaitTimeout(10 * time.Second) {
+		t.Fatalf("%s timed out", what)
+	}
+	if err := tok.Error(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}

@@ -1,0 +1,243 @@
+// Package e2e starts the real idmq binary on loopback and talks to it with real MQTT clients.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// idmqBin is built once per test run, with the race detector, from this checkout.
+var idmqBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "idmq-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	idmqBin = filepath.Join(dir, "idmq")
+	build := exec.Command("go", "build", "-race", "-o", idmqBin, "./cmd/idmq")
+	build.Dir = repoRoot()
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building idmq:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func repoRoot() string {
+	wd, _ := os.Getwd()
+	return filepath.Dir(wd)
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// requireTool finds an external program. Outside CI a missing tool skips the test; in CI it fails it,
+// so a CI machine without the tool never reports green for a test that did not run.
+func requireTool(t *testing.T, name, install string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is not installed (CI must install it: %s)", name, install)
+	}
+	t.Skipf("%s is not installed (%s)", name, install)
+	return ""
+}
+
+// idmqProc is one running broker process.
+type idmqProc struct {
+	t      *testing.T
+	dir    string // working directory; config and data live here
+	config string
+	ports  map[string]int
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newIdmq prepares a broker in a fresh directory. The config template may use {{tcp}}, {{tls}}, {{ws}},
+// {{wss}}, {{http}} (each replaced with a free loopback port) and {{dir}}.
+func newIdmq(t *testing.T, configTemplate string) *idmqProc {
+	t.Helper()
+	p := &idmqProc{t: t, dir: t.TempDir(), ports: map[string]int{}}
+	cfg := configTemplate
+	for _, name := range []string{"tcp", "tls", "ws", "wss", "http"} {
+		key := "{{" + name + "}}"
+		if strings.Contains(cfg, key) {
+			p.ports[name] = freePort(t)
+			cfg = strings.ReplaceAll(cfg, key, fmt.Sprint(p.ports[name]))
+		}
+	}
+	cfg = strings.ReplaceAll(cfg, "{{dir}}", p.dir)
+	p.config = filepath.Join(p.dir, "idmq.yaml")
+	if err := os.WriteFile(p.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// start runs `idmq serve -c idmq.yaml` and waits until /readyz answers 200.
+func (p *idmqProc) start() {
+	p.t.Helper()
+	p.logs = &syncBuffer{}
+	p.cmd = exec.Command(idmqBin, "serve", "-c", p.config)
+	p.cmd.Dir = p.dir
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	p.t.Cleanup(func() {
+		p.stop()
+		if p.t.Failed() {
+			p.t.Logf("idmq logs:\n%s", p.logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("idmq exited during start: %v\n%s", p.err, p.logs.String())
+		default:
+		}
+		if p.ports["http"] != 0 {
+			if code, _ := p.get("/readyz"); code == 200 {
+				return
+			}
+		} else if strings.Contains(p.logs.String(), "listening") {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("idmq not ready after 30s:\n%s", p.logs.String())
+}
+
+// stop sends SIGTERM and waits; it returns the exit code.
+func (p *idmqProc) stop() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return -1
+	}
+	select {
+	case <-p.exited:
+	default:
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+			p.t.Errorf("idmq did not stop within 20s of SIGTERM")
+		}
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func (p *idmqProc) addr(name string) string { return fmt.Sprintf("127.0.0.1:%d", p.ports[name]) }
+
+func (p *idmqProc) get(path string) (int, string) {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + p.addr("http") + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// idmqCmd runs a one-shot idmq command (check, token, version) in the broker's directory.
+func (p *idmqProc) idmqCmd(args ...string) (stdout string, stderr string, code int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, idmqBin, args...)
+	cmd.Dir = p.dir
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	_ = cmd.Run()
+	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// token mints a local-provider token for sub with `idmq token`, exactly as a user would.
+func (p *idmqProc) token(sub string, extra ...string) string {
+	p.t.Helper()
+	args := append([]string{"token", "-c", p.config, "--sub", sub}, extra...)
+	out, errOut, code := p.idmqCmd(args...)
+	if code != 0 {
+		p.t.Fatalf("idmq token failed (%d): %s", code, errOut)
+	}
+	return strings.TrimSpace(out)
+}
+
+// waitLog waits until the broker's log contains s.
+func (p *idmqProc) waitLog(s string, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.logs.String(), s) {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// metric returns the value of a Prometheus sample line that starts with prefix (name plus labels).
+func (p *idmqProc) metric(prefix string) (string, bool) {
+	_, body := p.get("/metrics")
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, prefix+" ") {
+			return strings.TrimSpace(strings.TrimPrefix(line, prefix)), true
+		}
+	}
+	return "", false
+}
+
+func syscallHUP() os.Signal { return syscall.SIGHUP }
