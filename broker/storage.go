@@ -2,8 +2,12 @@ package broker
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/redis"
 	"go.etcd.io/bbolt"
@@ -17,7 +21,7 @@ func (b *Broker) addStorage() error {
 		b.storeOK.Store(true)
 		return nil
 	case StorageRedis:
-		err := b.server.AddHook(new(redis.Hook), &redis.Options{
+		err := b.server.AddHook(inflightIDRestorer{new(redis.Hook)}, &redis.Options{
 			Address:  b.cfg.Storage.Address,
 			Password: b.cfg.Storage.Password,
 			Database: b.cfg.Storage.DB,
@@ -27,7 +31,7 @@ func (b *Broker) addStorage() error {
 		}
 	default:
 		path := b.cfg.BoltPath()
-		err := b.server.AddHook(new(bolt.Hook), &bolt.Options{
+		err := b.server.AddHook(inflightIDRestorer{new(bolt.Hook)}, &bolt.Options{
 			Path: path,
 			// A second idmq on the same file must fail fast instead of waiting on the file lock forever.
 			Options: &bbolt.Options{Timeout: 2 * time.Second},
@@ -38,4 +42,27 @@ func (b *Broker) addStorage() error {
 	}
 	b.storeOK.Store(true)
 	return nil
+}
+
+// inflightIDRestorer works around mochi v2.7.9's bolt and redis hooks, which persist in-flight QoS 1/2
+// messages without their packet id: after a restart every such message is resent with id 0, which mochi
+// rejects ("missing packet id"), so the whole offline queue is lost. Both hooks end the storage key with
+// ":<packet id>", so the id is recovered from there when messages are loaded.
+type inflightIDRestorer struct {
+	mqtt.Hook
+}
+
+func (h inflightIDRestorer) StoredInflightMessages() ([]storage.Message, error) {
+	msgs, err := h.Hook.StoredInflightMessages()
+	for i := range msgs {
+		if msgs[i].PacketID != 0 {
+			continue
+		}
+		if at := strings.LastIndexByte(msgs[i].ID, ':'); at >= 0 {
+			if id, perr := strconv.ParseUint(msgs[i].ID[at+1:], 10, 16); perr == nil {
+				msgs[i].PacketID = uint16(id)
+			}
+		}
+	}
+	return msgs, err
 }

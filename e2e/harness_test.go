@@ -125,7 +125,16 @@ func newIdmq(t *testing.T, configTemplate string) *idmqProc {
 // start runs `idmq serve -c idmq.yaml` and waits until /readyz answers 200.
 func (p *idmqProc) start() {
 	p.t.Helper()
-	p.logs = &syncBuffer{}
+	if p.logs == nil {
+		// One log buffer and one cleanup for every start of this broker, so restarts keep their history.
+		p.logs = &syncBuffer{}
+		p.t.Cleanup(func() {
+			p.stop()
+			if p.t.Failed() {
+				p.t.Logf("idmq logs:\n%s", p.logs.String())
+			}
+		})
+	}
 	p.cmd = exec.Command(idmqBin, "serve", "-c", p.config)
 	p.cmd.Dir = p.dir
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -134,12 +143,6 @@ func (p *idmqProc) start() {
 	}
 	p.exited = make(chan struct{})
 	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-	p.t.Cleanup(func() {
-		p.stop()
-		if p.t.Failed() {
-			p.t.Logf("idmq logs:\n%s", p.logs.String())
-		}
-	})
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {

@@ -152,7 +152,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "provider %s (%s): ok, %d keys\n", p.Name, p.Type, p.Keys)
 		} else {
 			failed = true
-			fmt.Fprintf(stdout, "provider %s (%s): FAILED: %s\n", p.Name, p.Type, p.Error)
+			fmt.Fprintf(stdout, "provider %s (%s): FAILED: %s\n", p.Name, p.Type, p.LastError)
 		}
 	}
 	if failed {

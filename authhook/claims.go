@@ -1,0 +1,181 @@
+package authhook
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// claimAt finds a claim by name or by dotted path into nested objects. The whole name is tried first so
+// namespaced claims such as "https://example.com/org" (Auth0) are found as they are.
+func claimAt(claims map[string]any, path string) (any, bool) {
+	if v, ok := claims[path]; ok {
+		return v, true
+	}
+	if !strings.Contains(path, ".") {
+		return nil, false
+	}
+	cur := claims
+	parts := strings.Split(path, ".")
+	for i, part := range parts {
+		v, ok := cur[part]
+		if !ok {
+			return nil, false
+		}
+		if i == len(parts)-1 {
+			return v, true
+		}
+		if cur, ok = v.(map[string]any); !ok {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// scalarString renders a claim usable as an attribute; objects, arrays and null are not.
+func scalarString(v any) (string, bool) {
+	switch x := v.(type) {
+	case string:
+		return x, true
+	case json.Number:
+		return x.String(), true
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64), true
+	case bool:
+		return strconv.FormatBool(x), true
+	}
+	return "", false
+}
+
+// mapIdentity builds the Identity of a verified token from the provider's mapping rules.
+func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
+	id := &Identity{Provider: spec.name}
+	id.Subject, _ = claims["sub"].(string)
+	id.TokenID, _ = claims["jti"].(string)
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		id.ExpiresAt = exp.Time
+	}
+	if iat, err := claims.GetIssuedAt(); err == nil && iat != nil {
+		id.IssuedAt = iat.Time
+	}
+
+	var username, from string
+	for _, c := range spec.usernameClaims {
+		if v, ok := claimAt(claims, c); ok {
+			if s, ok := v.(string); ok && s != "" {
+				username, from = s, c
+				break
+			}
+		}
+	}
+	if username == "" {
+		return nil, missingClaim(spec.usernameClaims[0])
+	}
+	if from == "email" {
+		username = strings.ToLower(username) // an email used as username is case-insensitive
+	}
+	id.Username = spec.prefix + EscapeUsername(username)
+
+	for _, m := range spec.claims {
+		v, ok := claimAt(claims, m.Path)
+		s, scalar := scalarString(v)
+		switch {
+		case ok && scalar:
+		case m.Required:
+			return nil, missingClaim(m.Path)
+		case m.Default != "":
+			s = m.Default
+		default:
+			continue
+		}
+		if id.Attributes == nil {
+			id.Attributes = make(map[string]string, len(spec.claims))
+		}
+		id.Attributes[m.Attribute] = s
+	}
+
+	if spec.topicsClaim != "" {
+		if v, ok := claimAt(claims, spec.topicsClaim); ok {
+			g, err := parseGrants(v)
+			if err != nil {
+				return nil, &Error{Reason: ReasonMalformed, Claim: spec.topicsClaim, Message: "claim " + strconvQuote(spec.topicsClaim) + " " + err.Error()}
+			}
+			id.Grants = g
+		}
+	}
+	return id, nil
+}
+
+// parseGrants reads topic grants: a list of filters (publish and subscribe) or an object with "publish",
+// "subscribe" and "all" lists ("pub" and "sub" also accepted).
+func parseGrants(v any) (TopicGrants, error) {
+	var g TopicGrants
+	switch x := v.(type) {
+	case []any:
+		all, err := stringList(x)
+		g.All = all
+		return g, err
+	case map[string]any:
+		for k, raw := range x {
+			list, ok := raw.([]any)
+			if !ok {
+				return g, errGrants
+			}
+			filters, err := stringList(list)
+			if err != nil {
+				return g, err
+			}
+			switch k {
+			case "publish", "pub":
+				g.Publish = append(g.Publish, filters...)
+			case "subscribe", "sub":
+				g.Subscribe = append(g.Subscribe, filters...)
+			case "all":
+				g.All = append(g.All, filters...)
+			default:
+				return g, errGrants
+			}
+		}
+		return g, nil
+	}
+	return g, errGrants
+}
+
+var errGrants = &grantsError{}
+
+type grantsError struct{}
+
+func (*grantsError) Error() string {
+	return `must be a list of topic filters or an object of "publish", "subscribe" and "all" lists`
+}
+
+func stringList(in []any) ([]string, error) {
+	out := make([]string, 0, len(in))
+	for _, v := range in {
+		s, ok := v.(string)
+		if !ok || s == "" {
+			return nil, errGrants
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func strconvQuote(s string) string { return strconv.Quote(clip(s)) }
+
+// grantsClaim is the claim shape Mint writes; parseGrants reads it back.
+func grantsClaim(g TopicGrants) map[string][]string {
+	m := map[string][]string{}
+	if len(g.Publish) > 0 {
+		m["publish"] = g.Publish
+	}
+	if len(g.Subscribe) > 0 {
+		m["subscribe"] = g.Subscribe
+	}
+	if len(g.All) > 0 {
+		m["all"] = g.All
+	}
+	return m
+}

@@ -1,0 +1,62 @@
+package authhook
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func TestMapIdentity(t *testing.T) {
+	clerk, _ := resolveProvider(ProviderConfig{Name: "clerk", Type: TypeClerk, Domains: []string{"x.clerk.dev"}, UsernamePrefix: "clerk:",
+		TopicsClaim: "mqtt_topics",
+		Claims: []ClaimMapping{{Path: "https://example.com/org", Attribute: "org", Required: true},
+			{Path: "app_metadata.plan", Attribute: "plan", Default: "free"}, {Path: "n", Attribute: "n"}}})
+	tests := []struct {
+		name    string
+		claims  string
+		want    *Identity
+		reason  Reason
+		claimAt string
+	}{
+		{name: "email lower-cased, namespaced and nested claims",
+			claims: `{"sub":"user_1","email":"Alice@Example.COM","https://example.com/org":"acme","app_metadata":{"plan":"pro"},"n":12345678901234567,"mqtt_topics":["a/b"]}`,
+			want: &Identity{Username: "clerk:alice@example.com", Subject: "user_1", Provider: "clerk",
+				Attributes: map[string]string{"org": "acme", "plan": "pro", "n": "12345678901234567"}, Grants: TopicGrants{All: []string{"a/b"}}}},
+		{name: "no email: sub, default applied",
+			claims: `{"sub":"user/2","https://example.com/org":"acme","mqtt_topics":{"publish":["p"],"sub":["s/#"]}}`,
+			want: &Identity{Username: "clerk:user%2F2", Subject: "user/2", Provider: "clerk",
+				Attributes: map[string]string{"org": "acme", "plan": "free"}, Grants: TopicGrants{Publish: []string{"p"}, Subscribe: []string{"s/#"}}}},
+		{name: "required claim missing", claims: `{"sub":"u"}`, reason: ReasonMissingClaim, claimAt: "https://example.com/org"},
+		{name: "required claim not a scalar", claims: `{"sub":"u","https://example.com/org":{"id":1}}`, reason: ReasonMissingClaim, claimAt: "https://example.com/org"},
+		{name: "no username claim", claims: `{"https://example.com/org":"acme"}`, reason: ReasonMissingClaim, claimAt: "email"},
+		{name: "bad grants", claims: `{"sub":"u","https://example.com/org":"acme","mqtt_topics":[1]}`, reason: ReasonMalformed, claimAt: "mqtt_topics"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dec := json.NewDecoder(strings.NewReader(tt.claims))
+			dec.UseNumber()
+			var c jwt.MapClaims
+			if err := dec.Decode(&c); err != nil {
+				t.Fatal(err)
+			}
+			id, err := mapIdentity(&clerk, c)
+			if tt.reason != "" {
+				var e *Error
+				if ReasonOf(err) != tt.reason || !errors.As(err, &e) || e.Claim != tt.claimAt {
+					t.Fatalf("err = %v, want %s naming %q", err, tt.reason, tt.claimAt)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(id, tt.want) {
+				t.Fatalf("identity = %+v\nwant %+v", id, tt.want)
+			}
+		})
+	}
+}

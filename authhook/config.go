@@ -1,0 +1,393 @@
+package authhook
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Provider types.
+const (
+	TypeOIDC     = "oidc"
+	TypeClerk    = "clerk"
+	TypeAuth0    = "auth0"
+	TypeSupabase = "supabase"
+	TypeFirebase = "firebase"
+	TypeLocal    = "local"
+)
+
+// ProviderAnonymous is the Identity.Provider of clients let in by allow_anonymous.
+const ProviderAnonymous = "anonymous"
+
+// Defaults.
+const (
+	DefaultLeeway              = 5 * time.Second
+	DefaultJWKSRefreshInterval = 15 * time.Minute
+	DefaultUnknownKIDCooldown  = 30 * time.Second
+	DefaultCacheSize           = 10000
+	DefaultLocalIssuer         = "idmq"
+	DefaultLocalAudience       = "idmq"
+)
+
+// DefaultAlgorithms are the algorithms a public-key provider accepts when `algorithms` is not set.
+var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"}
+
+var (
+	publicKeyAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+	providerName        = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	attributeName       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+	// Attribute names the ACL provides itself; a mapping onto them would be shadowed or shadow them.
+	reservedAttributes = []string{"username", "client_id", "provider", "subject"}
+)
+
+// Config is the `auth:` section of the broker's YAML file. The zero value (after SetDefaults) refuses
+// everyone: no provider, no anonymous access.
+type Config struct {
+	// AllowAnonymous lets clients that present no credential in as an anonymous identity (Provider
+	// "anonymous", empty username). Clients that present a bad credential are still refused.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// Leeway is the clock skew allowed on exp, nbf and iat. 0 means the default, 5s.
+	Leeway time.Duration `yaml:"leeway"`
+	// PlaceholderUsernames are CONNECT usernames accepted beside the token's own (MQTT 3.1.1 needs a username
+	// whenever a password is sent). nil means [jwt, unused]; an empty list allows none.
+	PlaceholderUsernames []string `yaml:"placeholder_usernames"`
+	// SigningKeyFile is the PEM (PKCS#8, EC P-256, RSA or Ed25519) private key of the `local` provider. Empty:
+	// a P-256 key generated on first start in the data directory.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// JWKSRefreshInterval is how often remote key sets are fetched again. Default 15m.
+	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
+	// UnknownKIDCooldown is the least time between two fetches of a provider's key set caused by tokens whose
+	// kid is unknown, however many clients present them. Default 30s.
+	UnknownKIDCooldown time.Duration `yaml:"unknown_kid_cooldown"`
+	// CacheSize bounds the verified-token cache (entries). Default 10000; -1 disables the cache.
+	CacheSize int              `yaml:"cache_size"`
+	Providers []ProviderConfig `yaml:"providers"`
+}
+
+// ProviderConfig is one entry of `auth.providers`. Preset types (clerk, auth0, supabase, firebase) fill the
+// generic fields from their own; any generic field set explicitly overrides the preset.
+type ProviderConfig struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+
+	// Generic OIDC fields.
+	Issuer            string         `yaml:"issuer"`             // exact match on iss
+	JWKSURL           string         `yaml:"jwks_url"`           // "" = from issuer's discovery document
+	Audiences         []string       `yaml:"audiences"`          // token must carry one; empty = not checked
+	Algorithms        []string       `yaml:"algorithms"`         // default DefaultAlgorithms
+	UsernameClaim     string         `yaml:"username_claim"`     // default sub (clerk: email, else sub)
+	UsernamePrefix    string         `yaml:"username_prefix"`    // e.g. "corp:"
+	Claims            []ClaimMapping `yaml:"claims"`             // claims -> attributes
+	TopicsClaim       string         `yaml:"topics_claim"`       // claim holding extra topic grants
+	AuthorizedParties []string       `yaml:"authorized_parties"` // azp must be one of these when set
+
+	// Presets.
+	Domains    []string `yaml:"domains"`     // clerk: one issuer per domain
+	Domain     string   `yaml:"domain"`      // auth0
+	Audience   string   `yaml:"audience"`    // auth0
+	ProjectURL string   `yaml:"project_url"` // supabase
+	JWTSecret  string   `yaml:"jwt_secret"`  // supabase legacy HS256 projects
+	ProjectID  string   `yaml:"project_id"`  // firebase
+
+	// Local: Attributes lists the attribute names local credentials may carry (`idmq token --claim`, the
+	// token exchange's mapped attributes are added automatically). Used only to tell the ACL which names exist.
+	Attributes []string `yaml:"attributes"`
+}
+
+// ClaimMapping maps a claim (a dotted path into nested objects) onto an attribute usable by ACL rules.
+type ClaimMapping struct {
+	Path      string `yaml:"path"`
+	Attribute string `yaml:"attribute"`
+	Required  bool   `yaml:"required"`
+	Default   string `yaml:"default"`
+}
+
+// FieldError is a configuration error about one field. Path is relative to the `auth:` section.
+type FieldError struct {
+	Path    string
+	Message string
+}
+
+func (e *FieldError) Error() string     { return e.Path + ": " + e.Message }
+func (e *FieldError) FieldPath() string { return e.Path }
+
+// SetDefaults fills unset fields. Validate expects it to have run.
+func (c *Config) SetDefaults() {
+	if c.Leeway == 0 {
+		c.Leeway = DefaultLeeway
+	}
+	if c.PlaceholderUsernames == nil {
+		c.PlaceholderUsernames = []string{"jwt", "unused"}
+	}
+	if c.JWKSRefreshInterval == 0 {
+		c.JWKSRefreshInterval = DefaultJWKSRefreshInterval
+	}
+	if c.UnknownKIDCooldown == 0 {
+		c.UnknownKIDCooldown = DefaultUnknownKIDCooldown
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = DefaultCacheSize
+	}
+}
+
+// Validate reports every problem at once, each as a *FieldError joined with errors.Join.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	if c.Leeway < 0 || c.Leeway > 5*time.Minute {
+		add("leeway", "must be between 0s and 5m, got %s", c.Leeway)
+	}
+	if c.JWKSRefreshInterval < time.Minute {
+		add("jwks_refresh_interval", "must be at least 1m, got %s", c.JWKSRefreshInterval)
+	}
+	if c.UnknownKIDCooldown < time.Second {
+		add("unknown_kid_cooldown", "must be at least 1s, got %s", c.UnknownKIDCooldown)
+	}
+	if c.CacheSize < -1 {
+		add("cache_size", "must be -1 (off) or a positive number of entries, got %d", c.CacheSize)
+	}
+	for i, u := range c.PlaceholderUsernames {
+		if u == "" {
+			add(fmt.Sprintf("placeholder_usernames[%d]", i), "must not be empty")
+		}
+	}
+	names := map[string]int{}
+	issuers := map[string]string{}
+	locals := 0
+	for i := range c.Providers {
+		p := &c.Providers[i]
+		at := fmt.Sprintf("providers[%d]", i)
+		if !providerName.MatchString(p.Name) {
+			add(at+".name", "must be 1-63 lower-case letters, digits, '-' or '_', got %q", p.Name)
+		} else if j, dup := names[p.Name]; dup {
+			add(at+".name", "%q is already the name of providers[%d]", p.Name, j)
+		} else {
+			names[p.Name] = i
+		}
+		if p.Name == ProviderAnonymous {
+			add(at+".name", "%q is reserved for anonymous clients", p.Name)
+		}
+		if p.Type == TypeLocal {
+			locals++
+			if locals > 1 {
+				add(at+".type", "only one local provider is allowed")
+			}
+		}
+		for _, fe := range validateProvider(p) {
+			fe.Path = at + "." + fe.Path
+			errs = append(errs, fe)
+		}
+		if spec, err := resolveProvider(*p); err == nil {
+			for _, iss := range spec.issuers {
+				if other, dup := issuers[iss.issuer]; dup {
+					add(at, "issuer %q is also the issuer of provider %q: the token's iss must select one provider", iss.issuer, other)
+				} else {
+					issuers[iss.issuer] = p.Name
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AttributeNames lists every attribute any provider can put on an Identity.
+func (c Config) AttributeNames() []string {
+	var out []string
+	for _, p := range c.Providers {
+		for _, m := range p.Claims {
+			out = append(out, m.Attribute)
+		}
+		out = append(out, p.Attributes...)
+	}
+	if hasLocal(c.Providers) {
+		// Exchanged credentials carry the attributes of the provider that verified the IdP token.
+		for _, p := range c.Providers {
+			for _, m := range p.Claims {
+				out = append(out, m.Attribute)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func hasLocal(ps []ProviderConfig) bool {
+	return slices.ContainsFunc(ps, func(p ProviderConfig) bool { return p.Type == TypeLocal })
+}
+
+func validateProvider(p *ProviderConfig) []*FieldError {
+	var errs []*FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	// Fields that belong to one type only; setting them elsewhere is a mistake worth naming.
+	only := func(field string, set bool, types ...string) {
+		if set && !slices.Contains(types, p.Type) {
+			add(field, "only applies to type %s", strings.Join(types, " or "))
+		}
+	}
+	only("domains", len(p.Domains) > 0, TypeClerk)
+	only("domain", p.Domain != "", TypeAuth0)
+	only("audience", p.Audience != "", TypeAuth0)
+	only("project_url", p.ProjectURL != "", TypeSupabase)
+	only("jwt_secret", p.JWTSecret != "", TypeSupabase)
+	only("project_id", p.ProjectID != "", TypeFirebase)
+	only("attributes", len(p.Attributes) > 0, TypeLocal)
+	only("jwks_url", p.JWKSURL != "", TypeOIDC, TypeClerk, TypeAuth0, TypeSupabase, TypeFirebase)
+	only("authorized_parties", len(p.AuthorizedParties) > 0, TypeOIDC, TypeClerk, TypeAuth0, TypeSupabase, TypeFirebase)
+	only("claims", len(p.Claims) > 0, TypeOIDC, TypeClerk, TypeAuth0, TypeSupabase, TypeFirebase)
+	only("topics_claim", p.TopicsClaim != "", TypeOIDC, TypeClerk, TypeAuth0, TypeSupabase, TypeFirebase)
+	only("username_claim", p.UsernameClaim != "", TypeOIDC, TypeClerk, TypeAuth0, TypeSupabase, TypeFirebase)
+
+	switch p.Type {
+	case TypeOIDC:
+		if p.Issuer == "" {
+			add("issuer", "is required for type oidc")
+		}
+	case TypeClerk:
+		if len(p.Domains) == 0 && p.Issuer == "" {
+			add("domains", "is required for type clerk (e.g. [happy-fox-12.clerk.accounts.dev])")
+		}
+		for i, d := range p.Domains {
+			if !validHost(d) {
+				add(fmt.Sprintf("domains[%d]", i), "must be a host name without scheme or path, got %q", d)
+			}
+		}
+	case TypeAuth0:
+		if p.Domain == "" && p.Issuer == "" {
+			add("domain", "is required for type auth0 (e.g. tenant.auth0.com)")
+		} else if p.Domain != "" && !validHost(p.Domain) {
+			add("domain", "must be a host name without scheme or path, got %q", p.Domain)
+		}
+	case TypeSupabase:
+		if p.ProjectURL == "" && p.Issuer == "" {
+			add("project_url", "is required for type supabase (e.g. https://abc.supabase.co)")
+		} else if p.ProjectURL != "" {
+			if msg := checkHTTPS(p.ProjectURL); msg != "" {
+				add("project_url", "%s", msg)
+			}
+		}
+		if p.JWTSecret != "" {
+			if len(p.JWTSecret) < 32 {
+				add("jwt_secret", "must be at least 32 characters (the project's JWT secret)")
+			}
+			if len(p.Algorithms) > 0 && !slices.Equal(p.Algorithms, []string{"HS256"}) {
+				add("algorithms", "must be [HS256] (or unset) when jwt_secret is set")
+			}
+		}
+	case TypeFirebase:
+		if p.ProjectID == "" && p.Issuer == "" {
+			add("project_id", "is required for type firebase")
+		}
+	case TypeLocal:
+		if p.Issuer != "" && strings.TrimSpace(p.Issuer) != p.Issuer {
+			add("issuer", "must not have surrounding spaces")
+		}
+		for i, a := range p.Attributes {
+			if !attributeName.MatchString(a) {
+				add(fmt.Sprintf("attributes[%d]", i), "must be a letter or '_' followed by letters, digits or '_', got %q", a)
+			}
+		}
+	case "":
+		add("type", "is required: one of oidc, clerk, auth0, supabase, firebase, local")
+		return errs
+	default:
+		add("type", "must be one of oidc, clerk, auth0, supabase, firebase, local, got %q", p.Type)
+		return errs
+	}
+
+	if p.Type != TypeLocal && p.Issuer != "" {
+		if msg := checkHTTPS(p.Issuer); msg != "" {
+			add("issuer", "%s", msg)
+		}
+	}
+	if p.JWKSURL != "" {
+		if msg := checkHTTPS(p.JWKSURL); msg != "" {
+			add("jwks_url", "%s", msg)
+		}
+	}
+	hmac := p.Type == TypeSupabase && p.JWTSecret != ""
+	for i, a := range p.Algorithms {
+		switch {
+		case a == "none" || strings.EqualFold(a, "none"):
+			add(fmt.Sprintf("algorithms[%d]", i), "\"none\" is never accepted")
+		case strings.HasPrefix(a, "HS"):
+			if !hmac {
+				add(fmt.Sprintf("algorithms[%d]", i), "%s is an HMAC algorithm: only a supabase provider with jwt_secret may use it (a provider with public keys must never accept HMAC)", a)
+			}
+		case !slices.Contains(publicKeyAlgorithms, a):
+			add(fmt.Sprintf("algorithms[%d]", i), "unknown algorithm %q (one of %s)", a, strings.Join(publicKeyAlgorithms, ", "))
+		}
+	}
+	for i, a := range p.Audiences {
+		if a == "" {
+			add(fmt.Sprintf("audiences[%d]", i), "must not be empty")
+		}
+	}
+	if p.UsernamePrefix != "" && !safeUsername(p.UsernamePrefix) {
+		add("username_prefix", "must not contain '+', '#', '/', control characters or start with '$', got %q", p.UsernamePrefix)
+	}
+	seen := map[string]int{}
+	for i, m := range p.Claims {
+		at := fmt.Sprintf("claims[%d]", i)
+		if m.Path == "" || strings.HasPrefix(m.Path, ".") || strings.HasSuffix(m.Path, ".") || strings.Contains(m.Path, "..") {
+			add(at+".path", "must be a claim name or dotted path like app_metadata.plan, got %q", m.Path)
+		}
+		switch {
+		case !attributeName.MatchString(m.Attribute):
+			add(at+".attribute", "must be a letter or '_' followed by letters, digits or '_', got %q", m.Attribute)
+		case slices.Contains(reservedAttributes, m.Attribute):
+			add(at+".attribute", "%q is reserved (%s are always available)", m.Attribute, strings.Join(reservedAttributes, ", "))
+		default:
+			if j, dup := seen[m.Attribute]; dup {
+				add(at+".attribute", "%q is already mapped by claims[%d]", m.Attribute, j)
+			}
+			seen[m.Attribute] = i
+		}
+		if m.Required && m.Default != "" {
+			add(at+".default", "a required claim cannot have a default")
+		}
+	}
+	return errs
+}
+
+// checkHTTPS returns "" for an https URL, or for http on a loopback host (a local IdP in development and tests).
+func checkHTTPS(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.User != nil {
+		return fmt.Sprintf("must be an https URL, got %q", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return ""
+		}
+		return fmt.Sprintf("must be an https URL (http is allowed only on loopback), got %q", raw)
+	}
+	return fmt.Sprintf("must be an https URL, got %q", raw)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func validHost(h string) bool {
+	if h == "" || strings.ContainsAny(h, "/:?#@ ") {
+		return false
+	}
+	u, err := url.Parse("https://" + h)
+	return err == nil && u.Host == h
+}

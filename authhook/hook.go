@@ -1,0 +1,393 @@
+package authhook
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"weak"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// MaxTokenSize bounds a credential; longer ones are refused before any parsing.
+const MaxTokenSize = 16 << 10
+
+// DefaultFetchWait is the longest a CONNECT waits for a key set fetch caused by an unknown kid.
+const DefaultFetchWait = 2 * time.Second
+
+// JWTAuthMethods are the MQTT 5 Authentication Methods that carry a JWT in Authentication Data.
+var JWTAuthMethods = []string{"JWT", "OAUTH2-JWT", "CUSTOM-JWT"}
+
+// Options configure a Hook.
+type Options struct {
+	Config     Config
+	Server     *mqtt.Server          // sends the refusal CONNACK with a precise reason code; nil only in unit tests of Verify
+	DataDir    string                // where the local provider's generated key lives (0600)
+	Registerer prometheus.Registerer // optional: registers idmq_auth_total
+	Logger     *slog.Logger          // optional
+	HTTPClient *http.Client          // optional: fetches discovery documents and key sets
+	Now        func() time.Time      // optional clock
+}
+
+// ProviderStatus is the health of one issuer of one provider, for /readyz and `idmq check`.
+type ProviderStatus struct {
+	Name      string    `json:"name"`
+	Type      string    `json:"type"`
+	Issuer    string    `json:"issuer"`
+	Ready     bool      `json:"ready"` // keys were fetched at least once (always true for local keys)
+	Keys      int       `json:"keys"`
+	LastError string    `json:"last_error,omitempty"`
+	LastFetch time.Time `json:"last_fetch,omitzero"`
+}
+
+// Hook authenticates CONNECTs: it turns the credential into an Identity, attaches it to the client, and
+// refuses everything else with a precise CONNACK. It never allows a client it has not verified.
+type Hook struct {
+	mqtt.HookBase
+	cfg      Config
+	server   *mqtt.Server
+	log      *slog.Logger
+	now      func() time.Time
+	parser   *jwt.Parser
+	specs    []*providerSpec
+	byIssuer map[string]*verifier
+	byName   map[string]*providerSpec
+	remotes  map[*providerSpec][]*remoteKeys
+	local    *LocalIssuer
+	cache    *tokenCache
+	metrics  *authMetrics
+
+	identities sync.Map // weak.Pointer[mqtt.Client] -> *Identity
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ mqtt.Hook = (*Hook)(nil)
+
+// New builds every provider's verifier and key set. Remote key sets are fetched in the background: New never
+// waits for an identity provider, and a provider whose keys never arrived is reported as not ready.
+func New(opts Options) (*Hook, error) {
+	cfg := opts.Config
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Hook{
+		cfg:      cfg,
+		server:   opts.Server,
+		log:      opts.Logger,
+		now:      opts.Now,
+		parser:   jwt.NewParser(jwt.WithJSONNumber()),
+		byIssuer: map[string]*verifier{},
+		byName:   map[string]*providerSpec{},
+		remotes:  map[*providerSpec][]*remoteKeys{},
+		cache:    newTokenCache(cfg.CacheSize),
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	client := opts.HTTPClient
+	if client == nil {
+		client = defaultHTTPClient()
+	}
+	var err error
+	if h.metrics, err = newAuthMetrics(opts.Registerer); err != nil {
+		return nil, err
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+
+	for _, pc := range cfg.Providers {
+		spec, err := resolveProvider(pc)
+		if err != nil {
+			h.cancel()
+			return nil, err
+		}
+		s := &spec
+		h.specs = append(h.specs, s)
+		h.byName[s.name] = s
+		switch {
+		case s.typ == TypeLocal:
+			signer, err := loadSigningKey(cfg.SigningKeyFile, opts.DataDir)
+			if err != nil {
+				h.cancel()
+				return nil, err
+			}
+			if h.local, err = newLocalIssuer(s, signer, h.now); err != nil {
+				h.cancel()
+				return nil, err
+			}
+			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, staticKey{key: h.local.publicKey, kid: h.local.kid}, cfg.Leeway, h.now)
+		case s.hmacSecret != nil:
+			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, staticKey{key: s.hmacSecret}, cfg.Leeway, h.now)
+		default:
+			for _, iss := range s.issuers {
+				rk, err := newRemoteKeys(h.ctx, s.name, iss, client, h.now, cfg.UnknownKIDCooldown, DefaultFetchWait, h.log)
+				if err != nil {
+					h.cancel()
+					return nil, err
+				}
+				h.remotes[s] = append(h.remotes[s], rk)
+				h.byIssuer[iss.issuer] = newVerifier(s, iss.issuer, rk, cfg.Leeway, h.now)
+			}
+		}
+	}
+	for _, rks := range h.remotes {
+		for _, rk := range rks {
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				rk.run(cfg.JWKSRefreshInterval)
+			}()
+		}
+	}
+	return h, nil
+}
+
+// ID implements mqtt.Hook.
+func (h *Hook) ID() string { return "idmq-auth" }
+
+// Provides implements mqtt.Hook.
+func (h *Hook) Provides(b byte) bool {
+	return b == mqtt.OnConnect || b == mqtt.OnConnectAuthenticate || b == mqtt.OnDisconnect
+}
+
+// Init implements mqtt.Hook; configuration comes through New, so AddHook's config must be nil.
+func (h *Hook) Init(config any) error {
+	if config != nil {
+		return mqtt.ErrInvalidConfigType
+	}
+	return nil
+}
+
+// Close stops background key refreshes.
+func (h *Hook) Close() {
+	h.cancel()
+	h.wg.Wait()
+}
+
+// Stop implements mqtt.Hook.
+func (h *Hook) Stop() error {
+	h.Close()
+	return nil
+}
+
+// LocalIssuer is the `local` provider's issuer, or nil when none is configured.
+func (h *Hook) LocalIssuer() *LocalIssuer { return h.local }
+
+// Identity returns the identity attached to a connected client.
+func (h *Hook) Identity(cl *mqtt.Client) (*Identity, bool) {
+	v, ok := h.identities.Load(weak.Make(cl))
+	if !ok {
+		return nil, false
+	}
+	return v.(*Identity), true
+}
+
+// attach keys the identity weakly by client: if a later hook refuses the CONNECT, mochi never calls
+// OnDisconnect, and the entry then goes away with the client instead of leaking.
+func (h *Hook) attach(cl *mqtt.Client, id *Identity) {
+	wp := weak.Make(cl)
+	if _, loaded := h.identities.Swap(wp, id); !loaded {
+		runtime.AddCleanup(cl, func(wp weak.Pointer[mqtt.Client]) { h.identities.Delete(wp) }, wp)
+	}
+}
+
+// Verify checks a token without binding a client: for the HTTP token exchange and tests. provider "" lets
+// the token's iss choose; otherwise the token must come from that provider. The returned Identity is shared
+// (it may come from the cache) and must not be modified. A fetch of unknown keys waits at most 2 s.
+func (h *Hook) Verify(ctx context.Context, token, provider string) (*Identity, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return h.verify(token, provider)
+}
+
+func (h *Hook) verify(token, provider string) (*Identity, error) {
+	if len(token) > MaxTokenSize {
+		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(token), MaxTokenSize)
+	}
+	if provider != "" && h.byName[provider] == nil {
+		return nil, refuse(ReasonProviderNotFound, "no provider named %q", clip(provider))
+	}
+	now := h.now()
+	if id := h.cache.get(token, now); id != nil {
+		if provider != "" && id.Provider != provider {
+			return nil, refuse(ReasonIssuerMismatch, "token issuer does not match provider %q", provider)
+		}
+		return id, nil
+	}
+	tok, _, err := h.parser.ParseUnverified(token, jwt.MapClaims{})
+	if err != nil {
+		if tok != nil && tok.Header != nil && errors.Is(err, jwt.ErrTokenUnverifiable) {
+			alg, _ := tok.Header["alg"].(string)
+			return nil, refuse(ReasonAlgNotAllowed, "algorithm %q is not supported", clip(alg))
+		}
+		return nil, refuseWrap(ReasonMalformed, err, "token is not a well-formed JWT")
+	}
+	claims := tok.Claims.(jwt.MapClaims)
+	iss, _ := claims["iss"].(string)
+	if iss == "" {
+		return nil, missingClaim("iss")
+	}
+	v := h.byIssuer[iss]
+	if v == nil {
+		return nil, refuse(ReasonIssuerMismatch, "token issuer does not match any provider (iss %q)", clip(iss))
+	}
+	if provider != "" && v.spec.name != provider {
+		return nil, refuse(ReasonIssuerMismatch, "token issuer %q does not match provider %q", clip(iss), provider)
+	}
+	id, kh, err := v.verify(tok, token[:strings.LastIndexByte(token, '.')])
+	if err != nil {
+		return nil, err
+	}
+	h.cache.put(token, id, kh, now)
+	return id, nil
+}
+
+// OnConnect verifies the credential. mochi lets OnConnectAuthenticate answer only 0x86, so all decisions
+// are made here and a refusal sends its own CONNACK [MQTT-3.2.2-7] before returning the code.
+func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	id, err := h.authenticate(cl, pk)
+	if err != nil {
+		provider := ""
+		var e *Error
+		if errors.As(err, &e) {
+			provider = e.Provider
+		}
+		h.metrics.observe(provider, ReasonOf(err))
+		h.log.Warn("authhook: connection refused",
+			"provider", provider, "reason", string(ReasonOf(err)), "remote", cl.Net.Remote, "client", cl.ID, "error", err.Error())
+		if h.server != nil {
+			_ = h.server.SendConnack(cl, connackCode(err, cl.Properties.ProtocolVersion), false, nil)
+		}
+		return connackCode(err, 5)
+	}
+	h.attach(cl, id)
+	cl.Properties.Username = []byte(id.Username)
+	cl.Properties.Props.AuthenticationData = nil // storage hooks persist Props: never the token
+	h.metrics.observe(id.Provider, "")
+	h.log.Debug("authhook: client authenticated", "provider", id.Provider, "username", id.Username, "client", cl.ID, "remote", cl.Net.Remote)
+	return nil
+}
+
+func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, error) {
+	method := ""
+	credential := pk.Connect.Password
+	if cl.Properties.ProtocolVersion == 5 && pk.Properties.AuthenticationMethod != "" {
+		method = pk.Properties.AuthenticationMethod
+		if !slices.Contains(JWTAuthMethods, method) {
+			return nil, refuse(ReasonBadAuthMethod, "authentication method %q is not supported (use JWT)", clip(method))
+		}
+		credential = pk.Properties.AuthenticationData
+	}
+	if len(credential) > MaxTokenSize {
+		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(credential), MaxTokenSize)
+	}
+	var verified *Identity
+	if len(credential) == 0 {
+		if !h.cfg.AllowAnonymous {
+			return nil, refuse(ReasonMissingCredential, "no token in the password or Authentication Data")
+		}
+		verified = &Identity{Provider: ProviderAnonymous}
+	} else {
+		var err error
+		if verified, err = h.verify(string(credential), ""); err != nil {
+			return nil, err
+		}
+		// The identity comes from the token; the CONNECT username may only repeat it or be a placeholder,
+		// so nobody believes they are bob while connected as alice.
+		if u := pk.Connect.Username; len(u) > 0 && string(u) != verified.Username && !slices.Contains(h.cfg.PlaceholderUsernames, string(u)) {
+			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
+				Message: fmt.Sprintf("CONNECT username %q is neither the token's username %q nor a placeholder", clip(string(u)), verified.Username)}
+		}
+	}
+	if h.server != nil {
+		// Clients holds live sessions and persisted ones restored from storage alike.
+		if existing, ok := h.server.Clients.Get(cl.ID); ok && existing != cl && !bytes.Equal(existing.Properties.Username, []byte(verified.Username)) {
+			return nil, &Error{Reason: ReasonClientIDTaken, Provider: verified.Provider,
+				Message: fmt.Sprintf("client id %q belongs to a session of another user", clip(cl.ID))}
+		}
+	}
+	id := *verified
+	id.ClientID = cl.ID
+	id.AuthMethod = method
+	return &id, nil
+}
+
+// OnConnectAuthenticate allows exactly the clients OnConnect attached an identity to.
+func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	_, ok := h.Identity(cl)
+	return ok
+}
+
+// OnDisconnect drops the client's identity.
+func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.identities.Delete(weak.Make(cl))
+}
+
+// Providers reports each provider issuer's key state without fetching anything.
+func (h *Hook) Providers() []ProviderStatus {
+	var out []ProviderStatus
+	for _, s := range h.specs {
+		rks := h.remotes[s]
+		if len(rks) == 0 {
+			out = append(out, ProviderStatus{Name: s.name, Type: s.typ, Issuer: s.issuers[0].issuer, Ready: true, Keys: 1})
+			continue
+		}
+		for _, rk := range rks {
+			ready, keys, lastErr, lastFetch := rk.status()
+			st := ProviderStatus{Name: s.name, Type: s.typ, Issuer: rk.issuer, Ready: ready, Keys: keys, LastFetch: lastFetch}
+			if lastErr != nil {
+				st.LastError = lastErr.Error()
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// Check fetches every remote provider's discovery document and key set now and reports the outcome; a
+// successful fetch also updates the keys in use.
+func (h *Hook) Check(ctx context.Context) []ProviderStatus {
+	var out []ProviderStatus
+	for _, s := range h.specs {
+		rks := h.remotes[s]
+		if len(rks) == 0 {
+			out = append(out, ProviderStatus{Name: s.name, Type: s.typ, Issuer: s.issuers[0].issuer, Ready: true, Keys: 1})
+			continue
+		}
+		for _, rk := range rks {
+			keys, err := rk.fetch(ctx)
+			if err == nil {
+				rk.apply(keys)
+			}
+			rk.mu.Lock()
+			rk.lastErr, rk.lastFetch = err, h.now()
+			rk.mu.Unlock()
+			ready, n, _, last := rk.status()
+			st := ProviderStatus{Name: s.name, Type: s.typ, Issuer: rk.issuer, Ready: ready && err == nil, Keys: n, LastFetch: last}
+			if err != nil {
+				st.LastError = err.Error()
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}

@@ -1,0 +1,364 @@
+package authhook
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/MicahParks/jwkset"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Claims of local credentials beyond the registered ones. Mint writes them, the local verifier reads them.
+const (
+	LocalAttributesClaim = "attrs"  // object of string attributes -> Identity.Attributes
+	LocalTopicsClaim     = "topics" // {"publish": [...], "subscribe": [...], "all": [...]} -> Identity.Grants
+)
+
+// SigningKeyFileName is the generated key of the local provider, inside the data directory.
+const SigningKeyFileName = "idmq-signing-key.pem"
+
+// LocalIssuer is idmq's own issuer (provider type `local`). Its tokens have
+//
+//	iss: the provider's `issuer` (default "idmq"), aud: its first audience (default "idmq"),
+//	sub: the MQTT username verbatim (so it must already be topic-safe), iat, exp, jti,
+//	attrs: {name: value}, topics: {publish, subscribe, all}.
+//
+// They are verified locally, with no network call, by any node holding the same key.
+type LocalIssuer struct {
+	issuer    string
+	audience  string
+	signer    crypto.Signer
+	method    jwt.SigningMethod
+	kid       string
+	jwksJSON  []byte
+	publicKey any
+	now       func() time.Time
+}
+
+func newLocalIssuer(spec *providerSpec, signer crypto.Signer, now func() time.Time) (*LocalIssuer, error) {
+	method, err := signingMethodFor(signer)
+	if err != nil {
+		return nil, err
+	}
+	pub := signer.Public()
+	kid, err := thumbprint(pub)
+	if err != nil {
+		return nil, err
+	}
+	jwk, err := jwkset.NewJWKFromKey(pub, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{
+		ALG: jwkset.ALG(method.Alg()), KID: kid, USE: jwkset.UseSig,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("authhook: local provider key: %w", err)
+	}
+	set, err := json.Marshal(jwkset.JWKSMarshal{Keys: []jwkset.JWKMarshal{jwk.Marshal()}})
+	if err != nil {
+		return nil, err
+	}
+	spec.algorithms = []string{method.Alg()}
+	return &LocalIssuer{
+		issuer:    spec.issuers[0].issuer,
+		audience:  spec.audiences[0],
+		signer:    signer,
+		method:    method,
+		kid:       kid,
+		jwksJSON:  set,
+		publicKey: pub,
+		now:       now,
+	}, nil
+}
+
+// Issuer is the iss of minted tokens.
+func (li *LocalIssuer) Issuer() string { return li.issuer }
+
+// Mint signs a credential for sub (the MQTT username, which must already be topic-safe: it is used verbatim).
+func (li *LocalIssuer) Mint(sub string, ttl time.Duration, attrs map[string]string, grants TopicGrants) (string, error) {
+	if sub == "" {
+		return "", errors.New("authhook: mint: sub must not be empty")
+	}
+	if !safeUsername(sub) {
+		return "", fmt.Errorf("authhook: mint: sub %q may not contain '+', '#', '/', control characters or start with '$'", sub)
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("authhook: mint: ttl must be positive, got %s", ttl)
+	}
+	for k := range attrs {
+		if !attributeName.MatchString(k) {
+			return "", fmt.Errorf("authhook: mint: attribute name %q must be a letter or '_' followed by letters, digits or '_'", k)
+		}
+	}
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", err
+	}
+	now := li.now()
+	claims := jwt.MapClaims{
+		"iss": li.issuer,
+		"aud": li.audience,
+		"sub": sub,
+		"iat": now.Unix(),
+		"exp": now.Add(ttl).Unix(),
+		"jti": base64.RawURLEncoding.EncodeToString(jti),
+	}
+	if len(attrs) > 0 {
+		claims[LocalAttributesClaim] = attrs
+	}
+	if !grants.Empty() {
+		claims[LocalTopicsClaim] = grantsClaim(grants)
+	}
+	tok := jwt.NewWithClaims(li.method, claims)
+	tok.Header["kid"] = li.kid
+	return tok.SignedString(li.signer)
+}
+
+// JWKSHandler serves the public key set (GET /.well-known/jwks.json).
+func (li *LocalIssuer) JWKSHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(li.jwksJSON)
+	})
+}
+
+// DiscoveryHandler serves a minimal OpenID discovery document (GET /.well-known/openid-configuration). When
+// the issuer is an http(s) URL the key set is announced under it; otherwise under the requested host.
+func (li *LocalIssuer) DiscoveryHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		jwksURI := ""
+		if u, err := url.Parse(li.issuer); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
+			jwksURI = strings.TrimSuffix(li.issuer, "/") + "/.well-known/jwks.json"
+		} else {
+			scheme := "http"
+			if r.TLS != nil {
+				scheme = "https"
+			}
+			jwksURI = scheme + "://" + r.Host + "/.well-known/jwks.json"
+		}
+		doc := map[string]any{
+			"issuer":                                li.issuer,
+			"jwks_uri":                              jwksURI,
+			"id_token_signing_alg_values_supported": []string{li.method.Alg()},
+			"response_types_supported":              []string{"id_token"},
+			"subject_types_supported":               []string{"public"},
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_ = json.NewEncoder(w).Encode(doc)
+	})
+}
+
+// mapLocalIdentity reads a local credential: sub is the username as it is (Mint refused unsafe ones).
+func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) {
+	id := &Identity{Provider: provider}
+	id.Subject, _ = claims["sub"].(string)
+	if id.Subject == "" {
+		return nil, missingClaim("sub")
+	}
+	if !safeUsername(id.Subject) {
+		return nil, &Error{Reason: ReasonMalformed, Claim: "sub", Message: "sub is not a topic-safe username"}
+	}
+	id.Username = id.Subject
+	id.TokenID, _ = claims["jti"].(string)
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		id.ExpiresAt = exp.Time
+	}
+	if iat, err := claims.GetIssuedAt(); err == nil && iat != nil {
+		id.IssuedAt = iat.Time
+	}
+	if raw, ok := claims[LocalAttributesClaim]; ok {
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return nil, &Error{Reason: ReasonMalformed, Claim: LocalAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
+		}
+		id.Attributes = make(map[string]string, len(m))
+		for k, v := range m {
+			s, ok := v.(string)
+			if !ok {
+				return nil, &Error{Reason: ReasonMalformed, Claim: LocalAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
+			}
+			id.Attributes[k] = s
+		}
+	}
+	if raw, ok := claims[LocalTopicsClaim]; ok {
+		g, err := parseGrants(raw)
+		if err != nil {
+			return nil, &Error{Reason: ReasonMalformed, Claim: LocalTopicsClaim, Message: "claim \"topics\" " + err.Error()}
+		}
+		id.Grants = g
+	}
+	return id, nil
+}
+
+// loadSigningKey reads signing_key_file, or the generated key in dataDir, generating it (P-256, 0600) on
+// first start.
+func loadSigningKey(file, dataDir string) (crypto.Signer, error) {
+	if file != "" {
+		return readSigningKey(file)
+	}
+	if dataDir == "" {
+		return nil, errors.New("authhook: the local provider needs a data directory or auth.signing_key_file")
+	}
+	path := filepath.Join(dataDir, SigningKeyFileName)
+	key, err := readSigningKey(path)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return key, err
+	}
+	return generateSigningKey(path)
+}
+
+func readSigningKey(path string) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("authhook: signing key: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, fmt.Errorf("authhook: signing key %s: no PEM block", path)
+	}
+	var key any
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("authhook: signing key %s: unsupported PEM block %q (want PRIVATE KEY)", path, block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authhook: signing key %s: %w", path, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("authhook: signing key %s: unsupported key type %T", path, key)
+	}
+	if _, err := signingMethodFor(signer); err != nil {
+		return nil, fmt.Errorf("authhook: signing key %s: %w", path, err)
+	}
+	return signer, nil
+}
+
+func generateSigningKey(path string) (crypto.Signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("authhook: signing key: %w", err)
+	}
+	// Write to a private temporary file and rename, so a crash never leaves a half-written key behind.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".signing-key-*")
+	if err != nil {
+		return nil, fmt.Errorf("authhook: signing key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("authhook: signing key: %w", err)
+	}
+	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("authhook: signing key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	// Link fails if another process created the key meanwhile; then use theirs.
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return readSigningKey(path)
+		}
+		return nil, fmt.Errorf("authhook: signing key: %w", err)
+	}
+	return key, nil
+}
+
+func signingMethodFor(s crypto.Signer) (jwt.SigningMethod, error) {
+	switch k := s.Public().(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return jwt.SigningMethodES256, nil
+		case elliptic.P384():
+			return jwt.SigningMethodES384, nil
+		}
+		return nil, fmt.Errorf("unsupported EC curve %s (want P-256 or P-384)", k.Curve.Params().Name)
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("RSA key of %d bits is too small (want at least 2048)", k.N.BitLen())
+		}
+		return jwt.SigningMethodRS256, nil
+	case ed25519.PublicKey:
+		return jwt.SigningMethodEdDSA, nil
+	}
+	return nil, fmt.Errorf("unsupported key type %T", s.Public())
+}
+
+// thumbprint is the RFC 7638 JWK thumbprint, used as the kid.
+func thumbprint(pub any) (string, error) {
+	b64 := base64.RawURLEncoding.EncodeToString
+	var canonical string
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		size := (k.Curve.Params().BitSize + 7) / 8
+		x, y := make([]byte, size), make([]byte, size)
+		k.X.FillBytes(x)
+		k.Y.FillBytes(y)
+		canonical = fmt.Sprintf(`{"crv":%q,"kty":"EC","x":%q,"y":%q}`, k.Curve.Params().Name, b64(x), b64(y))
+	case *rsa.PublicKey:
+		e := big64(k.E)
+		canonical = fmt.Sprintf(`{"e":%q,"kty":"RSA","n":%q}`, b64(e), b64(k.N.Bytes()))
+	case ed25519.PublicKey:
+		canonical = fmt.Sprintf(`{"crv":"Ed25519","kty":"OKP","x":%q}`, b64(k))
+	default:
+		return "", fmt.Errorf("unsupported key type %T", pub)
+	}
+	sum := sha256.Sum256([]byte(canonical))
+	return b64(sum[:]), nil
+}
+
+func big64(e int) []byte {
+	var b []byte
+	for e > 0 {
+		b = append([]byte{byte(e)}, b...)
+		e >>= 8
+	}
+	return b
+}
