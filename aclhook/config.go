@@ -1,0 +1,186 @@
+package aclhook
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the `acl:` section of the broker's configuration.
+type Config struct {
+	// Rules are evaluated in order; the first that matches a request decides it. No match is a deny.
+	Rules []Rule `yaml:"rules"`
+}
+
+// Rule grants or denies one action on the topics a filter covers, for the clients whose attributes
+// satisfy When.
+type Rule struct {
+	Topic  string           `yaml:"topic"`  // a topic filter; may contain %u, %c, %{name}, %%
+	Access Access           `yaml:"access"` // publish, subscribe, pubsub or deny
+	When   map[string]OneOf `yaml:"when"`   // attribute -> accepted values; all must hold
+}
+
+// Access is what a rule allows. The zero value is not valid: every rule must say what it does.
+type Access uint8
+
+const (
+	AccessPublish Access = iota + 1
+	AccessSubscribe
+	AccessPubSub
+	AccessDeny
+)
+
+var accessNames = map[string]Access{
+	"publish":   AccessPublish,
+	"subscribe": AccessSubscribe,
+	"pubsub":    AccessPubSub,
+	"deny":      AccessDeny,
+}
+
+// ParseAccess returns the Access named s.
+func ParseAccess(s string) (Access, error) {
+	if a, ok := accessNames[s]; ok {
+		return a, nil
+	}
+	return 0, fmt.Errorf("%w %q (want publish, subscribe, pubsub or deny)", ErrUnknownAccess, s)
+}
+
+func (a Access) String() string {
+	for name, v := range accessNames {
+		if v == a {
+			return name
+		}
+	}
+	return fmt.Sprintf("Access(%d)", uint8(a))
+}
+
+func (a Access) valid() bool { return a >= AccessPublish && a <= AccessDeny }
+
+// grants reports whether a allows act.
+func (a Access) grants(act Action) bool {
+	switch a {
+	case AccessPubSub:
+		return true
+	case AccessPublish:
+		return act == ActionPublish
+	case AccessSubscribe:
+		return act == ActionSubscribe
+	}
+	return false
+}
+
+// UnmarshalYAML rejects unknown access values at decode time, with the YAML line.
+func (a *Access) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := ParseAccess(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*a = v
+	return nil
+}
+
+// MarshalYAML writes the access name, so a decoded config round-trips.
+func (a Access) MarshalYAML() (any, error) { return a.String(), nil }
+
+// OneOf is the set of values a `when` condition accepts. In YAML it is a scalar or a list of scalars.
+type OneOf []string
+
+// UnmarshalYAML accepts `plan: premium` and `plan: [premium, enterprise]`.
+func (o *OneOf) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*o = OneOf{s}
+		return nil
+	case yaml.SequenceNode:
+		var list []string
+		if err := n.Decode(&list); err != nil {
+			return fmt.Errorf("line %d: aclhook: a `when` condition takes a value or a list of values: %w", n.Line, err)
+		}
+		*o = list
+		return nil
+	}
+	return fmt.Errorf("line %d: aclhook: a `when` condition takes a value or a list of values", n.Line)
+}
+
+var (
+	ErrUnknownAccess      = errors.New("aclhook: unknown access")
+	ErrUnknownPlaceholder = errors.New("aclhook: unknown placeholder")
+	ErrInvalidFilter      = errors.New("aclhook: invalid topic filter")
+	ErrEmptyCondition     = errors.New("aclhook: empty `when` condition")
+)
+
+// FieldError is a configuration error in one field. Path is relative to the acl section.
+type FieldError struct {
+	Path string // e.g. "rules[3].topic"
+	Err  error
+}
+
+func (e *FieldError) Error() string     { return e.Path + ": " + e.Err.Error() }
+func (e *FieldError) FieldPath() string { return e.Path }
+func (e *FieldError) Unwrap() error     { return e.Err }
+
+// Validate checks the section. err is a *FieldError, or errors.Join of several (each a *FieldError,
+// reachable through Unwrap() []error). Warnings name a `when` condition or %{name} placeholder on an
+// attribute missing from knownAttributes (the attributes some provider maps): such a rule never
+// applies.
+func (c Config) Validate(knownAttributes []string) (warnings []string, err error) {
+	var errs []error
+	for i, r := range c.Rules {
+		path := fmt.Sprintf("rules[%d]", i)
+		tmpl, terr := parseTemplate(r.Topic)
+		if terr != nil {
+			errs = append(errs, &FieldError{Path: path + ".topic", Err: terr})
+		} else {
+			for _, name := range tmpl.attributes() {
+				if !slices.Contains(knownAttributes, name) {
+					warnings = append(warnings, fmt.Sprintf("%s.topic: placeholder %%{%s} names an attribute no provider maps; the rule never applies", path, name))
+				}
+			}
+		}
+		if !r.Access.valid() {
+			errs = append(errs, &FieldError{Path: path + ".access", Err: fmt.Errorf("%w: missing or invalid (want publish, subscribe, pubsub or deny)", ErrUnknownAccess)})
+		}
+		for _, name := range sortedKeys(r.When) {
+			if len(r.When[name]) == 0 {
+				errs = append(errs, &FieldError{Path: path + ".when." + name, Err: fmt.Errorf("%w: list at least one value", ErrEmptyCondition)})
+			}
+			if !slices.Contains(knownAttributes, name) {
+				warnings = append(warnings, fmt.Sprintf("%s.when.%s: attribute %q is not mapped by any provider; the rule never applies", path, name, name))
+			}
+		}
+	}
+	if len(c.Rules) == 0 {
+		warnings = append(warnings, "rules: none configured; only filters granted by credentials are allowed")
+	}
+	switch len(errs) {
+	case 0:
+		return warnings, nil
+	case 1:
+		return warnings, errs[0]
+	}
+	return warnings, errors.Join(errs...)
+}
+
+func sortedKeys(m map[string]OneOf) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// describeFilterError wraps a validFilter reason with the filter that failed.
+func describeFilterError(filter, reason string) error {
+	return fmt.Errorf("%w %q: %s", ErrInvalidFilter, filter, reason)
+}
