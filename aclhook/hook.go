@@ -328,6 +328,14 @@ func (h *Hook) rulesOf(cl *mqtt.Client) *ClientRules {
 	if v, ok := h.clients.Load(cl); ok {
 		return v.(*ClientRules)
 	}
+	if cl.Net.Conn == nil && !cl.Net.Inline {
+		// A persistent session restored from storage after a restart: its owner has not connected since,
+		// so OnConnect never compiled its rules. The Subject decides what such a session may still receive.
+		if acl := h.compile(cl); acl != nil {
+			v, _ := h.clients.LoadOrStore(cl, acl)
+			return v.(*ClientRules)
+		}
+	}
 	return nil
 }
 

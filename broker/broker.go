@@ -101,6 +101,12 @@ func New(cfg *Config, log *slog.Logger) (*Broker, error) {
 func (b *Broker) aclSubject(cl *mqtt.Client) (aclhook.Subject, bool) {
 	id, ok := b.auth.Identity(cl)
 	if !ok {
+		if cl.Net.Conn == nil && len(cl.Properties.Username) > 0 {
+			// A persistent session restored from the store after a restart: its owner is offline and only
+			// the verified username was persisted. Rules on %u and %c keep queueing its messages; rules
+			// that need attributes or grants do not apply until the owner reconnects with a token.
+			return aclhook.Subject{Username: string(cl.Properties.Username), ClientID: cl.ID}, true
+		}
 		return aclhook.Subject{}, false
 	}
 	return aclhook.Subject{

@@ -42,12 +42,23 @@ func openListener(id string, lc ListenerConfig, tlsConf *tls.Config, maxPacket u
 type connectDeadline struct {
 	listeners.Listener
 	timeout time.Duration
+	log     *slog.Logger
+}
+
+func (l *connectDeadline) Init(log *slog.Logger) error {
+	l.log = log
+	return l.Listener.Init(log)
 }
 
 func (l *connectDeadline) Serve(establish listeners.EstablishFn) {
 	l.Listener.Serve(func(id string, c net.Conn) error {
 		_ = c.SetDeadline(time.Now().Add(l.timeout))
-		return establish(id, c)
+		// Refusals are already logged, with their reason, by the hook that refused; mochi's listener would
+		// add a second, message-less warning for each.
+		if err := establish(id, c); err != nil {
+			l.log.Debug("connection ended", "listener", id, "remote", c.RemoteAddr().String(), "error", err)
+		}
+		return nil
 	})
 }
 

@@ -168,6 +168,12 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 		t.Fatalf("idmq exit code %d after SIGTERM, want 0", code)
 	}
 	p.start()
+	// Also queue messages published after the restart, while the restored session's owner is still away.
+	pub, _ = connectV3(t, v3Options(url, "publisher", "alice", tok, nil))
+	for i := n; i < n+10; i++ {
+		waitToken(t, pub.Publish("users/alice/queue", 1, false, strconv.Itoa(i)), "publish after restart")
+	}
+	pub.Disconnect(100)
 
 	got := newCollectV3()
 	subOpts = v3Options(url, "persistent-sub", "alice", tok, nil).SetCleanSession(false)
@@ -178,12 +184,12 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 	}
 	seen := map[string]bool{}
 	deadline := time.After(15 * time.Second)
-	for len(seen) < n {
+	for len(seen) < n+10 {
 		select {
 		case m := <-got.ch:
 			seen[string(m.Payload())] = true
 		case <-deadline:
-			t.Fatalf("after restart received %d of %d queued QoS 1 messages", len(seen), n)
+			t.Fatalf("after restart received %d of %d queued QoS 1 messages", len(seen), n+10)
 		}
 	}
 	late := newCollectV3()
