@@ -1,0 +1,133 @@
+// Command idmq-bench is a load generator for MQTT brokers on this machine: connect and reconnect storms,
+// fan-in and fan-out publishing, and many idle connections, over TCP, TLS or WebSocket, MQTT 3.1.1 or 5.
+// It prints one JSON line per scenario on stdout and a short table on stderr, and refuses non-loopback targets.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// fdHeadroom is descriptors beyond the connections: stdio, /proc and /metrics reads, the runtime's own.
+const fdHeadroom = 64
+
+// run is the whole program; it returns the exit code: 0 when every scenario ran (whatever it measured),
+// 1 when a scenario could not run or the run hit --total-timeout, 2 for bad flags.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseConfig(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "idmq-bench: %v\n", err)
+		return 2
+	}
+	limit, err := raiseFileLimit()
+	if err != nil {
+		fmt.Fprintf(stderr, "idmq-bench: %v\n", err)
+		return 1
+	}
+	if need := uint64(cfg.maxConnections() + fdHeadroom); limit < need {
+		fmt.Fprintf(stderr, "idmq-bench: RLIMIT_NOFILE is %d even after raising it to the hard limit, but %d connections need about %d descriptors: raise the hard limit (ulimit -Hn, systemd LimitNOFILE) or lower the client counts\n",
+			limit, cfg.maxConnections(), need)
+		return 1
+	}
+	creds, err := loadCredentials(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "idmq-bench: %v\n", err)
+		return 2
+	}
+	d, err := newDialer(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "idmq-bench: %v\n", err)
+		return 2
+	}
+	e := newEnv(cfg, d, creds, stderr)
+	if n := creds.count(); n > 0 && n < cfg.maxConnections() {
+		e.progress("%d credentials for up to %d connections: credentials are reused round-robin", n, cfg.maxConnections())
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.TotalTimeout)
+	defer cancel()
+	enc := json.NewEncoder(stdout)
+	var results []*result
+	code := 0
+	for _, s := range cfg.Scenarios {
+		for _, r := range runScenario(ctx, e, s) {
+			if err := enc.Encode(r); err != nil {
+				fmt.Fprintf(stderr, "idmq-bench: %v\n", err)
+				return 1
+			}
+			results = append(results, r)
+			if r.Error != "" || r.TimedOut && ctx.Err() != nil {
+				code = 1
+			}
+		}
+	}
+	printTable(stderr, results)
+	return code
+}
+
+// runScenario runs one scenario (each QoS of fanin/fanout separately), each under its own --timeout.
+func runScenario(ctx context.Context, e *env, name string) []*result {
+	one := func(f func(context.Context) *result) *result {
+		if ctx.Err() != nil {
+			r := e.newResult(name)
+			r.TimedOut, r.Error = true, "not started: --total-timeout reached"
+			return r
+		}
+		sctx, cancel := context.WithTimeout(ctx, e.cfg.ScenarioTimeout)
+		defer cancel()
+		start := time.Now()
+		r := f(sctx)
+		r.DurationS = seconds(time.Since(start))
+		r.TimedOut = sctx.Err() != nil
+		return r
+	}
+	switch name {
+	case scenarioConnect:
+		return []*result{one(func(c context.Context) *result { return runConnect(c, e) })}
+	case scenarioReconnect:
+		return []*result{one(func(c context.Context) *result { return runReconnect(c, e) })}
+	case scenarioIdle:
+		return []*result{one(func(c context.Context) *result { return runIdle(c, e) })}
+	}
+	var out []*result
+	for _, q := range e.cfg.QoS {
+		if name == scenarioFanin {
+			out = append(out, one(func(c context.Context) *result { return runFanin(c, e, q) }))
+		} else {
+			out = append(out, one(func(c context.Context) *result { return runFanout(c, e, q) }))
+		}
+	}
+	return out
+}
+
+// raiseFileLimit lifts the soft descriptor limit to the hard one and returns the limit now in force.
+func raiseFileLimit() (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("getrlimit NOFILE: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return 0, fmt.Errorf("setrlimit NOFILE to %d: %w", lim.Max, err)
+		}
+	}
+	return lim.Cur, nil
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"time"
+)
+
+// runConnect opens --clients connections as fast as --concurrency allows, each with its own credential.
+func runConnect(ctx context.Context, e *env) *result {
+	r := e.newResult(scenarioConnect)
+	n := e.cfg.Clients
+	e.progress("connect: %d clients, concurrency %d", n, e.cfg.Concurrency)
+	f := newFleet(n)
+	f.open(ctx, e, 0, n, func(i int) connectOptions { return e.options("c", i, e.creds.get(i)) }, nil, nil)
+	r.Connect = f.report()
+	r.Dropped, r.DropReasons = countDropped(f)
+	f.close(true)
+	return r
+}
+
+// runReconnect connects the clients once (warm-up, e.g. filling a verified-token cache), disconnects them, and
+// measures connecting them again with the same client ids and credentials.
+func runReconnect(ctx context.Context, e *env) *result {
+	r := e.newResult(scenarioReconnect)
+	n := e.cfg.Clients
+	options := func(i int) connectOptions { return e.options("r", i, e.creds.get(i)) }
+	e.progress("reconnect: warm-up of %d clients", n)
+	warm := newFleet(n)
+	warm.open(ctx, e, 0, n, options, nil, nil)
+	r.Warmup = warm.report()
+	warm.close(true)
+	// Let the broker finish tearing the sessions down so the measured round is reconnects, not takeovers.
+	sleep(ctx, 200*time.Millisecond)
+
+	e.progress("reconnect: %d clients again", n)
+	f := newFleet(n)
+	f.open(ctx, e, 0, n, options, nil, nil)
+	r.Connect = f.report()
+	r.Dropped, r.DropReasons = countDropped(f)
+	f.close(true)
+	return r
+}
+
+func countDropped(f *fleet) (int, map[string]int) {
+	var reasons failures
+	n := f.dropped(&reasons)
+	m, _ := reasons.snapshot()
+	return n, m
+}
