@@ -28,6 +28,7 @@ type Broker struct {
 	acl      *aclhook.Hook
 	registry *prometheus.Registry
 	http     *httpServer
+	exchange *exchangeHandler
 	reload   []*certReloader
 	opened   []listeners.Listener
 	ready    atomic.Bool
@@ -82,11 +83,18 @@ func New(cfg *Config, log *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Order matters: auth attaches the identity that the ACL hook's OnConnect (Will check) reads.
+	// Order matters: the rate limit refuses before any signature work; auth attaches the identity that
+	// the ACL hook's OnConnect (Will check) reads.
+	if err := b.server.AddHook(newConnectLimitHook(b.server, cfg.MQTT.MaxConnectRate, b.registry), nil); err != nil {
+		return nil, err
+	}
 	if err := b.server.AddHook(b.auth, nil); err != nil {
 		return nil, err
 	}
 	if err := b.server.AddHook(b.acl, nil); err != nil {
+		return nil, err
+	}
+	if err := b.server.AddHook(new(sendQuotaOffHook), nil); err != nil {
 		return nil, err
 	}
 	if err := b.addStorage(); err != nil {
