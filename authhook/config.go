@@ -32,6 +32,12 @@ const (
 	DefaultCacheSize           = 10000
 	DefaultLocalIssuer         = "idmq"
 	DefaultLocalAudience       = "idmq"
+	DefaultExchangeTTL         = time.Hour
+	// DefaultRevocationRetention keeps a revocation for 7 days. A revocation only matters while a credential
+	// issued before it can still be presented, so the retention must outlive the longest credential accepted:
+	// exchanged credentials live at most 24h, IdP access tokens typically minutes to a day, and `idmq token`
+	// credentials are usually shorter than a week. Dropping older entries keeps the file and the set small.
+	DefaultRevocationRetention = 7 * 24 * time.Hour
 )
 
 // DefaultAlgorithms are the algorithms a public-key provider accepts when `algorithms` is not set.
@@ -65,8 +71,19 @@ type Config struct {
 	// kid is unknown, however many clients present them. Default 30s.
 	UnknownKIDCooldown time.Duration `yaml:"unknown_kid_cooldown"`
 	// CacheSize bounds the verified-token cache (entries). Default 10000; -1 disables the cache.
-	CacheSize int              `yaml:"cache_size"`
-	Providers []ProviderConfig `yaml:"providers"`
+	CacheSize int `yaml:"cache_size"`
+	// Exchange configures credentials minted by the token exchange (POST /v2/tokens/exchange).
+	Exchange ExchangeConfig `yaml:"exchange"`
+	// RevocationRetention is how long a revocation is kept (on disk, across restarts). It must be longer than
+	// any credential accepted, or a revoked credential becomes valid again. Default 168h (7 days).
+	RevocationRetention time.Duration    `yaml:"revocation_retention"`
+	Providers           []ProviderConfig `yaml:"providers"`
+}
+
+// ExchangeConfig is `auth.exchange`.
+type ExchangeConfig struct {
+	// TTL is the lifetime of an exchanged credential, independent of the IdP token's. Default 1h, 1m..24h.
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // ProviderConfig is one entry of `auth.providers`. Preset types (clerk, auth0, supabase, firebase) fill the
@@ -133,6 +150,12 @@ func (c *Config) SetDefaults() {
 	if c.CacheSize == 0 {
 		c.CacheSize = DefaultCacheSize
 	}
+	if c.Exchange.TTL == 0 {
+		c.Exchange.TTL = DefaultExchangeTTL
+	}
+	if c.RevocationRetention == 0 {
+		c.RevocationRetention = DefaultRevocationRetention
+	}
 }
 
 // Validate reports every problem at once, each as a *FieldError joined with errors.Join.
@@ -152,6 +175,14 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheSize < -1 {
 		add("cache_size", "must be -1 (off) or a positive number of entries, got %d", c.CacheSize)
+	}
+	if c.Exchange.TTL < time.Minute || c.Exchange.TTL > 24*time.Hour {
+		add("exchange.ttl", "must be between 1m and 24h, got %s", c.Exchange.TTL)
+	}
+	if c.RevocationRetention < time.Hour {
+		add("revocation_retention", "must be at least 1h, got %s", c.RevocationRetention)
+	} else if c.RevocationRetention < c.Exchange.TTL {
+		add("revocation_retention", "must be at least exchange.ttl (%s): a revoked exchanged credential would become valid again, got %s", c.Exchange.TTL, c.RevocationRetention)
 	}
 	for i, u := range c.PlaceholderUsernames {
 		if u == "" {

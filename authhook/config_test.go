@@ -98,6 +98,23 @@ unknown_kid_cooldown: 10ms
 placeholder_usernames: [""]
 `, want: []string{`leeway: must be between 0s and 5m, got 10m0s`, `jwks_refresh_interval: must be at least 1m, got 10s`,
 			`unknown_kid_cooldown: must be at least 1s, got 10ms`, `placeholder_usernames[0]: must not be empty`}},
+		{name: "exchange and revocations", yaml: `
+exchange: {ttl: 12h}
+revocation_retention: 24h
+`},
+		{name: "exchange ttl out of range", yaml: `
+exchange: {ttl: 30s}
+`, want: []string{`exchange.ttl: must be between 1m and 24h, got 30s`}},
+		{name: "exchange ttl too long", yaml: `
+exchange: {ttl: 25h}
+`, want: []string{`exchange.ttl: must be between 1m and 24h, got 25h0m0s`}},
+		{name: "revocation retention too short", yaml: `
+revocation_retention: 10m
+`, want: []string{`revocation_retention: must be at least 1h, got 10m0s`}},
+		{name: "revocation retention shorter than exchanged credentials", yaml: `
+exchange: {ttl: 12h}
+revocation_retention: 2h
+`, want: []string{`revocation_retention: must be at least exchange.ttl (12h0m0s): a revoked exchanged credential would become valid again, got 2h0m0s`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,7 +147,8 @@ func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.SetDefaults()
 	if c.Leeway != 5*time.Second || c.JWKSRefreshInterval != 15*time.Minute || c.UnknownKIDCooldown != 30*time.Second ||
-		c.CacheSize != DefaultCacheSize || !slices.Equal(c.PlaceholderUsernames, []string{"jwt", "unused"}) {
+		c.CacheSize != DefaultCacheSize || !slices.Equal(c.PlaceholderUsernames, []string{"jwt", "unused"}) ||
+		c.Exchange.TTL != time.Hour || c.RevocationRetention != 7*24*time.Hour {
 		t.Fatalf("defaults = %+v", c)
 	}
 	c = Config{PlaceholderUsernames: []string{}}

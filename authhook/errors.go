@@ -27,6 +27,7 @@ const (
 	ReasonBadAuthMethod     Reason = "bad_auth_method"
 	ReasonMissingCredential Reason = "missing_credential"
 	ReasonProviderNotFound  Reason = "provider_not_found"
+	ReasonTokenRevoked      Reason = "token_revoked"
 )
 
 // Error is a refused credential. Callers tell decisions apart with Reason (or ReasonOf); the message is safe
@@ -83,3 +84,7 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// ErrNotConnected is returned by Disconnect for a client that has no open network connection (already
+// closed, a persisted session whose owner is offline, or mochi's inline client).
+var ErrNotConnected = errors.New("authhook: client is not connected")

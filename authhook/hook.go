@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"runtime"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-	"weak"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -39,6 +39,10 @@ type Options struct {
 	Logger     *slog.Logger          // optional
 	HTTPClient *http.Client          // optional: fetches discovery documents and key sets
 	Now        func() time.Time      // optional clock
+	// OnIdentityChange is called after MQTT 5 re-authentication replaced a connected client's identity (new
+	// attributes and grants), on the client's own goroutine, before the AUTH success reply is sent. The broker
+	// recompiles the client's ACL here.
+	OnIdentityChange func(cl *mqtt.Client)
 }
 
 // ProviderStatus is the health of one issuer of one provider, for /readyz and `idmq check`.
@@ -69,7 +73,13 @@ type Hook struct {
 	cache    *tokenCache
 	metrics  *authMetrics
 
-	identities sync.Map // weak.Pointer[mqtt.Client] -> *Identity
+	sessions         sync.Map // weak.Pointer[mqtt.Client] -> *session
+	onIdentityChange func(cl *mqtt.Client)
+	armed            atomic.Int64 // expiry timers scheduled and not yet fired or stopped
+
+	revocations   atomic.Pointer[revocationSet] // immutable; replaced whole by Revoke
+	revocationsMu sync.Mutex                    // serialises Revoke
+	revocationsAt string                        // file the revocations persist to; "" = memory only
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,6 +106,8 @@ func New(opts Options) (*Hook, error) {
 		byName:   map[string]*providerSpec{},
 		remotes:  map[*providerSpec][]*remoteKeys{},
 		cache:    newTokenCache(cfg.CacheSize),
+
+		onIdentityChange: opts.OnIdentityChange,
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -109,6 +121,12 @@ func New(opts Options) (*Hook, error) {
 	}
 	var err error
 	if h.metrics, err = newAuthMetrics(opts.Registerer); err != nil {
+		return nil, err
+	}
+	if opts.DataDir != "" {
+		h.revocationsAt = filepath.Join(opts.DataDir, RevocationsFileName)
+	}
+	if err := h.loadRevocations(); err != nil {
 		return nil, err
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
@@ -165,7 +183,11 @@ func (h *Hook) ID() string { return "idmq-auth" }
 
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
-	return b == mqtt.OnConnect || b == mqtt.OnConnectAuthenticate || b == mqtt.OnDisconnect
+	switch b {
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablished, mqtt.OnAuthPacket, mqtt.OnDisconnect:
+		return true
+	}
+	return false
 }
 
 // Init implements mqtt.Hook; configuration comes through New, so AddHook's config must be nil.
@@ -176,10 +198,19 @@ func (h *Hook) Init(config any) error {
 	return nil
 }
 
-// Close stops background key refreshes.
+// Close stops background key refreshes and every expiry timer still armed (the server normally ended
+// those connections first).
 func (h *Hook) Close() {
 	h.cancel()
 	h.wg.Wait()
+	h.sessions.Range(func(_, v any) bool {
+		s := v.(*session)
+		s.mu.Lock()
+		s.ending = true
+		h.stopTimerLocked(s)
+		s.mu.Unlock()
+		return true
+	})
 }
 
 // Stop implements mqtt.Hook.
@@ -191,22 +222,14 @@ func (h *Hook) Stop() error {
 // LocalIssuer is the `local` provider's issuer, or nil when none is configured.
 func (h *Hook) LocalIssuer() *LocalIssuer { return h.local }
 
-// Identity returns the identity attached to a connected client.
+// Identity returns the identity attached to a connected client: the one of its latest successful
+// authentication (CONNECT or MQTT 5 re-authentication).
 func (h *Hook) Identity(cl *mqtt.Client) (*Identity, bool) {
-	v, ok := h.identities.Load(weak.Make(cl))
-	if !ok {
+	s := h.session(cl)
+	if s == nil {
 		return nil, false
 	}
-	return v.(*Identity), true
-}
-
-// attach keys the identity weakly by client: if a later hook refuses the CONNECT, mochi never calls
-// OnDisconnect, and the entry then goes away with the client instead of leaking.
-func (h *Hook) attach(cl *mqtt.Client, id *Identity) {
-	wp := weak.Make(cl)
-	if _, loaded := h.identities.Swap(wp, id); !loaded {
-		runtime.AddCleanup(cl, func(wp weak.Pointer[mqtt.Client]) { h.identities.Delete(wp) }, wp)
-	}
+	return s.id.Load(), true
 }
 
 // Verify checks a token without binding a client: for the HTTP token exchange and tests. provider "" lets
@@ -230,6 +253,9 @@ func (h *Hook) verify(token, provider string) (*Identity, error) {
 	if id := h.cache.get(token, now); id != nil {
 		if provider != "" && id.Provider != provider {
 			return nil, refuse(ReasonIssuerMismatch, "token issuer does not match provider %q", provider)
+		}
+		if err := h.revoked(id); err != nil {
+			return nil, err
 		}
 		return id, nil
 	}
@@ -257,7 +283,10 @@ func (h *Hook) verify(token, provider string) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.cache.put(token, id, kh, now)
+	h.cache.put(token, id, kh, now) // revoked or not: revocation is checked after every lookup
+	if err := h.revoked(id); err != nil {
+		return nil, err
+	}
 	return id, nil
 }
 
@@ -312,7 +341,12 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 			return nil, err
 		}
 		// The identity comes from the token; the CONNECT username may only repeat it or be a placeholder,
-		// so nobody believes they are bob while connected as alice.
+		// so nobody believes they are bob while connected as alice. Exchanged credentials are stricter: the
+		// exchange told the client its username, so anything else is a mistake worth refusing.
+		if u := pk.Connect.Username; verified.Origin != "" && string(u) != verified.Username {
+			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
+				Message: fmt.Sprintf("an exchanged credential works only with its own username %q (CONNECT username %q)", verified.Username, clip(string(u)))}
+		}
 		if u := pk.Connect.Username; len(u) > 0 && string(u) != verified.Username && !slices.Contains(h.cfg.PlaceholderUsernames, string(u)) {
 			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
 				Message: fmt.Sprintf("CONNECT username %q is neither the token's username %q nor a placeholder", clip(string(u)), verified.Username)}
@@ -328,6 +362,7 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 	id := *verified
 	id.ClientID = cl.ID
 	id.AuthMethod = method
+	id.ConnectedAt = h.now()
 	return &id, nil
 }
 
@@ -337,9 +372,19 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	return ok
 }
 
-// OnDisconnect drops the client's identity.
+// OnSessionEstablished arms the expiry timer. It runs after the CONNACK, once no later hook can refuse the
+// client, and mochi always follows it with OnDisconnect, which stops the timer.
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if s := h.session(cl); s != nil {
+		s.mu.Lock()
+		h.armLocked(s, s.id.Load())
+		s.mu.Unlock()
+	}
+}
+
+// OnDisconnect stops the client's expiry timer and drops its identity.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
-	h.identities.Delete(weak.Make(cl))
+	h.detach(cl)
 }
 
 // Providers reports each provider issuer's key state without fetching anything.

@@ -186,18 +186,32 @@ type testBroker struct {
 
 func startBroker(t testing.TB, cfg Config, now func() time.Time) *testBroker {
 	t.Helper()
+	return startBrokerWith(t, Options{Config: cfg, Now: now})
+}
+
+// startBrokerWith starts a broker with the hook built from opts (Server, Registerer and Logger are filled
+// in; DataDir too when empty), followed by the extra hooks.
+func startBrokerWith(t testing.TB, opts Options, extra ...mqtt.Hook) *testBroker {
+	t.Helper()
 	logs := &syncBuffer{}
 	server := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
 	reg := prometheus.NewRegistry()
-	h, err := New(Options{
-		Config: cfg, Server: server, DataDir: t.TempDir(), Registerer: reg, Now: now,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	opts.Server, opts.Registerer = server, reg
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if opts.DataDir == "" {
+		opts.DataDir = t.TempDir()
+	}
+	h, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := server.AddHook(h, nil); err != nil {
 		t.Fatal(err)
+	}
+	for _, x := range extra {
+		if err := server.AddHook(x, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -215,6 +229,13 @@ func startBroker(t testing.TB, cfg Config, now func() time.Time) *testBroker {
 	})
 	return &testBroker{hook: h, server: server, addr: ln.Addr().String(), logs: logs, reg: reg}
 }
+
+// allowAllACL lets tests move messages without the ACL hook. Tests only: never beside authhook in a broker.
+type allowAllACL struct{ mqtt.HookBase }
+
+func (*allowAllACL) ID() string                                 { return "test-allow-all" }
+func (*allowAllACL) Provides(b byte) bool                       { return b == mqtt.OnACLCheck }
+func (*allowAllACL) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 
 // waitReady waits for the background key fetch of every provider.
 func waitReady(t testing.TB, h *Hook) {

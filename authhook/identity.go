@@ -16,6 +16,11 @@ type Identity struct {
 	IssuedAt   time.Time         // the token's iat (zero if absent)
 	ExpiresAt  time.Time         // the credential's expiry; zero only for anonymous identities
 	AuthMethod string            // MQTT 5 Authentication Method used at CONNECT ("" = password field)
+	// Origin is, for a credential minted by the token exchange, the provider that verified the IdP token it
+	// was exchanged for ("" otherwise). Such a credential is bound to its username: at CONNECT the username
+	// must be exactly Username, never a placeholder or empty.
+	Origin      string
+	ConnectedAt time.Time // when the connection authenticated; kept across re-authentication
 }
 
 // TopicGrants are topic filters a token grants on top of the configured rules. Placeholders are allowed.

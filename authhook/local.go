@@ -30,6 +30,9 @@ import (
 const (
 	LocalAttributesClaim = "attrs"  // object of string attributes -> Identity.Attributes
 	LocalTopicsClaim     = "topics" // {"publish": [...], "subscribe": [...], "all": [...]} -> Identity.Grants
+	// LocalOriginClaim marks a credential minted by the token exchange: the provider that verified the IdP
+	// token -> Identity.Origin. Its presence binds the credential to its username exactly (no placeholder).
+	LocalOriginClaim = "origin"
 )
 
 // SigningKeyFileName is the generated key of the local provider, inside the data directory.
@@ -90,32 +93,57 @@ func newLocalIssuer(spec *providerSpec, signer crypto.Signer, now func() time.Ti
 func (li *LocalIssuer) Issuer() string { return li.issuer }
 
 // Mint signs a credential for sub (the MQTT username, which must already be topic-safe: it is used verbatim).
+// It may be presented with a placeholder username (`idmq token` credentials).
 func (li *LocalIssuer) Mint(sub string, ttl time.Duration, attrs map[string]string, grants TopicGrants) (string, error) {
+	token, _, err := li.mint(sub, ttl, attrs, grants, "")
+	return token, err
+}
+
+// MintCredential signs the credential the token exchange hands out for a verified identity: its username,
+// attributes, grants and provider of origin, valid for ttl. It is verified offline, by any node holding
+// idmq's key, and accepted at CONNECT only with exactly its username. expiresAt is the credential's exp.
+func (li *LocalIssuer) MintCredential(id *Identity, ttl time.Duration) (token string, expiresAt time.Time, err error) {
+	if id == nil || id.Username == "" {
+		return "", time.Time{}, errors.New("authhook: mint credential: the identity has no username (anonymous identities cannot be exchanged)")
+	}
+	origin := id.Provider
+	if id.Origin != "" { // re-exchanging an exchanged credential keeps the first origin
+		origin = id.Origin
+	}
+	if origin == "" {
+		return "", time.Time{}, errors.New("authhook: mint credential: the identity has no provider")
+	}
+	return li.mint(id.Username, ttl, id.Attributes, id.Grants, origin)
+}
+
+func (li *LocalIssuer) mint(sub string, ttl time.Duration, attrs map[string]string, grants TopicGrants, origin string) (string, time.Time, error) {
+	fail := func(err error) (string, time.Time, error) { return "", time.Time{}, err }
 	if sub == "" {
-		return "", errors.New("authhook: mint: sub must not be empty")
+		return fail(errors.New("authhook: mint: sub must not be empty"))
 	}
 	if !safeUsername(sub) {
-		return "", fmt.Errorf("authhook: mint: sub %q may not contain '+', '#', '/', control characters or start with '$'", sub)
+		return fail(fmt.Errorf("authhook: mint: sub %q may not contain '+', '#', '/', control characters or start with '$'", sub))
 	}
-	if ttl <= 0 {
-		return "", fmt.Errorf("authhook: mint: ttl must be positive, got %s", ttl)
+	if ttl < time.Second {
+		return fail(fmt.Errorf("authhook: mint: ttl must be at least 1s (exp has one-second precision), got %s", ttl))
 	}
 	for k := range attrs {
 		if !attributeName.MatchString(k) {
-			return "", fmt.Errorf("authhook: mint: attribute name %q must be a letter or '_' followed by letters, digits or '_'", k)
+			return fail(fmt.Errorf("authhook: mint: attribute name %q must be a letter or '_' followed by letters, digits or '_'", k))
 		}
 	}
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
-		return "", err
+		return fail(err)
 	}
 	now := li.now()
+	exp := now.Add(ttl).Unix()
 	claims := jwt.MapClaims{
 		"iss": li.issuer,
 		"aud": li.audience,
 		"sub": sub,
 		"iat": now.Unix(),
-		"exp": now.Add(ttl).Unix(),
+		"exp": exp,
 		"jti": base64.RawURLEncoding.EncodeToString(jti),
 	}
 	if len(attrs) > 0 {
@@ -124,9 +152,16 @@ func (li *LocalIssuer) Mint(sub string, ttl time.Duration, attrs map[string]stri
 	if !grants.Empty() {
 		claims[LocalTopicsClaim] = grantsClaim(grants)
 	}
+	if origin != "" {
+		claims[LocalOriginClaim] = origin
+	}
 	tok := jwt.NewWithClaims(li.method, claims)
 	tok.Header["kid"] = li.kid
-	return tok.SignedString(li.signer)
+	s, err := tok.SignedString(li.signer)
+	if err != nil {
+		return fail(err)
+	}
+	return s, time.Unix(exp, 0), nil
 }
 
 // JWKSHandler serves the public key set (GET /.well-known/jwks.json).
@@ -205,6 +240,11 @@ func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) 
 				return nil, &Error{Reason: ReasonMalformed, Claim: LocalAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
 			}
 			id.Attributes[k] = s
+		}
+	}
+	if raw, ok := claims[LocalOriginClaim]; ok {
+		if id.Origin, _ = raw.(string); id.Origin == "" {
+			return nil, &Error{Reason: ReasonMalformed, Claim: LocalOriginClaim, Message: "claim \"origin\" must be a provider name"}
 		}
 	}
 	if raw, ok := claims[LocalTopicsClaim]; ok {

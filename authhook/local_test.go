@@ -3,6 +3,7 @@ package authhook
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -178,5 +179,92 @@ func TestLocalJWKSAndDiscoveryHandlers(t *testing.T) {
 	li.JWKSHandler().ServeHTTP(rec, httptest.NewRequest("POST", "/.well-known/jwks.json", nil))
 	if rec.Code != 405 {
 		t.Fatalf("POST = %d", rec.Code)
+	}
+}
+
+func TestMintCredential(t *testing.T) {
+	clock := newFakeClock()
+	key := newTestKey(t, "ES256", "ec-1")
+	idp := newTestIdP(t, key)
+	cfg := oidcConfig(idp.srv.URL)
+	cfg.Providers[0].TopicsClaim = "mqtt_topics"
+	cfg.Providers = append(cfg.Providers, ProviderConfig{Name: "local", Type: TypeLocal})
+	b := startBrokerWith(t, Options{Config: cfg, Now: clock.Now})
+	waitReady(t, b.hook)
+	claims := baseClaims(idp.srv.URL)(clock.Now())
+	claims["mqtt_topics"] = map[string]any{"publish": []any{"orders/acme"}, "subscribe": []any{"alerts/#"}}
+	claims["exp"] = clock.Now().Add(time.Minute).Unix() // a short IdP token: the credential outlives it
+	idpID, err := b.hook.Verify(context.Background(), key.sign(t, claims), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	li := b.hook.LocalIssuer()
+	credential, expiresAt, err := li.MintCredential(idpID, 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !expiresAt.Equal(clock.Now().Add(2 * time.Hour)) {
+		t.Fatalf("expiresAt = %s, want now+2h", expiresAt)
+	}
+	got, err := b.hook.Verify(context.Background(), credential, "local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Username != "alice" || got.Provider != "local" || got.Origin != "corp" || !got.ExpiresAt.Equal(expiresAt) ||
+		!reflect.DeepEqual(got.Attributes, idpID.Attributes) || !reflect.DeepEqual(got.Grants, idpID.Grants) || got.TokenID == "" {
+		t.Fatalf("credential identity = %+v, want the IdP identity %+v from local", got, idpID)
+	}
+
+	// At CONNECT the credential works with exactly its username.
+	plain, _ := li.Mint("alice", time.Hour, nil, TopicGrants{})
+	tests := []struct {
+		name     string
+		token    string
+		username string
+		v5, v3   byte
+	}{
+		{name: "exchanged, own username", token: credential, username: "alice", v5: 0x00, v3: 0x00},
+		{name: "exchanged, placeholder username", token: credential, username: "jwt", v5: 0x86, v3: 0x04},
+		{name: "exchanged, another username", token: credential, username: "bob", v5: 0x86, v3: 0x04},
+		{name: "exchanged, no username", token: credential, username: "", v5: 0x86},
+		{name: "idmq token, placeholder username", token: plain, username: "unused", v5: 0x00, v3: 0x00},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("x5-%d", i), tt.username, tt.token))
+			if ca.ReasonCode != tt.v5 {
+				t.Fatalf("v5 CONNACK 0x%02X (%s), want 0x%02X", ca.ReasonCode, ca.Properties.ReasonString, tt.v5)
+			}
+			if tt.v5 != 0 && ca.Properties.ReasonString != string(ReasonUsernameMismatch) {
+				t.Fatalf("reason %q", ca.Properties.ReasonString)
+			}
+			if tt.username == "" {
+				return // 3.1.1 sends no password without a username
+			}
+			if code, _ := connectV3(t, b.addr, fmt.Sprintf("x3-%d", i), tt.username, tt.token); code != tt.v3 {
+				t.Fatalf("v3 CONNACK 0x%02X, want 0x%02X", code, tt.v3)
+			}
+		})
+	}
+}
+
+func TestMintCredentialRefuses(t *testing.T) {
+	li := newLocalHook(t, t.TempDir(), nil).LocalIssuer()
+	tests := []struct {
+		name string
+		id   *Identity
+		ttl  time.Duration
+	}{
+		{name: "no identity", id: nil, ttl: time.Hour},
+		{name: "anonymous", id: &Identity{Provider: ProviderAnonymous}, ttl: time.Hour},
+		{name: "no provider", id: &Identity{Username: "alice"}, ttl: time.Hour},
+		{name: "zero ttl", id: &Identity{Username: "alice", Provider: "corp"}, ttl: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, _, err := li.MintCredential(tt.id, tt.ttl); err == nil {
+				t.Fatal("minted")
+			}
+		})
 	}
 }

@@ -46,3 +46,26 @@ func hmacToken(t *testing.T, secret string, claims map[string]any) string {
 	}
 	return s
 }
+
+// OAuth access tokens (RFC 9068) carry typ "at+jwt"; many IdPs send them to resource servers such as idmq.
+func TestAccessTokenTypeAccepted(t *testing.T) {
+	clock := newFakeClock()
+	key := newTestKey(t, "RS256", "rsa-1")
+	idp := newTestIdP(t, key)
+	h := newHookFor(t, oidcConfig(idp.srv.URL), nil, clock.Now)
+	waitReady(t, h)
+	for _, typ := range []string{"at+jwt", "application/at+jwt", "JWT"} {
+		t.Run(typ, func(t *testing.T) {
+			tok := jwt.NewWithClaims(key.method, jwt.MapClaims(baseClaims(idp.srv.URL)(clock.Now())))
+			tok.Header["kid"] = key.kid
+			tok.Header["typ"] = typ
+			s, err := tok.SignedString(key.priv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id, err := h.Verify(context.Background(), s, ""); err != nil || id.Username != "alice" {
+				t.Fatalf("typ %q: %+v %v", typ, id, err)
+			}
+		})
+	}
+}

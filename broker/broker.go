@@ -69,6 +69,9 @@ func New(cfg *Config, log *slog.Logger) (*Broker, error) {
 		DataDir:    cfg.Resolve(cfg.DataDir),
 		Registerer: b.registry,
 		Logger:     log,
+		// After an MQTT 5 re-authentication the client's rules follow its new token. b.acl is read when
+		// called: the ACL hook is built after this one.
+		OnIdentityChange: func(cl *mqtt.Client) { b.acl.Refresh(cl) },
 	})
 	if err != nil {
 		return nil, err
@@ -103,6 +106,7 @@ func New(cfg *Config, log *slog.Logger) (*Broker, error) {
 	if err := b.server.AddHook(newMetricsHook(b.registry, b.server), nil); err != nil {
 		return nil, err
 	}
+	b.exchange = b.newExchangeHandler()
 	return b, nil
 }
 

@@ -70,6 +70,18 @@ type HTTPConfig struct {
 	CertFile    string   `yaml:"cert_file"`
 	KeyFile     string   `yaml:"key_file"`
 	CORSOrigins []string `yaml:"cors_origins"`
+	// APIKeys, when set, are required (Authorization: Bearer) to call the token exchange: a backend
+	// exchanges on behalf of its users and the IdP token goes in the body.
+	APIKeys []string `yaml:"api_keys"`
+	// AdminKeys guard /v1 (clients, disconnects, revocations). Without any, the admin API is off.
+	AdminKeys []string        `yaml:"admin_keys"`
+	RateLimit RateLimitConfig `yaml:"rate_limit"` // token exchange requests per remote IP
+}
+
+// RateLimitConfig is a token bucket: PerSecond tokens refill a bucket of Burst.
+type RateLimitConfig struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
 }
 
 // Storage types.
@@ -95,19 +107,22 @@ type MQTTConfig struct {
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	MaxInflight      int           `yaml:"max_inflight"`
 	ConnectTimeout   time.Duration `yaml:"connect_timeout"` // a connection that sends no CONNECT in time is closed
+	// MaxConnectRate bounds CONNECTs per remote IP, checked before any token is verified.
+	MaxConnectRate RateLimitConfig `yaml:"max_connect_rate"`
 }
 
 func defaultConfig() Config {
 	return Config{
 		DataDir: "./data",
 		Log:     LogConfig{Level: "info", Format: "text"},
-		HTTP:    HTTPConfig{Address: ":8080"},
+		HTTP:    HTTPConfig{Address: ":8080", RateLimit: RateLimitConfig{PerSecond: 5, Burst: 20}},
 		Storage: StorageConfig{Type: StorageBolt},
 		MQTT: MQTTConfig{
 			MaxPacketSize:    262144,
 			MaxSessionExpiry: 24 * time.Hour,
 			MaxInflight:      1024,
 			ConnectTimeout:   10 * time.Second,
+			MaxConnectRate:   RateLimitConfig{PerSecond: 100, Burst: 1000},
 		},
 	}
 }
@@ -218,6 +233,11 @@ func (c *Config) validate() error {
 	for i, o := range c.HTTP.CORSOrigins {
 		add(checkOrigin(fmt.Sprintf("http.cors_origins[%d]", i), o))
 	}
+	add(checkKeys("http.api_keys", c.HTTP.APIKeys))
+	add(checkKeys("http.admin_keys", c.HTTP.AdminKeys))
+	if c.HTTP.RateLimit.PerSecond <= 0 || c.HTTP.RateLimit.Burst < 1 {
+		add(fieldErr("http.rate_limit", "per_second must be > 0 and burst >= 1"))
+	}
 
 	switch c.Storage.Type {
 	case StorageBolt, StorageMemory:
@@ -244,6 +264,9 @@ func (c *Config) validate() error {
 	}
 	if m.MaxInflight < 1 || m.MaxInflight > 65535 {
 		add(fieldErr("mqtt.max_inflight", "must be between 1 and 65535"))
+	}
+	if m.MaxConnectRate.PerSecond <= 0 || m.MaxConnectRate.Burst < 1 {
+		add(fieldErr("mqtt.max_connect_rate", "per_second must be > 0 and burst >= 1"))
 	}
 	if m.ConnectTimeout < 100*time.Millisecond || m.ConnectTimeout > 5*time.Minute {
 		add(fieldErr("mqtt.connect_timeout", "must be between 100ms and 5m"))
@@ -280,6 +303,23 @@ func (c *Config) checkKeyPair(path, certFile, keyFile string, required bool) err
 	}
 	if _, err := loadKeyPair(c.Resolve(certFile), c.Resolve(keyFile)); err != nil {
 		return fieldErr(path+".cert_file", "%v", err)
+	}
+	return nil
+}
+
+// minKeyLength keeps API and admin keys out of guessing range (16 random characters or more).
+const minKeyLength = 16
+
+func checkKeys(path string, keys []string) error {
+	seen := map[string]bool{}
+	for i, k := range keys {
+		switch {
+		case len(k) < minKeyLength:
+			return fieldErr(fmt.Sprintf("%s[%d]", path, i), "must be at least %d characters (use a random secret, e.g. from ${ENV})", minKeyLength)
+		case seen[k]:
+			return fieldErr(fmt.Sprintf("%s[%d]", path, i), "duplicate key")
+		}
+		seen[k] = true
 	}
 	return nil
 }

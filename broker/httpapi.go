@@ -61,6 +61,10 @@ func (b *Broker) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", b.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.registry, promhttp.HandlerOpts{}))
+	exchange := b.cors(b.exchange)
+	mux.Handle("POST /v2/tokens/exchange", exchange)
+	mux.Handle("OPTIONS /v2/tokens/exchange", exchange)
+	b.mountAdmin(mux)
 	if li := b.auth.LocalIssuer(); li != nil {
 		mux.Handle("GET /.well-known/jwks.json", b.cors(li.JWKSHandler()))
 		mux.Handle("GET /.well-known/openid-configuration", b.cors(li.DiscoveryHandler()))

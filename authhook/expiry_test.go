@@ -1,0 +1,473 @@
+package authhook
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// testLeeway is short so that expiry tests with 2-3 s tokens finish quickly.
+const testLeeway = time.Second
+
+func localConfig() Config {
+	return Config{Leeway: testLeeway, Providers: []ProviderConfig{{Name: "local", Type: TypeLocal}}}
+}
+
+// mintLocal returns a local credential and the instant the broker must end a connection using it.
+func mintLocal(t testing.TB, h *Hook, sub string, ttl time.Duration, attrs map[string]string) (token string, deadline time.Time) {
+	t.Helper()
+	token, exp, err := h.LocalIssuer().mint(sub, ttl, attrs, TopicGrants{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, exp.Add(h.cfg.Leeway)
+}
+
+type timedDisconnect struct {
+	d  *paho.Disconnect
+	at time.Time
+}
+
+// v5Client is a paho.golang client that records what the server sends it.
+type v5Client struct {
+	*paho.Client
+	disconnects chan timedDisconnect
+	messages    chan *paho.Publish
+}
+
+func dialV5(t testing.TB, addr string, cp *paho.Connect) (*v5Client, *paho.Connack) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &v5Client{disconnects: make(chan timedDisconnect, 1), messages: make(chan *paho.Publish, 10_000)}
+	c.Client = paho.NewClient(paho.ClientConfig{
+		Conn:               conn,
+		OnServerDisconnect: func(d *paho.Disconnect) { c.disconnects <- timedDisconnect{d, time.Now()} },
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.messages <- pr.Packet
+			return true, nil
+		}},
+	})
+	if cp.KeepAlive == 0 {
+		cp.KeepAlive = 30
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, cp)
+	if ca == nil {
+		t.Fatalf("v5 connect: no CONNACK: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c, ca
+}
+
+func jwtConnect(clientID, token string) *paho.Connect {
+	return &paho.Connect{ClientID: clientID, CleanStart: true,
+		Properties: &paho.ConnectProperties{AuthMethod: "JWT", AuthData: []byte(token)}}
+}
+
+// subscribeV5 connects a long-lived subscriber to filter.
+func subscribeV5(t testing.TB, b *testBroker, clientID, filter string) *v5Client {
+	t.Helper()
+	token, _ := mintLocal(t, b.hook, "watcher", time.Hour, nil)
+	c, ca := dialV5(t, b.addr, passwordConnect(clientID, "", token))
+	if ca.ReasonCode != 0 {
+		t.Fatalf("subscriber CONNACK 0x%02X", ca.ReasonCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// countFor counts the messages arriving on c within d.
+func countFor(c *v5Client, d time.Duration) int {
+	n := 0
+	deadline := time.After(d)
+	for {
+		select {
+		case <-c.messages:
+			n++
+		case <-deadline:
+			return n
+		}
+	}
+}
+
+// checkOnTime fails unless at is within a second after deadline: never early, at most 1 s late.
+func checkOnTime(t testing.TB, what string, at, deadline time.Time) {
+	t.Helper()
+	late := at.Sub(deadline)
+	if late < 0 || late > time.Second {
+		t.Fatalf("%s %s after exp+leeway, want within [0, 1s]", what, late)
+	}
+	t.Logf("%s %s after exp+leeway", what, late.Round(time.Millisecond))
+}
+
+func TestExpiryDisconnectsV5WithReasonAndWill(t *testing.T) {
+	b := startBrokerWith(t, Options{Config: localConfig()}, &allowAllACL{})
+	watcher := subscribeV5(t, b, "watcher", "wills/#")
+	token, deadline := mintLocal(t, b.hook, "alice", 2*time.Second, nil)
+	cp := jwtConnect("v5-expiring", token)
+	cp.WillMessage = &paho.WillMessage{Topic: "wills/v5", Payload: []byte("v5 gone"), QoS: 1}
+	c, ca := dialV5(t, b.addr, cp)
+	if ca.ReasonCode != 0 {
+		t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
+	}
+	select {
+	case td := <-c.disconnects:
+		checkOnTime(t, "DISCONNECT", td.at, deadline)
+		if td.d.ReasonCode != 0xA0 || td.d.Properties == nil || td.d.Properties.ReasonString != "token expired" {
+			t.Fatalf("DISCONNECT 0x%02X %+v, want 0xA0 \"token expired\"", td.d.ReasonCode, td.d.Properties)
+		}
+	case <-time.After(time.Until(deadline) + 2*time.Second):
+		t.Fatal("no DISCONNECT after the token expired")
+	}
+	expectWillOnce(t, watcher, "wills/v5", "v5 gone")
+	waitFor(t, func() bool { return b.hook.armed.Load() == 1 }) // the watcher's
+}
+
+func TestExpiryClosesV3AndPublishesWill(t *testing.T) {
+	b := startBrokerWith(t, Options{Config: localConfig()}, &allowAllACL{})
+	watcher := subscribeV5(t, b, "watcher", "wills/#")
+	token, deadline := mintLocal(t, b.hook, "bob", 2*time.Second, nil)
+	lost := make(chan time.Time, 1)
+	opts := paho3.NewClientOptions().AddBroker("tcp://"+b.addr).SetClientID("v3-expiring").
+		SetUsername("jwt").SetPassword(token).SetProtocolVersion(4).SetCleanSession(true).
+		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(30*time.Second).
+		SetWill("wills/v3", "v3 gone", 1, false).
+		SetConnectionLostHandler(func(paho3.Client, error) { lost <- time.Now() })
+	c := paho3.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("v3 connect: %v", tok.Error())
+	}
+	defer c.Disconnect(0)
+	select {
+	case at := <-lost:
+		checkOnTime(t, "connection closed", at, deadline)
+	case <-time.After(time.Until(deadline) + 2*time.Second):
+		t.Fatal("v3 connection still open after the token expired")
+	}
+	expectWillOnce(t, watcher, "wills/v3", "v3 gone")
+}
+
+func expectWillOnce(t *testing.T, watcher *v5Client, topic, payload string) {
+	t.Helper()
+	select {
+	case m := <-watcher.messages:
+		if m.Topic != topic || string(m.Payload) != payload {
+			t.Fatalf("got %s %q, want the Will %s %q", m.Topic, m.Payload, topic, payload)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the Will was not published")
+	}
+	if n := countFor(watcher, 300*time.Millisecond); n != 0 {
+		t.Fatalf("the Will was published %d more times", n)
+	}
+}
+
+// A graceful DISCONNECT from the client still means no Will, timer or not.
+func TestClientDisconnectStopsTimerWithoutWill(t *testing.T) {
+	b := startBrokerWith(t, Options{Config: localConfig()}, &allowAllACL{})
+	watcher := subscribeV5(t, b, "watcher", "wills/#")
+	token, _ := mintLocal(t, b.hook, "carol", time.Hour, nil)
+	cp := jwtConnect("leaving", token)
+	cp.WillMessage = &paho.WillMessage{Topic: "wills/leaving", Payload: []byte("x")}
+	c, _ := dialV5(t, b.addr, cp)
+	waitFor(t, func() bool { return b.hook.armed.Load() == 2 })
+	_ = c.Disconnect(&paho.Disconnect{})
+	waitFor(t, func() bool { return b.hook.armed.Load() == 1 })
+	if n := countFor(watcher, 300*time.Millisecond); n != 0 {
+		t.Fatal("Will published after a graceful DISCONNECT")
+	}
+}
+
+func TestTakeoverNotDisconnectedByOldTimer(t *testing.T) {
+	b := startBrokerWith(t, Options{Config: localConfig()})
+	short, deadline := mintLocal(t, b.hook, "dave", 2*time.Second, nil)
+	long, _ := mintLocal(t, b.hook, "dave", time.Hour, nil)
+	expiry := uint32(300)
+	persist := func(cp *paho.Connect) *paho.Connect {
+		cp.CleanStart = false
+		cp.Properties.SessionExpiryInterval = &expiry
+		return cp
+	}
+	old, ca := dialV5(t, b.addr, persist(jwtConnect("device-7", short)))
+	if ca.ReasonCode != 0 {
+		t.Fatalf("old CONNACK 0x%02X", ca.ReasonCode)
+	}
+	newer, ca := dialV5(t, b.addr, persist(jwtConnect("device-7", long)))
+	if ca.ReasonCode != 0 {
+		t.Fatalf("new CONNACK 0x%02X", ca.ReasonCode)
+	}
+	select {
+	case td := <-old.disconnects:
+		if td.d.ReasonCode != packets.ErrSessionTakenOver.Code {
+			t.Fatalf("old connection: DISCONNECT 0x%02X, want 0x8E", td.d.ReasonCode)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("old connection not taken over")
+	}
+	select {
+	case td := <-newer.disconnects:
+		t.Fatalf("the newer connection was disconnected: 0x%02X", td.d.ReasonCode)
+	case <-time.After(time.Until(deadline) + time.Second):
+	}
+	cl, ok := b.server.Clients.Get("device-7")
+	if !ok || cl.Closed() {
+		t.Fatal("the newer connection is gone")
+	}
+	if id, ok := b.hook.Identity(cl); !ok || id.ExpiresAt.Sub(time.Now()) < 50*time.Minute {
+		t.Fatalf("newer connection's identity = %+v", id)
+	}
+	if got := b.hook.armed.Load(); got != 1 {
+		t.Fatalf("%d timers armed, want 1 (the newer connection's)", got)
+	}
+}
+
+// refuseAllConnect stands for a hook after authhook that refuses the CONNECT (the ACL hook's Will check).
+type refuseAllConnect struct{ mqtt.HookBase }
+
+func (*refuseAllConnect) ID() string           { return "test-refuse" }
+func (*refuseAllConnect) Provides(b byte) bool { return b == mqtt.OnConnect }
+func (*refuseAllConnect) OnConnect(*mqtt.Client, packets.Packet) error {
+	return packets.ErrNotAuthorized
+}
+
+func TestNoTimerLeaks(t *testing.T) {
+	t.Run("connect and disconnect", func(t *testing.T) {
+		b := startBrokerWith(t, Options{Config: localConfig()})
+		baseline := runtime.NumGoroutine()
+		const n = 50
+		var clients []*v5Client
+		for i := range n {
+			token, _ := mintLocal(t, b.hook, fmt.Sprintf("user-%d", i), time.Hour, nil)
+			c, ca := dialV5(t, b.addr, jwtConnect(fmt.Sprintf("leak-%d", i), token))
+			if ca.ReasonCode != 0 {
+				t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
+			}
+			clients = append(clients, c)
+		}
+		// Timers are armed just after the CONNACK is written.
+		waitFor(t, func() bool { return b.hook.armed.Load() == n })
+		for _, c := range clients {
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+		waitFor(t, func() bool { return b.hook.armed.Load() == 0 && runtime.NumGoroutine() <= baseline })
+		sessions := 0
+		b.hook.sessions.Range(func(_, _ any) bool { sessions++; return true })
+		if sessions != 0 {
+			t.Fatalf("%d sessions kept after every client left", sessions)
+		}
+	})
+	t.Run("hook closed", func(t *testing.T) {
+		b := startBrokerWith(t, Options{Config: localConfig()})
+		token, _ := mintLocal(t, b.hook, "frank", time.Hour, nil)
+		if _, ca := dialV5(t, b.addr, jwtConnect("closing", token)); ca.ReasonCode != 0 {
+			t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
+		}
+		waitFor(t, func() bool { return b.hook.armed.Load() == 1 })
+		b.hook.Close()
+		if got := b.hook.armed.Load(); got != 0 {
+			t.Fatalf("%d timers armed after Close", got)
+		}
+	})
+	t.Run("refused by a later hook", func(t *testing.T) {
+		b := startBrokerWith(t, Options{Config: localConfig()}, &refuseAllConnect{})
+		token, _ := mintLocal(t, b.hook, "eve", time.Hour, nil)
+		if conn, _, err := rawConnect(b.addr, "refused", token); err == nil {
+			conn.Close()
+			t.Fatal("the refusing hook let the client in")
+		}
+		// OnConnect attached an identity (held weakly, gone with the client); reading it also orders this
+		// goroutine after the server's, which keeps mochi's Close from racing its WaitGroup.Add.
+		attached := 0
+		b.hook.sessions.Range(func(_, _ any) bool { attached++; return true })
+		if attached > 1 {
+			t.Fatalf("%d sessions for one refused client", attached)
+		}
+		if got := b.hook.armed.Load(); got != 0 {
+			t.Fatalf("%d timers armed for a refused CONNECT", got)
+		}
+	})
+}
+
+// ---- scale: a minimal MQTT 5 client, since 5,000 paho clients would cost more than the broker ----
+
+func rawConnect(addr, clientID, token string) (net.Conn, *bufio.Reader, error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 300, ClientIdentifier: clientID,
+			PasswordFlag: true, Password: []byte(token)}}
+	var buf bytes.Buffer
+	if err := pk.ConnectEncode(&buf); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	r := bufio.NewReaderSize(conn, 256)
+	ack, err := rawRead(r)
+	if err != nil || ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
+		conn.Close()
+		return nil, nil, fmt.Errorf("CONNACK %+v: %v", ack.FixedHeader, err)
+	}
+	return conn, r, nil
+}
+
+func rawRead(r *bufio.Reader) (packets.Packet, error) {
+	pk := packets.Packet{ProtocolVersion: 5}
+	b, err := r.ReadByte()
+	if err != nil {
+		return pk, err
+	}
+	if err := pk.FixedHeader.Decode(b); err != nil {
+		return pk, err
+	}
+	n, _, err := packets.DecodeLength(r)
+	if err != nil {
+		return pk, err
+	}
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return pk, err
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	}
+	return pk, err
+}
+
+// 5,000 connections whose credentials expire over 20 s are each disconnected within a second of exp+leeway,
+// and every timer and goroutine is gone afterwards.
+func TestExpiryAtScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scale test: 5,000 connections, ~30 s")
+	}
+	const (
+		clients = 5000
+		spread  = 20 // distinct expiry seconds
+		lead    = 10 * time.Second
+	)
+	b := startBrokerWith(t, Options{Config: localConfig()})
+	baseline := runtime.NumGoroutine()
+	// One credential per expiry second, shared by many client ids: the cache keeps CONNECT cheap, so the test
+	// measures the timers rather than signature checks.
+	tokens := make([]string, spread)
+	deadlines := make([]time.Time, spread)
+	for k := range spread {
+		tokens[k], deadlines[k] = mintLocal(t, b.hook, fmt.Sprintf("fleet-%d", k), lead+time.Duration(k)*time.Second, nil)
+	}
+	firstDeadline := slices.MinFunc(deadlines, func(a, b time.Time) int { return a.Compare(b) })
+
+	type result struct {
+		code byte
+		late time.Duration
+		err  error
+	}
+	results := make(chan result, clients)
+	jobs := make(chan int)
+	var connecting sync.WaitGroup
+	var connectErr error
+	var errOnce sync.Once
+	start := time.Now()
+	for range 32 {
+		connecting.Add(1)
+		go func() {
+			defer connecting.Done()
+			for i := range jobs {
+				k := i % spread
+				conn, r, err := rawConnect(b.addr, fmt.Sprintf("fleet-%d", i), tokens[k])
+				if err != nil {
+					errOnce.Do(func() { connectErr = err })
+					continue
+				}
+				go func() {
+					defer conn.Close()
+					pk, err := rawRead(r)
+					at := time.Now()
+					if err == nil && pk.FixedHeader.Type != packets.Disconnect {
+						err = fmt.Errorf("got packet type %d, want DISCONNECT", pk.FixedHeader.Type)
+					}
+					if err == nil {
+						_, err = r.ReadByte() // the server closes after the DISCONNECT
+						if err == io.EOF {
+							err = nil
+						} else if err == nil {
+							err = fmt.Errorf("data after DISCONNECT")
+						}
+					}
+					results <- result{code: pk.ReasonCode, late: at.Sub(deadlines[k]), err: err}
+				}()
+			}
+		}()
+	}
+	for i := range clients {
+		jobs <- i
+	}
+	close(jobs)
+	connecting.Wait()
+	if connectErr != nil {
+		t.Fatalf("connecting: %v", connectErr)
+	}
+	connected := time.Now()
+	t.Logf("%d clients connected in %s", clients, connected.Sub(start).Round(time.Millisecond))
+	if connected.After(firstDeadline) {
+		t.Fatalf("connecting took %s, longer than the first credential's life", connected.Sub(start))
+	}
+	waitFor(t, func() bool { return b.hook.armed.Load() == clients })
+
+	lateness := make([]time.Duration, 0, clients)
+	timeout := time.After(time.Until(deadlines[spread-1]) + 5*time.Second)
+	for range clients {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if r.code != packets.ErrMaxConnectTime.Code {
+				t.Fatalf("DISCONNECT 0x%02X, want 0xA0", r.code)
+			}
+			lateness = append(lateness, r.late)
+		case <-timeout:
+			t.Fatalf("only %d of %d clients were disconnected", len(lateness), clients)
+		}
+	}
+	slices.Sort(lateness)
+	p50, p99, worst := lateness[len(lateness)/2], lateness[len(lateness)*99/100], lateness[len(lateness)-1]
+	t.Logf("lateness after exp+leeway over %d clients: p50 %s, p99 %s, max %s, min %s", clients,
+		p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond), worst.Round(100*time.Microsecond), lateness[0].Round(100*time.Microsecond))
+	if lateness[0] < 0 {
+		t.Fatalf("a client was disconnected %s before its credential expired", -lateness[0])
+	}
+	if worst > time.Second {
+		t.Fatalf("a client was disconnected %s after exp+leeway, want at most 1s", worst)
+	}
+	waitFor(t, func() bool { return b.hook.armed.Load() == 0 && runtime.NumGoroutine() <= baseline })
+}

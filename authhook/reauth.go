@@ -1,0 +1,94 @@
+package authhook
+
+import (
+	"fmt"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// OnAuthPacket handles MQTT 5 re-authentication [MQTT-4.12.1]: AUTH 0x19 with the Authentication Method used
+// at CONNECT and a new token in Authentication Data. On success the identity (attributes, grants, expiry) is
+// replaced, the expiry timer re-armed, Options.OnIdentityChange called, and AUTH 0x00 written back here:
+// mochi discards the packet this hook returns. On failure the client is disconnected (0x87 for a credential
+// that does not verify or names another user, 0x8C for a method other than the connection's) and nothing
+// about its session changes first.
+//
+// It never returns an error: mochi would log the packet, token included, and disconnect the client itself.
+func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	token := pk.Properties.AuthenticationData
+	pk.Properties.AuthenticationData = nil // as at CONNECT: the token is never kept
+
+	s := h.session(cl)
+	if s == nil {
+		_ = h.Disconnect(cl, packets.ErrNotAuthorized, "")
+		return pk, nil
+	}
+	cur := s.id.Load()
+	if cl.Properties.ProtocolVersion < 5 { // AUTH does not exist in 3.1.1
+		h.reauthRefused(cl, cur, packets.ErrProtocolViolation, refuse(ReasonMalformed, "AUTH packet on an MQTT 3.1.1 connection"))
+		return pk, nil
+	}
+	if pk.ReasonCode != packets.CodeReAuthenticate.Code {
+		// idmq never asks to continue an exchange, so a client has no reason to send 0x00 or 0x18.
+		h.reauthRefused(cl, cur, packets.ErrProtocolViolation, refuse(ReasonMalformed, "AUTH reason 0x%02X outside an authentication exchange", pk.ReasonCode))
+		return pk, nil
+	}
+	method := pk.Properties.AuthenticationMethod
+	if cur.AuthMethod == "" {
+		h.reauthRefused(cl, cur, packets.ErrBadAuthenticationMethod, refuse(ReasonBadAuthMethod,
+			"re-authentication needs an Authentication Method at CONNECT; this connection sent its token in the password field"))
+		return pk, nil
+	}
+	if method != cur.AuthMethod { // [MQTT-4.12.1-1]
+		h.reauthRefused(cl, cur, packets.ErrBadAuthenticationMethod, refuse(ReasonBadAuthMethod,
+			"re-authentication method %q is not the connection's %q", clip(method), cur.AuthMethod))
+		return pk, nil
+	}
+	if len(token) == 0 {
+		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, refuse(ReasonMissingCredential, "no token in Authentication Data"))
+		return pk, nil
+	}
+	verified, err := h.verify(string(token), "")
+	if err != nil {
+		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, err)
+		return pk, nil
+	}
+	if verified.Username != cur.Username {
+		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
+			Message: fmt.Sprintf("re-authentication token is for %q, the connection is %q", verified.Username, cur.Username)})
+		return pk, nil
+	}
+
+	id := *verified
+	id.ClientID = cl.ID
+	id.AuthMethod = method
+	id.ConnectedAt = cur.ConnectedAt
+	s.mu.Lock()
+	if s.ending { // disconnected meanwhile (expiry, revocation, administrator): too late to renew
+		s.mu.Unlock()
+		return pk, nil
+	}
+	s.id.Store(&id)
+	h.armLocked(s, &id)
+	s.mu.Unlock()
+	if h.onIdentityChange != nil {
+		h.onIdentityChange(cl)
+	}
+	_ = cl.WritePacket(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Auth},
+		ReasonCode:  packets.CodeSuccess.Code,
+		Properties:  packets.Properties{AuthenticationMethod: method}, // AUTH must carry the method (3.15.2.2.2)
+	})
+	h.log.Debug("authhook: client re-authenticated", "provider", id.Provider, "username", id.Username, "client", cl.ID,
+		"expires_at", id.ExpiresAt)
+	return pk, nil
+}
+
+// reauthRefused disconnects with code; the Reason String is the stable reason name, as in CONNACKs.
+func (h *Hook) reauthRefused(cl *mqtt.Client, cur *Identity, code packets.Code, err error) {
+	reason := ReasonOf(err)
+	h.log.Warn("authhook: re-authentication refused, client disconnected", "provider", cur.Provider, "username", cur.Username,
+		"reason", string(reason), "client", cl.ID, "remote", cl.Net.Remote, "error", err.Error())
+	_ = h.Disconnect(cl, code, reasonText(reason, code))
+}

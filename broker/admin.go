@@ -1,0 +1,125 @@
+package broker
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/authhook"
+)
+
+// adminAPI is /v1: connected clients, disconnects and revocations, for operators holding an admin key.
+type adminAPI struct {
+	b    *Broker
+	keys keyring
+}
+
+func (b *Broker) mountAdmin(mux *http.ServeMux) {
+	if len(b.cfg.HTTP.AdminKeys) == 0 {
+		return // no keys, no admin API: it never answers unauthenticated
+	}
+	a := &adminAPI{b: b, keys: newKeyring(b.cfg.HTTP.AdminKeys)}
+	mux.Handle("GET /v1/clients", a.guard(a.listClients))
+	mux.Handle("DELETE /v1/clients/{id}", a.guard(a.disconnectClient))
+	mux.Handle("GET /v1/revocations", a.guard(a.listRevocations))
+	mux.Handle("POST /v1/revocations", a.guard(a.revoke))
+}
+
+// guard answers 401 without credentials and 403 with a wrong key.
+func (a *adminAPI) guard(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="idmq admin"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "an admin key is required: Authorization: Bearer <key>")
+			return
+		}
+		if !a.keys.match(key) {
+			a.b.log.Warn("admin API: wrong key", "remote", r.RemoteAddr, "path", r.URL.Path)
+			writeError(w, http.StatusForbidden, "forbidden", "the admin key is not valid")
+			return
+		}
+		next(w, r)
+	})
+}
+
+type clientInfo struct {
+	ClientID    string     `json:"client_id"`
+	Username    string     `json:"username"`
+	Provider    string     `json:"provider,omitempty"`
+	Remote      string     `json:"remote"`
+	Listener    string     `json:"listener"`
+	Protocol    byte       `json:"protocol_version"`
+	ConnectedAt *time.Time `json:"connected_at,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+}
+
+func (a *adminAPI) listClients(w http.ResponseWriter, _ *http.Request) {
+	out := []clientInfo{}
+	for _, cl := range a.b.server.Clients.GetAll() {
+		if cl.Net.Inline || cl.Closed() {
+			continue
+		}
+		ci := clientInfo{ClientID: cl.ID, Username: string(cl.Properties.Username), Remote: cl.Net.Remote,
+			Listener: cl.Net.Listener, Protocol: cl.Properties.ProtocolVersion}
+		if id, ok := a.b.auth.Identity(cl); ok {
+			ci.Provider = id.Provider
+			if !id.ExpiresAt.IsZero() {
+				exp := id.ExpiresAt.UTC()
+				ci.ExpiresAt = &exp
+			}
+			if !id.ConnectedAt.IsZero() {
+				at := id.ConnectedAt.UTC()
+				ci.ConnectedAt = &at
+			}
+		}
+		out = append(out, ci)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ClientID < out[j].ClientID })
+	writeJSON(w, http.StatusOK, map[string]any{"clients": out})
+}
+
+func (a *adminAPI) disconnectClient(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	cl, ok := a.b.server.Clients.Get(id)
+	if !ok || cl.Closed() || cl.Net.Inline {
+		writeError(w, http.StatusNotFound, "client_not_found", "no connected client has that id")
+		return
+	}
+	_ = a.b.auth.Disconnect(cl, packets.ErrAdministrativeAction, "disconnected by an administrator")
+	a.b.log.Info("admin API: client disconnected", "client", id, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]any{"disconnected": id})
+}
+
+func (a *adminAPI) listRevocations(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"revocations": a.b.auth.Revocations()})
+}
+
+type revocationRequest struct {
+	Username string `json:"username,omitempty"`
+	JTI      string `json:"jti,omitempty"`
+}
+
+func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) {
+	var req revocationRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || (req.Username == "") == (req.JTI == "") {
+		writeError(w, http.StatusBadRequest, "invalid_request", `body must be {"username": "..."} or {"jti": "..."}, exactly one`)
+		return
+	}
+	n, err := a.b.auth.Revoke(authhook.Revocation{Username: req.Username, TokenID: req.JTI})
+	if err != nil {
+		// The revocation is in force and matching clients are gone, but a restart would forget it.
+		a.b.log.Error("admin API: revocation applied but not saved", "error", err, "disconnected", n)
+		writeError(w, http.StatusInternalServerError, "revocation_not_saved",
+			fmt.Sprintf("revocation applied (%d clients disconnected) but not saved to disk: it will not survive a restart", n))
+		return
+	}
+	a.b.log.Info("admin API: credentials revoked", "username", req.Username, "jti", req.JTI, "disconnected", n, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": req, "disconnected": n})
+}
