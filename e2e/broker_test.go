@@ -327,6 +327,7 @@ func TestServeOnEmbeddedDefaults(t *testing.T) {
 	p.config = "" // no -c and no ./idmq.yaml: embedded defaults
 	p.logs = &syncBuffer{}
 	p.cmd = exec.Command(idmqBin, "serve")
+	p.cmd.Env = raceEnv()
 	p.cmd.Dir = p.dir
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
