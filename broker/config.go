@@ -109,6 +109,11 @@ type MQTTConfig struct {
 	ConnectTimeout   time.Duration `yaml:"connect_timeout"` // a connection that sends no CONNECT in time is closed
 	// MaxConnectRate bounds CONNECTs per remote IP, checked before any token is verified.
 	MaxConnectRate RateLimitConfig `yaml:"max_connect_rate"`
+	// Per-connection memory. OutboundQueue is how many packets may wait for a client's writer before
+	// further messages to it are dropped, whatever their QoS (mochi allocates the whole queue per client).
+	OutboundQueue   int `yaml:"outbound_queue"`
+	ReadBufferSize  int `yaml:"read_buffer_size"`  // bytes; the reader grows past it for larger packets
+	WriteBufferSize int `yaml:"write_buffer_size"` // bytes buffered before a flush to the socket
 }
 
 func defaultConfig() Config {
@@ -123,6 +128,9 @@ func defaultConfig() Config {
 			MaxInflight:      1024,
 			ConnectTimeout:   10 * time.Second,
 			MaxConnectRate:   RateLimitConfig{PerSecond: 100, Burst: 1000},
+			OutboundQueue:    8192,
+			ReadBufferSize:   2048,
+			WriteBufferSize:  2048,
 		},
 	}
 }
@@ -267,6 +275,15 @@ func (c *Config) validate() error {
 	}
 	if m.MaxConnectRate.PerSecond <= 0 || m.MaxConnectRate.Burst < 1 {
 		add(fieldErr("mqtt.max_connect_rate", "per_second must be > 0 and burst >= 1"))
+	}
+	if m.OutboundQueue < 16 || m.OutboundQueue > 1<<20 {
+		add(fieldErr("mqtt.outbound_queue", "must be between 16 and 1048576 packets"))
+	}
+	if m.ReadBufferSize < 256 || m.ReadBufferSize > 1<<20 {
+		add(fieldErr("mqtt.read_buffer_size", "must be between 256 and 1048576 bytes"))
+	}
+	if m.WriteBufferSize < 256 || m.WriteBufferSize > 1<<20 {
+		add(fieldErr("mqtt.write_buffer_size", "must be between 256 and 1048576 bytes"))
 	}
 	if m.ConnectTimeout < 100*time.Millisecond || m.ConnectTimeout > 5*time.Minute {
 		add(fieldErr("mqtt.connect_timeout", "must be between 100ms and 5m"))
