@@ -64,7 +64,7 @@ acl:
 	if _, code := connectV3(t, v3Options(p.brokerURL("tcp"), "oidc-wrong-aud", "jwt", other, nil)); code != 0x04 {
 		t.Fatalf("wrong-audience CONNACK %d, want 4", code)
 	}
-	if !strings.Contains(p.logs.String(), "invalid_audience") {
+	if !p.waitLog("reason=invalid_audience", 5*time.Second) {
 		t.Error("no log line with reason invalid_audience")
 	}
 	if v, ok := p.metric(`idmq_auth_total{provider="corp",reason="invalid_audience",result="failure"}`); !ok || v != "1" {
