@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Provider types.
@@ -19,6 +20,7 @@ const (
 	TypeSupabase = "supabase"
 	TypeFirebase = "firebase"
 	TypeLocal    = "local"
+	TypeDevices  = "devices"
 )
 
 // ProviderAnonymous is the Identity.Provider of clients let in by allow_anonymous.
@@ -38,7 +40,15 @@ const (
 	// exchanged credentials live at most 24h, IdP access tokens typically minutes to a day, and `idmq token`
 	// credentials are usually shorter than a week. Dropping older entries keeps the file and the set small.
 	DefaultRevocationRetention = 7 * 24 * time.Hour
+	// DefaultDeviceMaxLifetime is the longest exp - iat of a device token, as in Cloud IoT Core and ClearBlade.
+	DefaultDeviceMaxLifetime = 24 * time.Hour
+	// DefaultDeviceIATSkew is how far a device token's iat may be from now, either way.
+	DefaultDeviceIATSkew = 10 * time.Minute
 )
+
+// DefaultDeviceAlgorithms are the algorithms a devices provider accepts when `algorithms` is not set: those
+// of Cloud IoT Core. EdDSA may be added by name; HMAC never.
+var DefaultDeviceAlgorithms = []string{"RS256", "ES256"}
 
 // DefaultAlgorithms are the algorithms a public-key provider accepts when `algorithms` is not set.
 var DefaultAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"}
@@ -49,6 +59,7 @@ var (
 	attributeName       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 	// Attribute names the ACL provides itself; a mapping onto them would be shadowed or shadow them.
 	reservedAttributes = []string{"username", "client_id", "provider", "subject"}
+	deviceAlgorithms   = []string{"RS256", "ES256", "EdDSA"}
 )
 
 // Config is the `auth:` section of the broker's YAML file. The zero value (after SetDefaults) refuses
@@ -114,6 +125,28 @@ type ProviderConfig struct {
 	// Local: Attributes lists the attribute names local credentials may carry (`idmq token --claim`, the
 	// token exchange's mapped attributes are added automatically). Used only to tell the ACL which names exist.
 	Attributes []string `yaml:"attributes"`
+
+	// Devices (Cloud IoT Core / ClearBlade device JWTs); see DeviceConfig. Algorithms applies too.
+	Project     string         `yaml:"project"`      // required: the token's aud
+	MaxLifetime time.Duration  `yaml:"max_lifetime"` // exp - iat limit (plus leeway); 0 = 24h
+	IATSkew     time.Duration  `yaml:"iat_skew"`     // |now - iat| allowed; 0 = 10m
+	RegistryDir string         `yaml:"registry_dir"` // <device-id>.pem files, reloaded while running
+	Devices     []DeviceConfig `yaml:"devices"`      // inline devices; an entry overrides a registry_dir file of the same id
+}
+
+// DeviceConfig is one inline device of a devices provider.
+type DeviceConfig struct {
+	ID      string      `yaml:"id"`
+	Keys    []DeviceKey `yaml:"keys"` // at most MaxDeviceKeys; required unless Blocked
+	Blocked bool        `yaml:"blocked"`
+}
+
+// DeviceKey is one public key (PEM "PUBLIC KEY", "RSA PUBLIC KEY" or "CERTIFICATE") of a device, inline or
+// in a file. A certificate's NotAfter is an expiry too; the earlier of the two applies.
+type DeviceKey struct {
+	PEM     string    `yaml:"pem"`
+	File    string    `yaml:"file"`
+	Expires time.Time `yaml:"expires"` // zero = never
 }
 
 // ClaimMapping maps a claim (a dotted path into nested objects) onto an attribute usable by ACL rules.
@@ -191,6 +224,7 @@ func (c *Config) Validate() error {
 	}
 	names := map[string]int{}
 	issuers := map[string]string{}
+	projects := map[string]string{}
 	locals := 0
 	for i := range c.Providers {
 		p := &c.Providers[i]
@@ -215,6 +249,13 @@ func (c *Config) Validate() error {
 			fe.Path = at + "." + fe.Path
 			errs = append(errs, fe)
 		}
+		if p.Type == TypeDevices && p.Project != "" {
+			if other, dup := projects[p.Project]; dup {
+				add(at+".project", "%q is also the project of provider %q: the project must select one devices provider", p.Project, other)
+			} else {
+				projects[p.Project] = p.Name
+			}
+		}
 		if spec, err := resolveProvider(*p); err == nil {
 			for _, iss := range spec.issuers {
 				if other, dup := issuers[iss.issuer]; dup {
@@ -236,6 +277,9 @@ func (c Config) AttributeNames() []string {
 			out = append(out, m.Attribute)
 		}
 		out = append(out, p.Attributes...)
+	}
+	if slices.ContainsFunc(c.Providers, func(p ProviderConfig) bool { return p.Type == TypeDevices }) {
+		out = append(out, DeviceAttributes...)
 	}
 	if hasLocal(c.Providers) {
 		// Exchanged credentials carry the attributes of the provider that verified the IdP token.
@@ -276,6 +320,11 @@ func validateProvider(p *ProviderConfig) []*FieldError {
 	only("claims", len(p.Claims) > 0, TypeOIDC, TypeClerk, TypeAuth0, TypeSupabase, TypeFirebase)
 	only("topics_claim", p.TopicsClaim != "", TypeOIDC, TypeClerk, TypeAuth0, TypeSupabase, TypeFirebase)
 	only("username_claim", p.UsernameClaim != "", TypeOIDC, TypeClerk, TypeAuth0, TypeSupabase, TypeFirebase)
+	only("project", p.Project != "", TypeDevices)
+	only("max_lifetime", p.MaxLifetime != 0, TypeDevices)
+	only("iat_skew", p.IATSkew != 0, TypeDevices)
+	only("registry_dir", p.RegistryDir != "", TypeDevices)
+	only("devices", len(p.Devices) > 0, TypeDevices)
 
 	switch p.Type {
 	case TypeOIDC:
@@ -326,11 +375,13 @@ func validateProvider(p *ProviderConfig) []*FieldError {
 				add(fmt.Sprintf("attributes[%d]", i), "must be a letter or '_' followed by letters, digits or '_', got %q", a)
 			}
 		}
+	case TypeDevices:
+		return append(errs, validateDevices(p)...)
 	case "":
-		add("type", "is required: one of oidc, clerk, auth0, supabase, firebase, local")
+		add("type", "is required: one of oidc, clerk, auth0, supabase, firebase, local, devices")
 		return errs
 	default:
-		add("type", "must be one of oidc, clerk, auth0, supabase, firebase, local, got %q", p.Type)
+		add("type", "must be one of oidc, clerk, auth0, supabase, firebase, local, devices, got %q", p.Type)
 		return errs
 	}
 
@@ -384,6 +435,73 @@ func validateProvider(p *ProviderConfig) []*FieldError {
 		}
 		if m.Required && m.Default != "" {
 			add(at+".default", "a required claim cannot have a default")
+		}
+	}
+	return errs
+}
+
+// validateDevices checks a devices provider. Inline PEM keys are parsed here, so a bad key fails the config
+// at load; key files and registry_dir are read by New.
+func validateDevices(p *ProviderConfig) []*FieldError {
+	var errs []*FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	if p.Issuer != "" {
+		add("issuer", "does not apply to type devices: device tokens have no iss (the aud is the project)")
+	}
+	if len(p.Audiences) > 0 {
+		add("audiences", "does not apply to type devices: set project, the one aud device tokens carry")
+	}
+	if p.UsernamePrefix != "" {
+		add("username_prefix", "does not apply to type devices: the username is the device id")
+	}
+	switch {
+	case p.Project == "":
+		add("project", "is required for type devices (the aud of device tokens, e.g. my-project)")
+	case strings.ContainsAny(p.Project, "/ ") || !utf8.ValidString(p.Project):
+		add("project", "must be a project id without '/' or spaces, got %q", p.Project)
+	}
+	if p.MaxLifetime < 0 || p.MaxLifetime > DefaultDeviceMaxLifetime || (p.MaxLifetime != 0 && p.MaxLifetime < time.Minute) {
+		add("max_lifetime", "must be between 1m and 24h (0 = 24h), got %s", p.MaxLifetime)
+	}
+	if p.IATSkew < 0 || p.IATSkew > DefaultDeviceMaxLifetime || (p.IATSkew != 0 && p.IATSkew < time.Second) {
+		add("iat_skew", "must be between 1s and 24h (0 = 10m), got %s", p.IATSkew)
+	}
+	for i, a := range p.Algorithms {
+		if !slices.Contains(deviceAlgorithms, a) {
+			add(fmt.Sprintf("algorithms[%d]", i), "a devices provider accepts %s, got %q", strings.Join(deviceAlgorithms, ", "), a)
+		}
+	}
+	if p.RegistryDir == "" && len(p.Devices) == 0 {
+		add("registry_dir", "a devices provider needs registry_dir, devices, or both")
+	}
+	ids := map[string]int{}
+	for i, d := range p.Devices {
+		at := fmt.Sprintf("devices[%d]", i)
+		if !validDeviceID(d.ID) {
+			add(at+".id", "must start with a letter or digit, followed by up to 254 letters, digits or - . _ ~ + %%, got %q", d.ID)
+		} else if j, dup := ids[d.ID]; dup {
+			add(at+".id", "%q is already devices[%d]", d.ID, j)
+		} else {
+			ids[d.ID] = i
+		}
+		if len(d.Keys) == 0 && !d.Blocked {
+			add(at+".keys", "device %q has no key: add one, or set blocked: true to refuse it", d.ID)
+		}
+		if len(d.Keys) > MaxDeviceKeys {
+			add(at+".keys", "a device has at most %d keys, got %d", MaxDeviceKeys, len(d.Keys))
+		}
+		for k, key := range d.Keys {
+			kat := fmt.Sprintf("%s.keys[%d]", at, k)
+			switch {
+			case (key.PEM == "") == (key.File == ""):
+				add(kat, "needs exactly one of pem and file")
+			case key.PEM != "":
+				if _, err := parseDeviceKeys([]byte(key.PEM)); err != nil {
+					add(kat+".pem", "%v", err)
+				}
+			}
 		}
 	}
 	return errs

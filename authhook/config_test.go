@@ -45,7 +45,7 @@ providers: [{name: dev, type: oidc, issuer: "http://127.0.0.1:5556"}]
 `},
 		{name: "missing type and bad name", yaml: `
 providers: [{name: Corp}]
-`, want: []string{`providers[0].name: must be 1-63 lower-case letters, digits, '-' or '_', got "Corp"`, `providers[0].type: is required: one of oidc, clerk, auth0, supabase, firebase, local`}},
+`, want: []string{`providers[0].name: must be 1-63 lower-case letters, digits, '-' or '_', got "Corp"`, `providers[0].type: is required: one of oidc, clerk, auth0, supabase, firebase, local, devices`}},
 		{name: "duplicate name and issuer", yaml: `
 providers:
   - {name: a, type: oidc, issuer: https://idp.example.com}
@@ -98,6 +98,66 @@ unknown_kid_cooldown: 10ms
 placeholder_usernames: [""]
 `, want: []string{`leeway: must be between 0s and 5m, got 10m0s`, `jwks_refresh_interval: must be at least 1m, got 10s`,
 			`unknown_kid_cooldown: must be at least 1s, got 10ms`, `placeholder_usernames[0]: must not be empty`}},
+		{name: "devices: issue example", yaml: `
+providers:
+  - name: fleet
+    type: devices
+    project: my-project
+    max_lifetime: 24h
+    iat_skew: 10m
+    registry_dir: ./devices
+    devices:
+      - id: thermostat-42
+        keys:
+          - {file: keys/t42-rsa.pem}
+          - {file: keys/t42-ec.pem, expires: 2027-01-01T00:00:00Z}
+        blocked: false
+      - {id: retired, blocked: true}
+`},
+		{name: "devices: required and misplaced fields", yaml: `
+providers:
+  - {name: fleet, type: devices, issuer: https://idp.example.com, audiences: [x], username_prefix: "d:", algorithms: [RS256, HS256, PS256]}
+  - {name: corp, type: oidc, issuer: https://idp.example.com, project: p, registry_dir: d, max_lifetime: 1h}
+`, want: []string{
+			`providers[0].issuer: does not apply to type devices: device tokens have no iss (the aud is the project)`,
+			`providers[0].audiences: does not apply to type devices: set project, the one aud device tokens carry`,
+			`providers[0].username_prefix: does not apply to type devices: the username is the device id`,
+			`providers[0].project: is required for type devices (the aud of device tokens, e.g. my-project)`,
+			`providers[0].algorithms[1]: a devices provider accepts RS256, ES256, EdDSA, got "HS256"`,
+			`providers[0].algorithms[2]: a devices provider accepts RS256, ES256, EdDSA, got "PS256"`,
+			`providers[0].registry_dir: a devices provider needs registry_dir, devices, or both`,
+			`providers[1].project: only applies to type devices`,
+			`providers[1].max_lifetime: only applies to type devices`,
+			`providers[1].registry_dir: only applies to type devices`}},
+		{name: "devices: limits, ids, keys", yaml: `
+providers:
+  - name: a
+    type: devices
+    project: "my project"
+    max_lifetime: 25h
+    iat_skew: -1s
+    devices:
+      - {id: "a/b", keys: [{file: x.pem}]}
+      - {id: dup, keys: [{file: x.pem}]}
+      - {id: dup, keys: [{file: x.pem}]}
+      - {id: nokeys}
+      - {id: many, keys: [{file: a}, {file: b}, {file: c}, {file: d}]}
+      - {id: both, keys: [{file: a, pem: b}, {}]}
+      - {id: badpem, keys: [{pem: "-----BEGIN PRIVATE KEY-----\nAQ==\n-----END PRIVATE KEY-----"}]}
+  - {name: b, type: devices, project: p, registry_dir: d}
+  - {name: c, type: devices, project: p, registry_dir: d}
+`, want: []string{
+			`providers[0].project: must be a project id without '/' or spaces, got "my project"`,
+			`providers[0].max_lifetime: must be between 1m and 24h (0 = 24h), got 25h0m0s`,
+			`providers[0].iat_skew: must be between 1s and 24h (0 = 10m), got -1s`,
+			`providers[0].devices[0].id: must start with a letter or digit, followed by up to 254 letters, digits or - . _ ~ + %, got "a/b"`,
+			`providers[0].devices[2].id: "dup" is already devices[1]`,
+			`providers[0].devices[3].keys: device "nokeys" has no key: add one, or set blocked: true to refuse it`,
+			`providers[0].devices[4].keys: a device has at most 3 keys, got 4`,
+			`providers[0].devices[5].keys[0]: needs exactly one of pem and file`,
+			`providers[0].devices[5].keys[1]: needs exactly one of pem and file`,
+			`providers[0].devices[6].keys[0].pem: PEM block 1: PRIVATE KEY: a private key does not belong in the registry; register the device's public key or certificate`,
+			`providers[2].project: "p" is also the project of provider "b": the project must select one devices provider`}},
 		{name: "exchange and revocations", yaml: `
 exchange: {ttl: 12h}
 revocation_retention: 24h
@@ -166,5 +226,9 @@ func TestAttributeNames(t *testing.T) {
 	}}
 	if got := c.AttributeNames(); !slices.Equal(got, []string{"org", "plan", "role"}) {
 		t.Fatalf("AttributeNames = %v", got)
+	}
+	c.Providers = append(c.Providers, ProviderConfig{Name: "d", Type: TypeDevices})
+	if got := c.AttributeNames(); !slices.Equal(got, []string{"device_id", "org", "plan", "region", "registry", "role"}) {
+		t.Fatalf("AttributeNames with a devices provider = %v", got)
 	}
 }

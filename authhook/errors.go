@@ -28,6 +28,14 @@ const (
 	ReasonMissingCredential Reason = "missing_credential"
 	ReasonProviderNotFound  Reason = "provider_not_found"
 	ReasonTokenRevoked      Reason = "token_revoked"
+
+	// Device tokens (provider type devices).
+	ReasonUnknownDevice   Reason = "unknown_device"    // the client id names no registered device
+	ReasonDeviceBlocked   Reason = "device_blocked"    // the device is registered with blocked: true
+	ReasonKeyExpired      Reason = "key_expired"       // every key of the device expired, or the token verifies only with an expired one
+	ReasonLifetimeTooLong Reason = "lifetime_too_long" // exp - iat exceeds max_lifetime (+ leeway)
+	ReasonIATSkew         Reason = "iat_skew"          // iat is further from now than iat_skew
+	ReasonProjectMismatch Reason = "project_mismatch"  // the client id path names a project no devices provider serves
 )
 
 // Error is a refused credential. Callers tell decisions apart with Reason (or ReasonOf); the message is safe

@@ -39,6 +39,9 @@ type Options struct {
 	Logger     *slog.Logger          // optional
 	HTTPClient *http.Client          // optional: fetches discovery documents and key sets
 	Now        func() time.Time      // optional clock
+	// BaseDir is what relative paths of devices providers (key files, registry_dir) resolve against: the
+	// config file's directory. "" = the working directory.
+	BaseDir string
 	// OnIdentityChange is called after MQTT 5 re-authentication replaced a connected client's identity (new
 	// attributes and grants), on the client's own goroutine, before the AUTH success reply is sent. The broker
 	// recompiles the client's ACL here.
@@ -72,6 +75,10 @@ type Hook struct {
 	local    *LocalIssuer
 	cache    *tokenCache
 	metrics  *authMetrics
+
+	devices          []*deviceProvider // in config order
+	devicesByProject map[string]*deviceProvider
+	deviceByName     map[string]*deviceProvider
 
 	sessions         sync.Map // weak.Pointer[mqtt.Client] -> *session
 	onIdentityChange func(cl *mqtt.Client)
@@ -107,6 +114,9 @@ func New(opts Options) (*Hook, error) {
 		remotes:  map[*providerSpec][]*remoteKeys{},
 		cache:    newTokenCache(cfg.CacheSize),
 
+		devicesByProject: map[string]*deviceProvider{},
+		deviceByName:     map[string]*deviceProvider{},
+
 		onIdentityChange: opts.OnIdentityChange,
 	}
 	if h.log == nil {
@@ -131,7 +141,7 @@ func New(opts Options) (*Hook, error) {
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 
-	for _, pc := range cfg.Providers {
+	for i, pc := range cfg.Providers {
 		spec, err := resolveProvider(pc)
 		if err != nil {
 			h.cancel()
@@ -141,6 +151,15 @@ func New(opts Options) (*Hook, error) {
 		h.specs = append(h.specs, s)
 		h.byName[s.name] = s
 		switch {
+		case s.typ == TypeDevices:
+			dp, err := newDeviceProvider(pc, s, fmt.Sprintf("providers[%d]", i), opts.BaseDir, cfg.Leeway, h.now, h.log)
+			if err != nil {
+				h.cancel()
+				return nil, err
+			}
+			h.devices = append(h.devices, dp)
+			h.devicesByProject[dp.project] = dp
+			h.deviceByName[dp.name] = dp
 		case s.typ == TypeLocal:
 			signer, err := loadSigningKey(cfg.SigningKeyFile, opts.DataDir)
 			if err != nil {
@@ -172,6 +191,15 @@ func New(opts Options) (*Hook, error) {
 			go func() {
 				defer h.wg.Done()
 				rk.run(cfg.JWKSRefreshInterval)
+			}()
+		}
+	}
+	for _, dp := range h.devices {
+		if dp.registry.dir != "" {
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				dp.registry.run(h.ctx, registryPollInterval)
 			}()
 		}
 	}
@@ -234,15 +262,18 @@ func (h *Hook) Identity(cl *mqtt.Client) (*Identity, bool) {
 
 // Verify checks a token without binding a client: for the HTTP token exchange and tests. provider "" lets
 // the token's iss choose; otherwise the token must come from that provider. The returned Identity is shared
-// (it may come from the cache) and must not be modified. A fetch of unknown keys waits at most 2 s.
+// (it may come from the cache) and must not be modified. A fetch of unknown keys waits at most 2 s. Device
+// tokens are refused (unknown_device): only a CONNECT's client id names their device.
 func (h *Hook) Verify(ctx context.Context, token, provider string) (*Identity, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return h.verify(token, provider)
+	return h.verify(token, provider, "")
 }
 
-func (h *Hook) verify(token, provider string) (*Identity, error) {
+// verify checks a token for a client (clientID "" outside CONNECT and AUTH), choosing the provider by the
+// token's iss, or, for a token without iss, by the rules of the devices providers (see devices.go).
+func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
 	if len(token) > MaxTokenSize {
 		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(token), MaxTokenSize)
 	}
@@ -268,6 +299,17 @@ func (h *Hook) verify(token, provider string) (*Identity, error) {
 		return nil, refuseWrap(ReasonMalformed, err, "token is not a well-formed JWT")
 	}
 	claims := tok.Claims.(jwt.MapClaims)
+	signingString := token[:strings.LastIndexByte(token, '.')]
+	if _, hasIss := claims["iss"]; !hasIss && len(h.devices) > 0 {
+		id, err := h.verifyDevice(tok, signingString, provider, clientID)
+		if err != nil {
+			return nil, err
+		}
+		if err := h.revoked(id); err != nil {
+			return nil, err
+		}
+		return id, nil
+	}
 	iss, _ := claims["iss"].(string)
 	if iss == "" {
 		return nil, missingClaim("iss")
@@ -279,7 +321,7 @@ func (h *Hook) verify(token, provider string) (*Identity, error) {
 	if provider != "" && v.spec.name != provider {
 		return nil, refuse(ReasonIssuerMismatch, "token issuer %q does not match provider %q", clip(iss), provider)
 	}
-	id, kh, err := v.verify(tok, token[:strings.LastIndexByte(token, '.')])
+	id, kh, err := v.verify(tok, signingString)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +379,7 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 		verified = &Identity{Provider: ProviderAnonymous}
 	} else {
 		var err error
-		if verified, err = h.verify(string(credential), ""); err != nil {
+		if verified, err = h.verify(string(credential), "", cl.ID); err != nil {
 			return nil, err
 		}
 		// The identity comes from the token; the CONNECT username may only repeat it or be a placeholder,
@@ -347,7 +389,9 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
 				Message: fmt.Sprintf("an exchanged credential works only with its own username %q (CONNECT username %q)", verified.Username, clip(string(u)))}
 		}
-		if u := pk.Connect.Username; len(u) > 0 && string(u) != verified.Username && !slices.Contains(h.cfg.PlaceholderUsernames, string(u)) {
+		// A device is named by its client id and its username is ignored (Cloud IoT samples send "unused").
+		if u := pk.Connect.Username; len(u) > 0 && string(u) != verified.Username && !slices.Contains(h.cfg.PlaceholderUsernames, string(u)) &&
+			!h.isDeviceProvider(verified.Provider) {
 			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
 				Message: fmt.Sprintf("CONNECT username %q is neither the token's username %q nor a placeholder", clip(string(u)), verified.Username)}
 		}
@@ -391,6 +435,10 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 func (h *Hook) Providers() []ProviderStatus {
 	var out []ProviderStatus
 	for _, s := range h.specs {
+		if dp := h.deviceByName[s.name]; dp != nil {
+			out = append(out, dp.status())
+			continue
+		}
 		rks := h.remotes[s]
 		if len(rks) == 0 {
 			out = append(out, ProviderStatus{Name: s.name, Type: s.typ, Issuer: s.issuers[0].issuer, Ready: true, Keys: 1})
@@ -413,6 +461,11 @@ func (h *Hook) Providers() []ProviderStatus {
 func (h *Hook) Check(ctx context.Context) []ProviderStatus {
 	var out []ProviderStatus
 	for _, s := range h.specs {
+		if dp := h.deviceByName[s.name]; dp != nil {
+			dp.registry.scan(false)
+			out = append(out, dp.status())
+			continue
+		}
 		rks := h.remotes[s]
 		if len(rks) == 0 {
 			out = append(out, ProviderStatus{Name: s.name, Type: s.typ, Issuer: s.issuers[0].issuer, Ready: true, Keys: 1})

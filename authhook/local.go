@@ -279,27 +279,9 @@ func readSigningKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("authhook: signing key: %w", err)
 	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, fmt.Errorf("authhook: signing key %s: no PEM block", path)
-	}
-	var key any
-	switch block.Type {
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		return nil, fmt.Errorf("authhook: signing key %s: unsupported PEM block %q (want PRIVATE KEY)", path, block.Type)
-	}
+	signer, err := parsePrivateKeyPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("authhook: signing key %s: %w", path, err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("authhook: signing key %s: unsupported key type %T", path, key)
 	}
 	if _, err := signingMethodFor(signer); err != nil {
 		return nil, fmt.Errorf("authhook: signing key %s: %w", path, err)

@@ -74,6 +74,12 @@ func resolveProvider(p ProviderConfig) (providerSpec, error) {
 			s.issuers = []issuerSpec{{issuer: "https://securetoken.google.com/" + p.ProjectID, jwksURL: FirebaseJWKSURL, jwksExplicit: true}}
 			presetAud = []string{p.ProjectID}
 		}
+	case TypeDevices:
+		// No issuer: device tokens have none; the devices provider is selected by client id and aud.
+		if len(s.algorithms) == 0 {
+			s.algorithms = DefaultDeviceAlgorithms
+		}
+		return s, nil
 	case TypeLocal:
 		iss := p.Issuer
 		if iss == "" {

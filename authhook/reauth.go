@@ -49,9 +49,16 @@ func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, refuse(ReasonMissingCredential, "no token in Authentication Data"))
 		return pk, nil
 	}
-	verified, err := h.verify(string(token), "")
+	// A device token is checked against the device this connection's client id names: the same device.
+	verified, err := h.verify(string(token), "", cl.ID)
 	if err != nil {
 		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, err)
+		return pk, nil
+	}
+	if verified.Provider != cur.Provider && (h.isDeviceProvider(verified.Provider) || h.isDeviceProvider(cur.Provider)) {
+		// A device stays a device: a user's token must not take over a device's connection, nor the reverse.
+		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, &Error{Reason: ReasonIssuerMismatch, Provider: verified.Provider,
+			Message: fmt.Sprintf("re-authentication token is from provider %q, the connection's is %q", verified.Provider, cur.Provider)})
 		return pk, nil
 	}
 	if verified.Username != cur.Username {

@@ -34,6 +34,7 @@ type Broker struct {
 	opened   []listeners.Listener
 	ready    atomic.Bool
 	storeOK  atomic.Bool
+	stopFDs  func() // ends the file descriptor watch (fdlimit.go)
 }
 
 // Option changes how New assembles the broker, for embedding and measurement; the YAML file has no way
@@ -87,6 +88,7 @@ func New(cfg *Config, log *slog.Logger, opts ...Option) (*Broker, error) {
 		Config:     cfg.Auth,
 		Server:     b.server,
 		DataDir:    cfg.Resolve(cfg.DataDir),
+		BaseDir:    cfg.Resolve("."), // registry_dir and key files are relative to the config file
 		Registerer: b.registry,
 		Logger:     log,
 		// After an MQTT 5 re-authentication the client's rules follow its new token. b.acl is read when
@@ -190,6 +192,7 @@ func (b *Broker) Start() error {
 		hs.serve()
 		b.log.Info("listening", "listener", "http", "protocol", hs.protocol(), "address", hs.address())
 	}
+	b.stopFDs = newFDWatch(b.log).start(fdCheckInterval)
 	b.ready.Store(true)
 	return nil
 }
@@ -264,6 +267,9 @@ func (b *Broker) ReloadCertificates() error {
 // messages are on disk when it returns.
 func (b *Broker) Close(ctx context.Context) error {
 	b.ready.Store(false)
+	if b.stopFDs != nil {
+		b.stopFDs()
+	}
 	var errs []error
 	if b.http != nil {
 		b.http.close(ctx)

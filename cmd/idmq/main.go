@@ -25,6 +25,7 @@ Usage:
   idmq serve   [-c FILE]   run the broker (FILE, else ./idmq.yaml, else embedded defaults)
   idmq check   [-c FILE]   validate the config and reach every identity provider
   idmq token   [-c FILE] --sub NAME [--ttl 1h] [--claim k=v ...]   mint a token from the local provider
+  idmq token device --key PRIVATE.pem --project ID [--alg ES256] [--ttl 1h]   mint a device token (devices provider)
   idmq version
 `
 
@@ -183,6 +184,9 @@ func (c claimFlags) Set(v string) error {
 }
 
 func token(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "device" {
+		return tokenDevice(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("c", "", "config file")
@@ -216,6 +220,36 @@ func token(args []string, stdout, stderr io.Writer) int {
 	tok, err := li.Mint(*sub, *ttl, claims, authhook.TopicGrants{})
 	if err != nil {
 		fmt.Fprintf(stderr, "idmq token: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
+}
+
+// tokenDevice signs a device token with a device's own private key, as a Cloud IoT or ClearBlade device
+// would; it needs no config. It prints only the token.
+func tokenDevice(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("token device", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keyPath := fs.String("key", "", "the device's private key (PEM)")
+	project := fs.String("project", "", "the devices provider's project: the token's aud")
+	alg := fs.String("alg", "", "RS256, ES256 or EdDSA (default: the key's own)")
+	ttl := fs.Duration("ttl", time.Hour, "lifetime (at most 24h)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *keyPath == "" || *project == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "idmq token device: --key and --project are required, and nothing else")
+		return 2
+	}
+	key, err := authhook.ReadPrivateKey(*keyPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "idmq token device: %v\n", err)
+		return 1
+	}
+	tok, err := authhook.MintDeviceToken(key, *project, *alg, *ttl, time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "idmq token device: %v\n", err)
 		return 1
 	}
 	fmt.Fprintln(stdout, tok)
