@@ -170,7 +170,7 @@ func New(opts Options) (*Hook, error) {
 				h.cancel()
 				return nil, err
 			}
-			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, staticKey{key: h.local.publicKey, kid: h.local.kid}, cfg.Leeway, h.now)
+			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, localKeys{li: h.local}, cfg.Leeway, h.now)
 		case s.hmacSecret != nil:
 			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, staticKey{key: s.hmacSecret}, cfg.Leeway, h.now)
 		default:

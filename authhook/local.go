@@ -5,6 +5,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -38,6 +40,10 @@ const (
 // SigningKeyFileName is the generated key of the local provider, inside the data directory.
 const SigningKeyFileName = "idmq-signing-key.pem"
 
+// exchangeKeyInfo labels the HMAC key of exchanged credentials, derived from the local signing key. A new
+// label (v2) would invalidate every outstanding exchanged credential at once.
+const exchangeKeyInfo = "idmq exchanged MQTT credentials v1"
+
 // LocalIssuer is idmq's own issuer (provider type `local`). Its tokens have
 //
 //	iss: the provider's `issuer` (default "idmq"), aud: its first audience (default "idmq"),
@@ -45,15 +51,70 @@ const SigningKeyFileName = "idmq-signing-key.pem"
 //	attrs: {name: value}, topics: {publish, subscribe, all}.
 //
 // They are verified locally, with no network call, by any node holding the same key.
+//
+// Credentials from the token exchange (MintCredential) are HS256, keyed with an HMAC key derived (HKDF-SHA256)
+// from the signing key: every node holding the signing key derives the same key, so they stay stateless and
+// verifiable anywhere in the cluster, while minting and checking them costs about a microsecond instead of a
+// signature. They are meant for idmq alone: the derived key is never published, so third parties cannot
+// verify them through the JWKS (tokens from Mint, which they can, stay asymmetric).
 type LocalIssuer struct {
-	issuer    string
-	audience  string
-	signer    crypto.Signer
-	method    jwt.SigningMethod
-	kid       string
-	jwksJSON  []byte
-	publicKey any
-	now       func() time.Time
+	issuer         string
+	audience       string
+	signer         crypto.Signer
+	method         jwt.SigningMethod
+	kid            string
+	jwksJSON       []byte
+	publicKey      any
+	exchangeKey    []byte // HMAC key of exchanged credentials
+	exchangeKID    string
+	exchangeHeader string // base64url JOSE header of exchanged credentials
+	now            func() time.Time
+}
+
+// localClaims is what Mint and MintCredential sign. A struct encodes several times faster than a map, which
+// matters on the token exchange's path. Only signing uses it: verification reads jwt.MapClaims.
+type localClaims struct {
+	Issuer     string              `json:"iss"`
+	Audience   string              `json:"aud"`
+	Subject    string              `json:"sub"`
+	IssuedAt   int64               `json:"iat"`
+	Expires    int64               `json:"exp"`
+	ID         string              `json:"jti"`
+	Attributes map[string]string   `json:"attrs,omitempty"`
+	Topics     map[string][]string `json:"topics,omitempty"`
+	Origin     string              `json:"origin,omitempty"`
+}
+
+// jwt.Claims, which jwt.NewWithClaims requires; never called when signing.
+func (c *localClaims) GetExpirationTime() (*jwt.NumericDate, error) {
+	return jwt.NewNumericDate(time.Unix(c.Expires, 0)), nil
+}
+func (c *localClaims) GetIssuedAt() (*jwt.NumericDate, error) {
+	return jwt.NewNumericDate(time.Unix(c.IssuedAt, 0)), nil
+}
+func (c *localClaims) GetNotBefore() (*jwt.NumericDate, error) { return nil, nil }
+func (c *localClaims) GetIssuer() (string, error)              { return c.Issuer, nil }
+func (c *localClaims) GetSubject() (string, error)             { return c.Subject, nil }
+func (c *localClaims) GetAudience() (jwt.ClaimStrings, error) {
+	return jwt.ClaimStrings{c.Audience}, nil
+}
+
+// localKeys is the local provider's key source: the public key for Mint's tokens, the derived HMAC key for
+// exchanged credentials. HS256 is answered only with the derived secret, never with the public key, so the
+// RS256/ES256 -> HS256 confusion attack has nothing to sign with.
+type localKeys struct {
+	li *LocalIssuer
+}
+
+func (k localKeys) lookup(tok *jwt.Token) (any, *keyHandle, error) {
+	kid, _ := tok.Header["kid"].(string)
+	if tok.Method.Alg() == jwt.SigningMethodHS256.Alg() {
+		if kid != k.li.exchangeKID {
+			return nil, nil, refuse(ReasonUnknownKID, "no exchange key with kid %q", clip(kid))
+		}
+		return k.li.exchangeKey, staticHandle, nil
+	}
+	return staticKey{key: k.li.publicKey, kid: k.li.kid}.lookup(tok)
 }
 
 func newLocalIssuer(spec *providerSpec, signer crypto.Signer, now func() time.Time) (*LocalIssuer, error) {
@@ -76,17 +137,33 @@ func newLocalIssuer(spec *providerSpec, signer crypto.Signer, now func() time.Ti
 	if err != nil {
 		return nil, err
 	}
-	spec.algorithms = []string{method.Alg()}
-	return &LocalIssuer{
-		issuer:    spec.issuers[0].issuer,
-		audience:  spec.audiences[0],
-		signer:    signer,
-		method:    method,
-		kid:       kid,
-		jwksJSON:  set,
-		publicKey: pub,
-		now:       now,
-	}, nil
+	der, err := x509.MarshalPKCS8PrivateKey(signer)
+	if err != nil {
+		return nil, fmt.Errorf("authhook: local provider key: %w", err)
+	}
+	exchangeKey, err := hkdf.Key(sha256.New, der, nil, exchangeKeyInfo, 32)
+	if err != nil {
+		return nil, fmt.Errorf("authhook: deriving the exchange key: %w", err)
+	}
+	spec.algorithms = []string{method.Alg(), jwt.SigningMethodHS256.Alg()}
+	li := &LocalIssuer{
+		issuer:      spec.issuers[0].issuer,
+		audience:    spec.audiences[0],
+		signer:      signer,
+		method:      method,
+		kid:         kid,
+		jwksJSON:    set,
+		publicKey:   pub,
+		exchangeKey: exchangeKey,
+		exchangeKID: "xc-" + kid[:min(16, len(kid))],
+		now:         now,
+	}
+	header, err := json.Marshal(map[string]string{"alg": "HS256", "kid": li.exchangeKID, "typ": "JWT"})
+	if err != nil {
+		return nil, err
+	}
+	li.exchangeHeader = base64.RawURLEncoding.EncodeToString(header)
+	return li, nil
 }
 
 // Issuer is the iss of minted tokens.
@@ -138,22 +215,20 @@ func (li *LocalIssuer) mint(sub string, ttl time.Duration, attrs map[string]stri
 	}
 	now := li.now()
 	exp := now.Add(ttl).Unix()
-	claims := jwt.MapClaims{
-		"iss": li.issuer,
-		"aud": li.audience,
-		"sub": sub,
-		"iat": now.Unix(),
-		"exp": exp,
-		"jti": base64.RawURLEncoding.EncodeToString(jti),
-	}
-	if len(attrs) > 0 {
-		claims[LocalAttributesClaim] = attrs
+	claims := &localClaims{
+		Issuer: li.issuer, Audience: li.audience, Subject: sub,
+		IssuedAt: now.Unix(), Expires: exp, ID: base64.RawURLEncoding.EncodeToString(jti),
+		Attributes: attrs, Origin: origin,
 	}
 	if !grants.Empty() {
-		claims[LocalTopicsClaim] = grantsClaim(grants)
+		claims.Topics = grantsClaim(grants)
 	}
 	if origin != "" {
-		claims[LocalOriginClaim] = origin
+		s, err := li.signExchanged(claims)
+		if err != nil {
+			return fail(err)
+		}
+		return s, time.Unix(exp, 0), nil
 	}
 	tok := jwt.NewWithClaims(li.method, claims)
 	tok.Header["kid"] = li.kid
@@ -162,6 +237,25 @@ func (li *LocalIssuer) mint(sub string, ttl time.Duration, attrs map[string]stri
 		return fail(err)
 	}
 	return s, time.Unix(exp, 0), nil
+}
+
+// signExchanged writes an HS256 JWS with the header encoded once at start: on the token exchange's path
+// the generic signer's map-header encoding costs as much as the HMAC itself.
+func (li *LocalIssuer) signExchanged(claims *localClaims) (string, error) {
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", err
+	}
+	enc := base64.RawURLEncoding
+	buf := make([]byte, 0, len(li.exchangeHeader)+1+enc.EncodedLen(len(payload))+1+enc.EncodedLen(sha256.Size))
+	buf = append(buf, li.exchangeHeader...)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, payload)
+	mac := hmac.New(sha256.New, li.exchangeKey)
+	mac.Write(buf)
+	buf = append(buf, '.')
+	buf = enc.AppendEncode(buf, mac.Sum(nil))
+	return string(buf), nil
 }
 
 // JWKSHandler serves the public key set (GET /.well-known/jwks.json).

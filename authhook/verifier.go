@@ -92,6 +92,10 @@ func (v *verifier) check(tok *jwt.Token, signingString string) (*Identity, *keyH
 	var id *Identity
 	if v.spec.typ == TypeLocal {
 		id, err = mapLocalIdentity(v.spec.name, claims)
+		if err == nil && alg == jwt.SigningMethodHS256.Alg() && id.Origin == "" {
+			// The exchange key signs only exchanged credentials, which always name their origin.
+			return nil, nil, refuse(ReasonMalformed, "an HS256 local credential must be an exchanged one")
+		}
 	} else {
 		id, err = mapIdentity(v.spec, claims)
 	}

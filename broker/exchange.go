@@ -133,7 +133,7 @@ func (h *exchangeHandler) exchange(w http.ResponseWriter, r *http.Request) (prov
 		Provider:  id.Provider,
 	})
 	h.total.WithLabelValues(id.Provider, "ok").Inc()
-	h.b.log.Info("token exchanged", "provider", id.Provider, "username", id.Username, "remote", r.RemoteAddr, "expires_at", expiresAt.UTC().Format(time.RFC3339))
+	h.b.log.Debug("token exchanged", "provider", id.Provider, "username", id.Username, "remote", r.RemoteAddr, "expires_at", expiresAt)
 	return id.Provider, "", http.StatusOK, ""
 }
 

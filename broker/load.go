@@ -73,6 +73,7 @@ func Parse(data []byte, dir string) (*Config, error) {
 	}
 	cfg.dir = dir
 	cfg.Auth.SetDefaults()
+	cfg.Auth.SigningKeyFile = cfg.Resolve(cfg.Auth.SigningKeyFile) // relative to the config file, like every path
 
 	if err := cfg.validate(); err != nil {
 		errs = append(errs, located(root, "", err)...)

@@ -20,6 +20,7 @@ type brokerSample struct {
 	rss        int64
 	hasRSS     bool
 	heapInuse  float64
+	stackInuse float64
 	goroutines float64
 	hasMetrics bool
 }
@@ -37,11 +38,11 @@ func sampleBroker(ctx context.Context, pid int, metricsURL string) (brokerSample
 		}
 	}
 	if metricsURL != "" {
-		g, err := scrapeGauges(ctx, metricsURL, "go_goroutines", "go_memstats_heap_inuse_bytes")
+		g, err := scrapeGauges(ctx, metricsURL, "go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
 		if err != nil {
 			errs = append(errs, err.Error())
 		} else {
-			s.goroutines, s.heapInuse, s.hasMetrics = g[0], g[1], true
+			s.goroutines, s.heapInuse, s.stackInuse, s.hasMetrics = g[0], g[1], g[2], true
 		}
 	}
 	return s, errs
@@ -135,7 +136,46 @@ func brokerDelta(pid, conns int, before, after brokerSample, errs []string) *bro
 	}
 	if before.hasMetrics && after.hasMetrics {
 		b.HeapInuse = newPerConn(before.heapInuse, after.heapInuse, conns)
+		b.StackInuse = newPerConn(before.stackInuse, after.stackInuse, conns)
 		b.Goroutines = newPerConn(before.goroutines, after.goroutines, conns)
 	}
 	return b
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat; 100 on every Linux architecture Go
+// supports.
+const clockTicks = 100
+
+// readCPUTime returns the user+system CPU time of process pid (all its threads) from /proc/PID/stat.
+func readCPUTime(pid int) (time.Duration, error) {
+	if pid <= 0 {
+		return 0, fmt.Errorf("broker cpu: no --broker-pid")
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("broker cpu: %w", err)
+	}
+	return parseCPUTime(string(data))
+}
+
+// parseCPUTime reads fields 14 (utime) and 15 (stime) of a stat line. The command name (field 2) may hold
+// spaces and parentheses, so fields are counted after its last ')'.
+func parseCPUTime(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("broker cpu: malformed stat line")
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("broker cpu: stat line has %d fields after the command", len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("broker cpu: %w", err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }

@@ -1,6 +1,11 @@
 // Command idmq-bench is a load generator for MQTT brokers on this machine: connect and reconnect storms,
 // fan-in and fan-out publishing, and many idle connections, over TCP, TLS or WebSocket, MQTT 3.1.1 or 5.
 // It prints one JSON line per scenario on stdout and a short table on stderr, and refuses non-loopback targets.
+//
+// Helpers for bench/compare.sh: `idmq-bench serve -c FILE [--allow-all]` runs idmq's broker (allow-all
+// replaces auth and ACL: a baseline that must stay out of the idmq binary), `idmq-bench mint` mints local-provider
+// tokens in bulk, `idmq-bench keygen` writes a signing key per JWT algorithm and `idmq-bench report` turns a
+// run's results into its section of BENCHMARKS.md.
 package main
 
 import (
@@ -19,7 +24,20 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	args := os.Args[1:]
+	if len(args) > 0 {
+		switch args[0] {
+		case "serve":
+			os.Exit(runServe(ctx, args[1:], os.Stderr))
+		case "mint":
+			os.Exit(runMint(args[1:], os.Stdout, os.Stderr))
+		case "keygen":
+			os.Exit(runKeygen(args[1:], os.Stderr))
+		case "report":
+			os.Exit(runReport(args[1:], os.Stderr))
+		}
+	}
+	os.Exit(run(ctx, args, os.Stdout, os.Stderr))
 }
 
 // fdHeadroom is descriptors beyond the connections: stdio, /proc and /metrics reads, the runtime's own.
@@ -93,8 +111,12 @@ func runScenario(ctx context.Context, e *env, name string) []*result {
 		sctx, cancel := context.WithTimeout(ctx, e.cfg.ScenarioTimeout)
 		defer cancel()
 		start := time.Now()
+		cpuBefore, cpuErr := readCPUTime(e.cfg.BrokerPID)
 		r := f(sctx)
 		r.DurationS = seconds(time.Since(start))
+		if cpuAfter, err := readCPUTime(e.cfg.BrokerPID); err == nil && cpuErr == nil {
+			r.BrokerCPUS = seconds(cpuAfter - cpuBefore)
+		}
 		r.TimedOut = sctx.Err() != nil
 		return r
 	}

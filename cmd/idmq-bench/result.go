@@ -21,7 +21,8 @@ type result struct {
 	Credentials string         `json:"credentials"` // tokens, users or none
 	DurationS   float64        `json:"duration_s"`
 	TimedOut    bool           `json:"timed_out"`
-	Warmup      *connectStats  `json:"warmup,omitempty"` // reconnect: the first round, not measured
+	BrokerCPUS  float64        `json:"broker_cpu_s,omitempty"` // with --broker-pid: user+system CPU the broker used during the scenario
+	Warmup      *connectStats  `json:"warmup,omitempty"`       // reconnect: the first round, not measured
 	Connect     *connectStats  `json:"connect,omitempty"`
 	Dropped     int            `json:"dropped"` // connections the broker closed while the scenario held them
 	DropReasons map[string]int `json:"drop_reasons,omitempty"`
@@ -64,6 +65,7 @@ type brokerStats struct {
 	Connections int      `json:"connections"`
 	RSS         *perConn `json:"rss_bytes,omitempty"`
 	HeapInuse   *perConn `json:"heap_inuse_bytes,omitempty"`
+	StackInuse  *perConn `json:"stack_inuse_bytes,omitempty"` // goroutine stacks: not part of the heap
 	Goroutines  *perConn `json:"goroutines,omitempty"`
 	Errors      []string `json:"errors,omitempty"`
 }
@@ -115,6 +117,9 @@ func printTable(w io.Writer, results []*result) {
 			}
 			if b.HeapInuse != nil {
 				notes = append(notes, fmt.Sprintf("heap/conn %.0f B", b.HeapInuse.PerConn))
+			}
+			if b.StackInuse != nil {
+				notes = append(notes, fmt.Sprintf("stacks/conn %.0f B", b.StackInuse.PerConn))
 			}
 			if b.Goroutines != nil {
 				notes = append(notes, fmt.Sprintf("goroutines/conn %.2f", b.Goroutines.PerConn))

@@ -139,7 +139,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
-	hook, err := authhook.New(authhook.Options{Config: cfg.Auth, DataDir: cfg.Resolve(cfg.DataDir), Logger: quietLogger()})
+	hook, err := authhook.New(authhook.Options{Config: cfg.Auth, DataDir: cfg.Resolve(cfg.DataDir), BaseDir: cfg.Resolve("."), Logger: quietLogger()})
 	if err != nil {
 		fmt.Fprintf(stderr, "idmq: %v\n", err)
 		return 1
@@ -206,7 +206,7 @@ func token(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "idmq: %v\n", err)
 		return 1
 	}
-	hook, err := authhook.New(authhook.Options{Config: cfg.Auth, DataDir: cfg.Resolve(cfg.DataDir), Logger: quietLogger()})
+	hook, err := authhook.New(authhook.Options{Config: cfg.Auth, DataDir: cfg.Resolve(cfg.DataDir), BaseDir: cfg.Resolve("."), Logger: quietLogger()})
 	if err != nil {
 		fmt.Fprintf(stderr, "idmq: %v\n", err)
 		return 1

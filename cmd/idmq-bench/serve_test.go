@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// freePort reserves a loopback port for a broker config (the broker binds it itself).
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// writeIdmqConfig is a loopback idmq config with a local provider and the users/%u/# rule.
+func writeIdmqConfig(t *testing.T, dir string, tcp int, keyFile string) string {
+	t.Helper()
+	key := ""
+	if keyFile != "" {
+		key = "  signing_key_file: " + keyFile + "\n"
+	}
+	cfg := fmt.Sprintf(`data_dir: ./data
+log: {level: warn}
+listeners:
+  - {type: tcp, address: "127.0.0.1:%d"}
+http: {address: "127.0.0.1:0"}
+storage: {type: memory}
+auth:
+%s  providers:
+    - {name: local, type: local}
+acl:
+  rules:
+    - {topic: "users/%%u/#", access: pubsub}
+`, tcp, key)
+	path := filepath.Join(dir, "idmq.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startServe runs `idmq-bench serve` in-process until the test ends.
+func startServe(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr lockedBuffer
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if code := runServe(ctx, args, &stderr); code != 0 {
+			t.Errorf("serve exit %d:\n%s", code, stderr.String())
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	return stderr.wait(t, "idmq-bench serve: ready")
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// wait returns the log once it contains want (10 s at most).
+func (b *lockedBuffer) wait(t *testing.T, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(b.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the log:\n%s", want, b.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return b.String()
+}
+
+// Without --allow-all the broker is idmq's: a client without a token is refused. With it, the same client
+// connects and may publish outside users/%u/.
+func TestServeAllowAllReplacesAuthAndACL(t *testing.T) {
+	tests := []struct {
+		name      string
+		allowAll  bool
+		connected int
+	}{
+		{name: "idmq auth", allowAll: false, connected: 0},
+		{name: "allow-all", allowAll: true, connected: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			port := freePort(t)
+			args := []string{"-c", writeIdmqConfig(t, t.TempDir(), port, "")}
+			if tt.allowAll {
+				args = append(args, "--allow-all")
+			}
+			log := startServe(t, args...)
+			if tt.allowAll != strings.Contains(log, "authentication and ACL are OFF") {
+				t.Errorf("allow-all %v but the log says:\n%s", tt.allowAll, log)
+			}
+			results, stderr := runBench(t, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--scenario", "connect",
+				"--clients", "3", "--timeout", "10s")
+			if c := results[0].Connect; c == nil || c.Connected != tt.connected {
+				t.Fatalf("connected %+v, want %d\n%s", c, tt.connected, stderr)
+			}
+		})
+	}
+}
+
+func TestServeRefusesBadFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no config", nil, "usage"},
+		{"remote pprof", []string{"-c", "x.yaml", "--pprof", "192.0.2.1:6060"}, "--pprof"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			if code := runServe(context.Background(), tt.args, &stderr); code != 2 || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", code, stderr.String(), tt.want)
+			}
+		})
+	}
+}
