@@ -174,6 +174,12 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 		waitToken(t, pub.Publish("users/alice/queue", 1, false, strconv.Itoa(i)), "publish after restart")
 	}
 	pub.Disconnect(100)
+	// mochi sends PUBACK before it queues the message for subscribers; reconnecting in that gap races the
+	// session takeover (a known mochi ordering, see RELIABILITY.md). Wait until all 10 are queued.
+	deadlineQ := time.Now().Add(5 * time.Second)
+	for v, _ := p.metric("idmq_inflight_messages"); v != "10" && time.Now().Before(deadlineQ); v, _ = p.metric("idmq_inflight_messages") {
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	got := newCollectV3()
 	subOpts = v3Options(url, "persistent-sub", "alice", tok, nil).SetCleanSession(false)
@@ -189,7 +195,13 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 		case m := <-got.ch:
 			seen[string(m.Payload())] = true
 		case <-deadline:
-			t.Fatalf("after restart received %d of %d queued QoS 1 messages", len(seen), n+10)
+			var missing []int
+			for i := 0; i < n+10; i++ {
+				if !seen[strconv.Itoa(i)] {
+					missing = append(missing, i)
+				}
+			}
+			t.Fatalf("after restart received %d of %d queued QoS 1 messages; missing %v", len(seen), n+10, missing)
 		}
 	}
 	late := newCollectV3()
