@@ -1,68 +1,156 @@
 #!/usr/bin/env bash
-# compare.sh - run the same idmq-bench scenarios against several brokers on this machine, in one invocation.
+# compare.sh - the same idmq-bench scenarios, in one invocation, against:
+#   idmq-jwt                 idmq, JWT auth (local provider, one RS256 token per client) + ACL users/%u/#
+#   idmq-jwt-es256/-eddsa    the same with ES256 / EdDSA keys (connect and reconnect storms only)
+#   idmq-allow               idmq's own code with auth and ACL replaced by allow-all (idmq-bench serve --allow-all)
+#   mosquitto                Debian's Mosquitto 2.x, password file + ACL "pattern readwrite users/%u/#"
+#   idmq-jwt-mochi-defaults  idmq-jwt with mochi's per-connection settings (the defaults idmq's replace)
+# plus the crypto floor (go test -bench BenchmarkVerify ./authhook), then writes the comparison section of
+# BENCHMARKS.md. Exit status 1 if any scenario against any broker failed, refused or dropped a connection, or
+# lost a QoS 1 message.
 #
-# SKELETON (issue 8): the harness (cmd/idmq-bench) is done; starting the brokers is not wired yet:
-#   - idmq with JWT auth + ACL users/%u/#       -> start_idmq_jwt   (needs the broker config + `idmq token`)
-#   - idmq with allow-all auth and ACL           -> start_idmq_allow
-#   - Debian Mosquitto 2.x, password + ACL file  -> start_mosquitto  (apt-get install mosquitto; pattern readwrite users/%u/#)
-# and BENCHMARKS.md is not written yet (write_report).
-#
-# Usage: bench/compare.sh [--quick] [--out DIR]
+# Usage: bench/compare.sh [--quick] [--rounds N] [--out DIR] [--report FILE] [--port-base PORT] [--no-profile]
+#   --quick      small counts, under 3 minutes: the CI smoke test; the report goes to DIR/BENCHMARKS.md
+#   --report     markdown file to update (default: BENCHMARKS.md at the repo root, or DIR's with --quick)
+#   --port-base  first of 3 loopback ports (default 21880; below the ephemeral range)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-quick=0
-out=$(mktemp -d /tmp/idmq-compare.XXXXXX)
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+quick=0 rounds="" out="" report="" port_base=21880 profile=1
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) quick=1 ;;
+	--rounds) rounds=$2; shift ;;
 	--out) out=$2; shift ;;
+	--report) report=$2; shift ;;
+	--port-base) port_base=$2; shift ;;
+	--no-profile) profile=0 ;;
+	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
 	*) echo "compare.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
 done
-
-bench=$out/idmq-bench
-(cd "$here" && go build -o "$bench" ./cmd/idmq-bench)
+[ -n "$out" ] || out=$(mktemp -d /tmp/idmq-compare.XXXXXX)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+rm -f "$out"/*.jsonl "$out"/profile-*.txt
 
 if [ "$quick" = 1 ]; then
-	load=(--clients 500 --publishers 10 --messages 500 --subscribers 50 --fanout-messages 50 --idle-clients 2000 --timeout 30s --total-timeout 150s)
+	: "${rounds:=1}"
+	[ -n "$report" ] || report=$out/BENCHMARKS.md
+	load=(--clients 300 --publishers 10 --messages 300 --subscribers 50 --fanout-messages 50 --idle-clients 1000
+		--timeout 30s --total-timeout 100s --drain 2s --idle-settle 1s)
+	idle_n=1000 clients_n=300 bench_time=200x profile=0
 else
-	load=(--clients 2000 --publishers 50 --messages 5000 --subscribers 200 --fanout-messages 500 --idle-clients 20000 --timeout 120s --total-timeout 30m)
+	: "${rounds:=2}"
+	[ -n "$report" ] || report=$here/BENCHMARKS.md
+	load=(--clients 2000 --publishers 50 --messages 2000 --subscribers 200 --fanout-messages 200 --idle-clients 10000
+		--timeout 120s --total-timeout 15m --idle-settle 3s)
+	idle_n=10000 clients_n=2000 bench_time=2s
 fi
+tcp=$port_base ws=$((port_base + 1)) http=$((port_base + 2))
+for p in $tcp $ws $http; do
+	port_free "$p" || die "127.0.0.1:$p is in use (choose another --port-base)"
+done
 
-broker_pid=""
-stop_broker() {
-	if [ -n "$broker_pid" ]; then
-		kill "$broker_pid" 2>/dev/null || true
-		wait "$broker_pid" 2>/dev/null || true
-		broker_pid=""
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+ulimit -n "$(ulimit -Hn)"
+need_mosquitto
+log "results in $out"
+build_bench "$out"
+
+# Keys, configs and credentials.
+mkdir -p "$out/keys"
+for alg in RS256 ES256 EdDSA; do
+	"$bench" keygen --alg "$alg" -o "$out/keys/$alg.pem"
+	write_idmq_config "$out/idmq-$alg.yaml" "$out/keys/$alg.pem" "$tcp" "$ws" "$http"
+done
+write_idmq_config "$out/idmq-mochi.yaml" "$out/keys/RS256.pem" "$tcp" "$ws" "$http" "${mochi_defaults[@]}"
+"$bench" mint -c "$out/idmq-RS256.yaml" -n "$idle_n" -o "$out/tokens-RS256.txt"
+"$bench" mint -c "$out/idmq-ES256.yaml" -n "$clients_n" -o "$out/tokens-ES256.txt"
+"$bench" mint -c "$out/idmq-EdDSA.yaml" -n "$clients_n" -o "$out/tokens-EdDSA.txt"
+write_mosquitto "$out/mosquitto" "$idle_n" "$tcp" "$ws"
+
+all=connect,reconnect,fanin,fanout,idle
+status=0
+
+# bench LABEL SCENARIOS FLAG...: one idmq-bench run against the broker now running, appended to LABEL.jsonl.
+bench_run() {
+	local label=$1 scenarios=$2
+	shift 2
+	log "$label: $scenarios"
+	if ! "$bench" --addr "127.0.0.1:$tcp" --label "$label" --scenario "$scenarios" --broker-pid "$broker_pid" \
+		"${load[@]}" "$@" >>"$out/$label.jsonl" 2>>"$out/$label.bench.log"; then
+		log "$label: idmq-bench failed (see $out/$label.bench.log)"
+		status=1
 	fi
 }
-trap stop_broker EXIT
 
-# Each start_* function starts one broker in the background, sets broker_pid, waits until it accepts
-# connections, and prints the extra idmq-bench flags it needs (credentials, metrics URL).
-start_idmq_jwt() { echo "compare.sh: start_idmq_jwt is not wired yet" >&2; return 1; }
-start_idmq_allow() { echo "compare.sh: start_idmq_allow is not wired yet" >&2; return 1; }
-start_mosquitto() { echo "compare.sh: start_mosquitto is not wired yet" >&2; return 1; }
+metrics=(--metrics-url "http://127.0.0.1:$http/metrics")
 
-# run_one LABEL START_FUNCTION: every scenario against one fresh broker, JSON lines into $out/LABEL.jsonl.
-run_one() {
-	local label=$1 start=$2 extra
-	extra=$($start) || return 1
-	# shellcheck disable=SC2086 # extra is a flag list on purpose
-	"$bench" --label "$label" --scenario connect,reconnect,fanin,fanout,idle --broker-pid "$broker_pid" \
-		"${load[@]}" $extra >"$out/$label.jsonl"
+# run_idmq LABEL CONFIG TOKENS SCENARIOS [SERVE-FLAG...]
+run_idmq() {
+	local label=$1 config=$2 tokens=$3 scenarios=$4
+	shift 4
+	touch "$out/$label.jsonl"
+	if start_idmq "$label" "$config" "$tcp" "$@"; then
+		bench_run "$label" "$scenarios" --tokens "$tokens" "${metrics[@]}"
+	else
+		status=1
+	fi
 	stop_broker
 }
 
-write_report() { echo "compare.sh: results in $out (BENCHMARKS.md is not written yet)" >&2; }
+run_mosquitto() {
+	touch "$out/mosquitto.jsonl"
+	if start_mosquitto mosquitto "$out/mosquitto" "$tcp"; then
+		bench_run mosquitto "$all" --users "$out/mosquitto/users.txt"
+	else
+		status=1
+	fi
+	stop_broker
+}
 
-status=0
-for b in "idmq-jwt start_idmq_jwt" "idmq-allow start_idmq_allow" "mosquitto start_mosquitto"; do
-	# shellcheck disable=SC2086
-	run_one $b || status=1
+# Rounds interleave the brokers so that a slow minute on this shared machine does not favour one of them.
+for round in $(seq 1 "$rounds"); do
+	log "round $round of $rounds"
+	run_idmq idmq-jwt "$out/idmq-RS256.yaml" "$out/tokens-RS256.txt" "$all"
+	run_idmq idmq-allow "$out/idmq-RS256.yaml" "$out/tokens-RS256.txt" "$all" --allow-all
+	run_mosquitto
+	run_idmq idmq-jwt-mochi-defaults "$out/idmq-mochi.yaml" "$out/tokens-RS256.txt" "$all"
+	run_idmq idmq-jwt-es256 "$out/idmq-ES256.yaml" "$out/tokens-ES256.txt" connect,reconnect
+	run_idmq idmq-jwt-eddsa "$out/idmq-EdDSA.yaml" "$out/tokens-EdDSA.txt" connect,reconnect
 done
-write_report
+
+# Profiles of idmq-jwt, one scenario per broker run so that each profile shows one thing.
+if [ "$profile" = 1 ]; then
+	for s in connect fanin; do
+		label=profile-$s
+		if start_idmq "$label" "$out/idmq-RS256.yaml" "$tcp" --cpu-profile "$out/$label.prof"; then
+			"$bench" --addr "127.0.0.1:$tcp" --label "$label" --scenario "$s" "${load[@]}" --tokens "$out/tokens-RS256.txt" \
+				>/dev/null 2>>"$out/$label.bench.log" || log "$label: idmq-bench failed"
+		fi
+		stop_broker
+		go tool pprof -top -nodecount=25 "$bench" "$out/$label.prof" 2>/dev/null | sed -n '/^Showing\|flat%/,$p' >"$out/profile-cpu-$s.txt" || true
+	done
+fi
+
+log "crypto floor: go test -bench BenchmarkVerify ./authhook"
+if ! (cd "$here" && go test -run '^$' -bench '^BenchmarkVerify$' -benchtime "$bench_time" -cpu 1 ./authhook) >"$out/verify-bench.txt" 2>&1; then
+	log "verify benchmark failed (see $out/verify-bench.txt)"
+	status=1
+fi
+
+labels="idmq-jwt idmq-allow mosquitto idmq-jwt-mochi-defaults idmq-jwt-es256 idmq-jwt-eddsa"
+write_meta "$out/meta.txt" "$labels"
+{
+	echo "mode: $([ "$quick" = 1 ] && echo "quick (CI smoke test; small counts, not a measurement)" || echo full), $rounds round(s): ${load[*]}"
+} >>"$out/meta.txt"
+if ! "$bench" report --dir "$out" --kind compare -o "$report"; then
+	status=1
+fi
+log "report: $report"
 exit $status

@@ -66,9 +66,9 @@ func TestReportComputesRatiosAndTargets(t *testing.T) {
 	}
 	md, _ := os.ReadFile(out)
 	for _, want := range []string{
-		"| fan-in QoS 0 msgs in/s | 1.50× | 0.90× |",                                               // 90000/60000, 90000/100000
-		"JWT+ACL fan-in QoS 1 publish ≥ 0.9× allow-all | idmq-jwt / idmq-allow = 0.75× | **no** |", // 30000/40000
-		"| RS256 | 36.0 µs | 46.0 µs | 200 µs | 100 µs | 100 µs | 2.78× |",                         // (200-100)/36
+		"| fan-in QoS 0 msgs in/s | 1.50× | 0.90× |",                                                                 // 90000/60000, 90000/100000
+		"JWT+ACL fan-in QoS 1 throughput (deliveries/s) ≥ 0.9× allow-all | idmq-jwt / idmq-allow = 0.75× | **no** |", // 30000/40000
+		"| RS256 | 36.0 µs | 46.0 µs | 200 µs | 100 µs | 100 µs | 2.78× |",                                           // (200-100)/36
 		"200 µs vs 100 + 36 = 136 µs: 1.47× | **no** |",
 		"Failures: none",
 	} {
