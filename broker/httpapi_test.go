@@ -86,7 +86,14 @@ acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
 	if err := json.NewDecoder(resp.Body).Decode(&jwks); err != nil || len(jwks.Keys) != 1 {
 		t.Fatalf("jwks: %v %v", jwks, err)
 	}
-	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "idmq_build_info{") || !strings.Contains(body, "idmq_connected_clients 0") {
+	code, body = get("/metrics")
+	if code != 200 || !strings.Contains(body, "idmq_build_info{") || !strings.Contains(body, "idmq_connected_clients 0") ||
+		!strings.Contains(body, "idmq_go_goroutines ") {
 		t.Fatalf("/metrics: %d", code)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") && !strings.HasPrefix(line, "idmq_") {
+			t.Fatalf("metric not named idmq_…: %q", line)
+		}
 	}
 }

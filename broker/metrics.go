@@ -56,9 +56,10 @@ func newMetricsHook(reg *prometheus.Registry, server *mqtt.Server) *metricsHook 
 		counter("idmq_messages_dropped_total", "Messages dropped for slow subscribers.", &info.MessagesDropped),
 		counter("idmq_bytes_received_total", "Bytes received from clients.", &info.BytesReceived),
 		counter("idmq_bytes_sent_total", "Bytes sent to clients.", &info.BytesSent),
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	// Every metric idmq exposes is named idmq_…, the Go runtime's and the process's too.
+	prefixed := prometheus.WrapRegistererWithPrefix("idmq_", reg)
+	prefixed.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return h
 }
 

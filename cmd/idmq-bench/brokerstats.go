@@ -107,7 +107,8 @@ func parseGauges(r io.Reader, names ...string) ([]float64, error) {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), " ")
-		i, wanted := want[name]
+		// idmq names every metric idmq_…, the Go runtime's included (idmq_go_goroutines).
+		i, wanted := want[strings.TrimPrefix(name, "idmq_")]
 		if !ok || !wanted {
 			continue
 		}
