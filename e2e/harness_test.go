@@ -68,14 +68,19 @@ func freePort(t *testing.T) int {
 func requireTool(t *testing.T, name, install string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
+	if err != nil {
+		missingTool(t, fmt.Sprintf("%s is not installed (%s)", name, install))
 	}
+	return p
+}
+
+// missingTool skips a test whose external tool is absent, but fails it when CI=true.
+func missingTool(t *testing.T, msg string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is not installed (CI must install it: %s)", name, install)
+		t.Fatal(msg + " (CI must install it)")
 	}
-	t.Skipf("%s is not installed (%s)", name, install)
-	return ""
+	t.Skip(msg + " (skipped; fails when CI=true)")
 }
 
 // idmqProc is one running broker process.
