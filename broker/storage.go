@@ -10,6 +10,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/redis"
+	"github.com/mochi-mqtt/server/v2/system"
 	"go.etcd.io/bbolt"
 )
 
@@ -21,7 +22,7 @@ func (b *Broker) addStorage() error {
 		b.storeOK.Store(true)
 		return nil
 	case StorageRedis:
-		err := b.server.AddHook(inflightIDRestorer{new(redis.Hook)}, &redis.Options{
+		err := b.server.AddHook(storageFixes{new(redis.Hook)}, &redis.Options{
 			Address:  b.cfg.Storage.Address,
 			Password: b.cfg.Storage.Password,
 			Database: b.cfg.Storage.DB,
@@ -31,7 +32,7 @@ func (b *Broker) addStorage() error {
 		}
 	default:
 		path := b.cfg.BoltPath()
-		err := b.server.AddHook(inflightIDRestorer{new(bolt.Hook)}, &bolt.Options{
+		err := b.server.AddHook(storageFixes{new(bolt.Hook)}, &bolt.Options{
 			Path: path,
 			// A second idmq on the same file must fail fast instead of waiting on the file lock forever.
 			Options: &bbolt.Options{Timeout: 2 * time.Second},
@@ -44,15 +45,26 @@ func (b *Broker) addStorage() error {
 	return nil
 }
 
-// inflightIDRestorer works around mochi v2.7.9's bolt and redis hooks, which persist in-flight QoS 1/2
+// storageFixes wraps mochi v2.7.9's bolt and redis hooks. They persist in-flight QoS 1/2
 // messages without their packet id: after a restart every such message is resent with id 0, which mochi
 // rejects ("missing packet id"), so the whole offline queue is lost. Both hooks end the storage key with
 // ":<packet id>", so the id is recovered from there when messages are loaded.
-type inflightIDRestorer struct {
+type storageFixes struct {
 	mqtt.Hook
 }
 
-func (h inflightIDRestorer) StoredInflightMessages() ([]storage.Message, error) {
+// Init opens the store, then writes an empty server-info record: mochi reads that record at every start
+// and its hooks log a bare ERROR "key not found" on a new store, which alarms people for nothing. The
+// record only matters with mochi's RestoreSysInfoOnRestart, which idmq does not set.
+func (h storageFixes) Init(config any) error {
+	if err := h.Hook.Init(config); err != nil {
+		return err
+	}
+	h.Hook.OnSysInfoTick(&system.Info{})
+	return nil
+}
+
+func (h storageFixes) StoredInflightMessages() ([]storage.Message, error) {
 	msgs, err := h.Hook.StoredInflightMessages()
 	for i := range msgs {
 		if msgs[i].PacketID != 0 {
