@@ -128,13 +128,15 @@ func defaultConfig() Config {
 			MaxInflight:      1024,
 			ConnectTimeout:   10 * time.Second,
 			MaxConnectRate:   RateLimitConfig{PerSecond: 100, Burst: 1000},
-			// Chosen by measurement (BENCHMARKS.md; bench/compare.sh, bench/scale.sh) over mochi's 8192/2048/2048:
-			// mochi allocates the whole queue per client (8 bytes a slot), so 8192 slots cost 64 KiB of heap per
-			// idle connection and 1024 cost 8 KiB. 1024 = MaxInflight keeps QoS 1 deliveries bounded by the
-			// inflight limit rather than by queue overflow; Mosquitto queues 1000 messages per client by default.
+			// Chosen by measurement (BENCHMARKS.md; bench/compare.sh, bench/scale.sh) over mochi's 8192/2048/2048.
+			// mochi allocates the whole queue per client (8 bytes a slot: 8192 slots are 64 KiB of heap per
+			// connection, 2048 are 16 KiB) and drops whatever does not fit, QoS 1 included. 1024 slots lost a
+			// third of a 2,000-message QoS 0 burst to one subscriber and 0.8x of its throughput; 2048 holds
+			// such a burst next to a full inflight window (MaxInflight). The queue's pages stay untouched until
+			// used, so its size hardly shows in RSS; goroutine stacks dominate that (see BENCHMARKS.md).
 			// The read buffer is allocated per connection; larger packets are read past it. The write buffer
 			// exists only while a client has writes queued, so it costs idle connections nothing.
-			OutboundQueue:   1024,
+			OutboundQueue:   2048,
 			ReadBufferSize:  1024,
 			WriteBufferSize: 2048,
 		},
