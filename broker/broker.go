@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idmq/idmq/aclhook"
@@ -208,7 +209,7 @@ func (b *Broker) openListeners() error {
 			}
 			b.reload = append(b.reload, r)
 		}
-		l, err := openListener(id, lc, tlsConfigOf(r), b.cfg.MQTT.MaxPacketSize, b.cfg.MQTT.ConnectTimeout)
+		l, err := openListener(id, lc, tlsConfigOf(r), b.cfg.MQTT.MaxPacketSize, b.cfg.MQTT.ConnectTimeout, b.stopListenerClients)
 		if err != nil {
 			return fmt.Errorf("listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
 		}
@@ -225,6 +226,16 @@ func tlsConfigOf(r *certReloader) *tls.Config {
 		return nil
 	}
 	return r.tlsConfig()
+}
+
+// stopListenerClients ends the connections of one listener at shutdown. Clients.GetAll copies the map
+// under a single read lock, unlike mochi's GetByListener (see connectDeadline.Close).
+func (b *Broker) stopListenerClients(id string) {
+	for _, cl := range b.server.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			cl.Stop(packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // closeOpened releases sockets bound by a Start that failed half-way.

@@ -17,22 +17,24 @@ import (
 
 // openListener binds the address now, so a port conflict fails `serve` before any client is accepted.
 // TCP/TLS use mochi's Net listener over our socket; websockets use wsListener.
-func openListener(id string, lc ListenerConfig, tlsConf *tls.Config, maxPacket uint32, connectTimeout time.Duration) (listeners.Listener, error) {
+func openListener(id string, lc ListenerConfig, tlsConf *tls.Config, maxPacket uint32, connectTimeout time.Duration, stopClients listeners.CloseFn) (listeners.Listener, error) {
 	ln, err := net.Listen("tcp", lc.Address)
 	if err != nil {
 		return nil, err
 	}
 	switch lc.Type {
 	case ListenerTCP:
-		return &connectDeadline{Listener: listeners.NewNet(id, ln), timeout: connectTimeout}, nil
+		return &connectDeadline{Listener: listeners.NewNet(id, ln), timeout: connectTimeout, stopClients: stopClients}, nil
 	case ListenerTLS:
-		return &connectDeadline{Listener: listeners.NewNet(id, tls.NewListener(ln, tlsConf)), timeout: connectTimeout}, nil
+		return &connectDeadline{Listener: listeners.NewNet(id, tls.NewListener(ln, tlsConf)), timeout: connectTimeout, stopClients: stopClients}, nil
 	default:
 		path := lc.Path
 		if path == "" {
 			path = "/mqtt"
 		}
-		return newWSListener(id, ln, tlsConf, path, maxPacket, connectTimeout), nil
+		ws := newWSListener(id, ln, tlsConf, path, maxPacket, connectTimeout)
+		ws.stopClients = stopClients
+		return ws, nil
 	}
 }
 
@@ -41,9 +43,15 @@ func openListener(id string, lc ListenerConfig, tlsConf *tls.Config, maxPacket u
 // once CONNECT is read.
 type connectDeadline struct {
 	listeners.Listener
-	timeout time.Duration
-	log     *slog.Logger
+	timeout     time.Duration
+	log         *slog.Logger
+	stopClients listeners.CloseFn
 }
+
+// Close replaces mochi's client-closing callback with stopClients: mochi v2.7.9's closeListenerClients
+// (Clients.GetByListener) read-locks the client map twice and deadlocks when a client ends at the same
+// moment, which hangs shutdown.
+func (l *connectDeadline) Close(listeners.CloseFn) { l.Listener.Close(l.stopClients) }
 
 func (l *connectDeadline) Init(log *slog.Logger) error {
 	l.log = log
@@ -74,6 +82,8 @@ type wsListener struct {
 	log       *slog.Logger
 	upgrader  websocket.Upgrader
 	closeOnce sync.Once
+	// stopClients replaces mochi's callback on Close (see connectDeadline.Close).
+	stopClients listeners.CloseFn
 }
 
 func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, path string, maxPacket uint32, connectTimeout time.Duration) *wsListener {
@@ -136,13 +146,13 @@ func (l *wsListener) withEstablish(establish listeners.EstablishFn) http.Handler
 	return mux
 }
 
-func (l *wsListener) Close(closeClients listeners.CloseFn) {
+func (l *wsListener) Close(listeners.CloseFn) {
 	l.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = l.server.Shutdown(ctx)
 	})
-	closeClients(l.id)
+	l.stopClients(l.id)
 }
 
 // wsConn presents a websocket as the byte stream mochi reads packets from. MQTT packets may span
