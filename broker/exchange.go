@@ -3,7 +3,6 @@ package broker
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -80,10 +79,8 @@ func (h *exchangeHandler) exchange(w http.ResponseWriter, r *http.Request) (prov
 		}
 	}
 
-	var req exchangeRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil && !(errors.Is(err, io.EOF) && hasBearer && h.apiKeys.empty()) {
+	req, err := decodeExchangeRequest(r.Body)
+	if err != nil && !(errors.Is(err, io.EOF) && hasBearer && h.apiKeys.empty()) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return "", "invalid_request", http.StatusBadRequest, fmt.Sprintf("body is larger than %d bytes", maxRequestBody)
