@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"slices"
@@ -470,4 +471,172 @@ func TestExpiryAtScale(t *testing.T) {
 		t.Fatalf("a client was disconnected %s after exp+leeway, want at most 1s", worst)
 	}
 	waitFor(t, func() bool { return b.hook.armed.Load() == 0 && runtime.NumGoroutine() <= baseline })
+}
+
+// ---- the expiry queue on its own: sessions without connections, deadlines in real time ----
+
+// queueHook is a Hook with only what the expiry queue uses; its clock stands still at now.
+func queueHook(now time.Time) *Hook {
+	return &Hook{cfg: Config{}, now: func() time.Time { return now }, log: slog.New(slog.DiscardHandler)}
+}
+
+// queuedSessions makes n sessions whose identities expire from first on, one millisecond apart.
+func queuedSessions(n int, first time.Time) []*session {
+	out := make([]*session, n)
+	for i := range out {
+		out[i] = &session{slot: -1}
+		out[i].id.Store(&Identity{ExpiresAt: first.Add(time.Duration(i) * time.Millisecond)})
+	}
+	return out
+}
+
+func armAll(h *Hook, sessions []*session) {
+	for _, s := range sessions {
+		s.mu.Lock()
+		h.armLocked(s, s.id.Load())
+		s.mu.Unlock()
+	}
+}
+
+// Arming 10,000 sessions, re-arming them and taking them out again allocates nothing once the queue has
+// grown: no runtime timer (time.AfterFunc allocates one per call) and no goroutine per session.
+func TestExpiryQueueArmsNoTimerPerSession(t *testing.T) {
+	const n = 10_000
+	now := time.Now()
+	h := queueHook(now)
+	defer h.expiry.close(h)
+	sessions := queuedSessions(n, now.Add(time.Hour))
+	goroutines := runtime.NumGoroutine()
+	allocs := testing.AllocsPerRun(3, func() {
+		armAll(h, sessions)
+		armAll(h, sessions) // re-arm: what re-authentication does
+		for _, s := range sessions {
+			s.mu.Lock()
+			h.stopTimerLocked(s)
+			s.mu.Unlock()
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("arming, re-arming and removing %d sessions allocated %.0f times, want 0", n, allocs)
+	}
+	armAll(h, sessions)
+	if got := h.armed.Load(); got != n {
+		t.Fatalf("%d sessions armed, want %d", got, n)
+	}
+	if got := runtime.NumGoroutine(); got > goroutines {
+		t.Fatalf("%d goroutines with %d sessions armed, %d before", got, n, goroutines)
+	}
+}
+
+// Deadlines end sessions in order; a re-armed session ends at its new deadline, a removed one never.
+func TestExpiryQueueOrderRearmRemove(t *testing.T) {
+	now := time.Now()
+	h := queueHook(now)
+	defer h.expiry.close(h)
+	sessions := queuedSessions(4, now.Add(50*time.Millisecond)) // 50, 51, 52, 53 ms
+	rearmed, removed, first, last := sessions[0], sessions[1], sessions[2], sessions[3]
+	armAll(h, sessions)
+
+	renewed := &Identity{ExpiresAt: now.Add(time.Hour)}
+	rearmed.mu.Lock()
+	rearmed.id.Store(renewed)
+	h.armLocked(rearmed, renewed)
+	rearmed.mu.Unlock()
+	removed.mu.Lock()
+	h.stopTimerLocked(removed)
+	removed.mu.Unlock()
+
+	ended := func(s *session) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.ending
+	}
+	waitFor(t, func() bool { return ended(first) && ended(last) })
+	if ended(rearmed) || ended(removed) {
+		t.Fatalf("re-armed session ended: %v, removed session ended: %v; want neither", ended(rearmed), ended(removed))
+	}
+	if got := h.armed.Load(); got != 1 {
+		t.Fatalf("%d sessions armed, want 1 (the re-armed one)", got)
+	}
+	if rearmed.slot != 0 {
+		t.Fatalf("re-armed session at heap slot %d, want 0", rearmed.slot)
+	}
+}
+
+// BenchmarkExpiryArm: (re)arming one session's deadline among 10,000 armed ones with the queue, against a
+// time.AfterFunc per session (the design it replaced) timed over the same b.N just before (timer stopped):
+// x-afterfunc is queue time / AfterFunc time; allocs/op are the queue's.
+func BenchmarkExpiryArm(b *testing.B) {
+	const others = 10_000
+	now := time.Now()
+	for _, rearm := range []bool{false, true} {
+		name := "arm+remove"
+		if rearm {
+			name = "rearm"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.StopTimer()
+			baseline := afterFuncArms(b.N, others, rearm)
+
+			h := queueHook(now)
+			defer h.expiry.close(h)
+			armAll(h, queuedSessions(others, now.Add(time.Hour)))
+			ids := make([]*Identity, 1000) // deadlines spread over the others'
+			for i := range ids {
+				ids[i] = &Identity{ExpiresAt: now.Add(time.Hour + time.Duration(i*others/len(ids))*time.Millisecond)}
+			}
+			s := &session{slot: -1}
+			if rearm {
+				s.id.Store(ids[0])
+				armAll(h, []*session{s})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.StartTimer()
+			for i := range b.N {
+				id := ids[i%len(ids)]
+				s.mu.Lock()
+				h.armLocked(s, id)
+				if !rearm {
+					h.stopTimerLocked(s)
+				}
+				s.mu.Unlock()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed())/float64(baseline), "x-afterfunc")
+		})
+	}
+}
+
+// afterFuncArms times n (re)arms of the replaced design, a runtime timer per session stopped and recreated
+// on re-arm, among others armed timers.
+func afterFuncArms(n, others int, rearm bool) time.Duration {
+	fire := func() {}
+	for range others {
+		t := time.AfterFunc(time.Hour, fire)
+		defer t.Stop()
+	}
+	var mu sync.Mutex
+	var timer *time.Timer
+	if rearm {
+		timer = time.AfterFunc(time.Hour, fire)
+	}
+	start := time.Now()
+	for i := range n {
+		mu.Lock()
+		d := time.Hour + time.Duration(i%1000*others/1000)*time.Millisecond
+		if rearm {
+			timer.Stop()
+			timer = time.AfterFunc(d, fire)
+		} else {
+			timer = time.AfterFunc(d, fire)
+			timer.Stop()
+		}
+		mu.Unlock()
+	}
+	elapsed := time.Since(start)
+	if timer != nil {
+		timer.Stop()
+	}
+	return elapsed
 }

@@ -82,7 +82,8 @@ type Hook struct {
 
 	sessions         sync.Map // weak.Pointer[mqtt.Client] -> *session
 	onIdentityChange func(cl *mqtt.Client)
-	armed            atomic.Int64 // expiry timers scheduled and not yet fired or stopped
+	expiry           expiryQueue  // every session's credential deadline, one timer for all
+	armed            atomic.Int64 // sessions in the expiry queue
 
 	revocations   atomic.Pointer[revocationSet] // immutable; replaced whole by Revoke
 	revocationsMu sync.Mutex                    // serialises Revoke
@@ -226,8 +227,8 @@ func (h *Hook) Init(config any) error {
 	return nil
 }
 
-// Close stops background key refreshes and every expiry timer still armed (the server normally ended
-// those connections first).
+// Close stops background key refreshes and empties the expiry queue (the server normally ended those
+// connections first).
 func (h *Hook) Close() {
 	h.cancel()
 	h.wg.Wait()
@@ -235,10 +236,10 @@ func (h *Hook) Close() {
 		s := v.(*session)
 		s.mu.Lock()
 		s.ending = true
-		h.stopTimerLocked(s)
 		s.mu.Unlock()
 		return true
 	})
+	h.expiry.close(h)
 }
 
 // Stop implements mqtt.Hook.
@@ -416,8 +417,8 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	return ok
 }
 
-// OnSessionEstablished arms the expiry timer. It runs after the CONNACK, once no later hook can refuse the
-// client, and mochi always follows it with OnDisconnect, which stops the timer.
+// OnSessionEstablished queues the client's expiry. It runs after the CONNACK, once no later hook can refuse
+// the client, and mochi always follows it with OnDisconnect, which takes it out of the queue.
 func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if s := h.session(cl); s != nil {
 		s.mu.Lock()
@@ -426,7 +427,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// OnDisconnect stops the client's expiry timer and drops its identity.
+// OnDisconnect takes the client out of the expiry queue and drops its identity.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	h.detach(cl)
 }

@@ -9,7 +9,7 @@ import (
 
 // OnAuthPacket handles MQTT 5 re-authentication [MQTT-4.12.1]: AUTH 0x19 with the Authentication Method used
 // at CONNECT and a new token in Authentication Data. On success the identity (attributes, grants, expiry) is
-// replaced, the expiry timer re-armed, Options.OnIdentityChange called, and AUTH 0x00 written back here:
+// replaced, the expiry deadline moved, Options.OnIdentityChange called, and AUTH 0x00 written back here:
 // mochi discards the packet this hook returns. On failure the client is disconnected (0x87 for a credential
 // that does not verify or names another user, 0x8C for a method other than the connection's) and nothing
 // about its session changes first.

@@ -4,10 +4,12 @@
 # addresses), each authenticated (idmq: its own ES256 token from the local provider; Mosquitto: its own
 # password) with one QoS 1 subscription to bench/all. The report gives broker RSS, Go heap and goroutine
 # stacks per connection, goroutines per connection, time to connect all, then one message published to
-# bench/all and its delivery to every client (p50/p99, none may be lost). Writes the scale section of
-# BENCHMARKS.md. Exit 1 if any run failed, refused or dropped a connection or lost the message anywhere.
+# bench/all and its delivery to every client (p50/p99, none may be lost). Brokers: idmq (JWT + ACL, idmq's
+# defaults), idmq-allow (the same code, auth and ACL replaced by allow-all: the cost without idmq's per-client
+# state), mosquitto, idmq-mochi-defaults (idmq with mochi's per-connection settings). Writes the scale section
+# of BENCHMARKS.md. Exit 1 if any run failed, refused or dropped a connection or lost the message anywhere.
 #
-# Usage: bench/scale.sh [--counts "5000 19000"] [--transports "tcp ws"] [--brokers "idmq mosquitto idmq-mochi-defaults"]
+# Usage: bench/scale.sh [--counts "5000 19000"] [--transports "tcp ws"] [--brokers "idmq idmq-allow mosquitto idmq-mochi-defaults"]
 #                       [--source-ips 4] [--out DIR] [--report FILE] [--port-base PORT] [--no-profile]
 # One load generator and one broker each stop near 19,900 connections when RLIMIT_NOFILE is 20,000 (this
 # container's hard limit); the script refuses counts the limit cannot hold.
@@ -16,7 +18,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-counts="5000 19000" transports="tcp ws" brokers="idmq mosquitto idmq-mochi-defaults" source_ips=4
+counts="5000 19000" transports="tcp ws" brokers="idmq idmq-allow mosquitto idmq-mochi-defaults" source_ips=4
 out="" report="" port_base=21890 profile=1
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
 	--report) report=$2; shift ;;
 	--port-base) port_base=$2; shift ;;
 	--no-profile) profile=0 ;;
-	-h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
 	*) echo "scale.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 	shift
@@ -100,6 +102,9 @@ for n in $counts; do
 					prof=1
 				fi
 				start_idmq "$label-$t" "$out/idmq.yaml" "$port" "${serve[@]}" || { status=1; continue; } ;;
+			idmq-allow)
+				creds=(--tokens "$out/tokens.txt" --metrics-url "http://127.0.0.1:$http/metrics")
+				start_idmq "$label-$t" "$out/idmq.yaml" "$port" --allow-all || { status=1; continue; } ;;
 			idmq-mochi-defaults)
 				creds=(--tokens "$out/tokens.txt" --metrics-url "http://127.0.0.1:$http/metrics")
 				start_idmq "$label-$t" "$out/idmq-mochi.yaml" "$port" || { status=1; continue; } ;;
