@@ -35,7 +35,14 @@ type Broker struct {
 	opened   []listeners.Listener
 	ready    atomic.Bool
 	storeOK  atomic.Bool
-	stopFDs  func() // ends the file descriptor watch (fdlimit.go)
+	stopFDs  func()    // ends the file descriptor watch (fdlimit.go)
+	baseline mqtt.Hook // WithBaselineAuthForBenchmarks: answers the ACL instead of b.acl
+
+	// The write-ahead log (wal.go), with a persistent store only; walPending is replayed by Start.
+	wal        *walLog
+	walPending []*walEntry
+	storeHook  mqtt.Hook     // the store itself, which replay persists through
+	accept     chan struct{} // closed once replay is done: listeners accept from then on
 }
 
 // Option changes how New assembles the broker, for embedding and measurement; the YAML file has no way
@@ -43,12 +50,18 @@ type Broker struct {
 type Option func(*options)
 
 type options struct {
-	allowAll bool
+	baselineAuth mqtt.Hook
 }
 
 // WithAllowAllForBenchmarks replaces authentication and the ACL with mochi's allow-all hook, so a
 // benchmark can measure what idmq's auth and ACL cost on otherwise identical code. Never for serving.
-func WithAllowAllForBenchmarks() Option { return func(o *options) { o.allowAll = true } }
+func WithAllowAllForBenchmarks() Option { return WithBaselineAuthForBenchmarks(new(auth.AllowHook)) }
+
+// WithBaselineAuthForBenchmarks replaces authentication and the ACL with hook, a benchmark's baseline
+// (e.g. allow-all plus one bare signature check per CONNECT). Never for serving.
+func WithBaselineAuthForBenchmarks(hook mqtt.Hook) Option {
+	return func(o *options) { o.baselineAuth = hook }
+}
 
 // New assembles a broker from a validated config. Nothing is bound until Start.
 func New(cfg *Config, log *slog.Logger, opts ...Option) (*Broker, error) {
@@ -56,7 +69,7 @@ func New(cfg *Config, log *slog.Logger, opts ...Option) (*Broker, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	b := &Broker{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	b := &Broker{cfg: cfg, log: log, registry: prometheus.NewRegistry(), baseline: o.baselineAuth, accept: make(chan struct{})}
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
@@ -114,9 +127,9 @@ func New(cfg *Config, log *slog.Logger, opts ...Option) (*Broker, error) {
 	if err := b.server.AddHook(newConnectLimitHook(b.server, cfg.MQTT.MaxConnectRate, b.registry), nil); err != nil {
 		return nil, err
 	}
-	if o.allowAll {
-		log.Warn("authentication and ACL are OFF: every client may connect and use every topic (benchmark mode)")
-		if err := b.server.AddHook(new(auth.AllowHook), nil); err != nil {
+	if o.baselineAuth != nil {
+		log.Warn("authentication and ACL are OFF: every client may connect and use every topic (benchmark mode)", "hook", o.baselineAuth.ID())
+		if err := b.server.AddHook(o.baselineAuth, nil); err != nil {
 			return nil, err
 		}
 	} else {
@@ -130,11 +143,21 @@ func New(cfg *Config, log *slog.Logger, opts ...Option) (*Broker, error) {
 	if err := b.server.AddHook(new(sendQuotaOffHook), nil); err != nil {
 		return nil, err
 	}
+	if err := b.openWAL(); err != nil {
+		return nil, err
+	}
 	if err := b.addStorage(); err != nil {
+		b.closeWAL()
 		return nil, err
 	}
 	if err := b.server.AddHook(newMetricsHook(b.registry, b.server), nil); err != nil {
 		return nil, err
+	}
+	if b.wal != nil {
+		// Last: no hook after it may reject or change a publish it has logged.
+		if err := b.server.AddHook(&walHook{wal: b.wal}, nil); err != nil {
+			return nil, err
+		}
 	}
 	b.exchange = b.newExchangeHandler()
 	return b, nil
@@ -181,11 +204,19 @@ func (b *Broker) Start() error {
 		return err
 	}
 	b.http = hs
+	// Serve restores the store and starts the listeners, which wait for b.accept.
 	if err := b.server.Serve(); err != nil {
 		b.closeOpened()
 		hs.close(context.Background())
 		return fmt.Errorf("starting mqtt server: %w", err)
 	}
+	if err := b.replayWAL(); err != nil {
+		_ = b.server.Close()
+		close(b.accept)
+		hs.close(context.Background())
+		return err
+	}
+	close(b.accept)
 	for _, l := range b.opened {
 		b.log.Info("listening", "listener", l.ID(), "protocol", l.Protocol(), "address", l.Address())
 	}
@@ -214,7 +245,7 @@ func (b *Broker) openListeners() error {
 			return fmt.Errorf("listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
 		}
 		b.opened = append(b.opened, l)
-		if err := b.server.AddListener(l); err != nil {
+		if err := b.server.AddListener(gatedListener{Listener: l, open: b.accept}); err != nil {
 			return fmt.Errorf("listeners[%d]: %w", i, err)
 		}
 	}

@@ -38,6 +38,20 @@ func openListener(id string, lc ListenerConfig, tlsConf *tls.Config, maxPacket u
 	}
 }
 
+// gatedListener holds Serve until open is closed. mochi's Serve restores the store and then starts every
+// listener at once, but the broker must replay its write-ahead log into the restored sessions before the
+// first client can take one over (wal.go). The socket is already bound, so connections arriving meanwhile
+// wait in its backlog.
+type gatedListener struct {
+	listeners.Listener
+	open <-chan struct{}
+}
+
+func (g gatedListener) Serve(establish listeners.EstablishFn) {
+	<-g.open
+	g.Listener.Serve(establish)
+}
+
 // connectDeadline closes connections that send no CONNECT in time: mochi sets no deadline before CONNECT,
 // so a silent socket would otherwise be held forever. mochi replaces the deadline with the keepalive one
 // once CONNECT is read.

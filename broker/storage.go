@@ -10,6 +10,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/redis"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 	"go.etcd.io/bbolt"
 )
@@ -22,7 +23,8 @@ func (b *Broker) addStorage() error {
 		b.storeOK.Store(true)
 		return nil
 	case StorageRedis:
-		err := b.server.AddHook(storageFixes{new(redis.Hook)}, &redis.Options{
+		b.storeHook = new(redis.Hook)
+		err := b.server.AddHook(storageFixes{Hook: b.storeHook, wal: b.wal}, &redis.Options{
 			Address:  b.cfg.Storage.Address,
 			Password: b.cfg.Storage.Password,
 			Database: b.cfg.Storage.DB,
@@ -32,7 +34,8 @@ func (b *Broker) addStorage() error {
 		}
 	default:
 		path := b.cfg.BoltPath()
-		err := b.server.AddHook(storageFixes{new(bolt.Hook)}, &bolt.Options{
+		b.storeHook = new(bolt.Hook)
+		err := b.server.AddHook(storageFixes{Hook: b.storeHook, wal: b.wal}, &bolt.Options{
 			Path: path,
 			// A second idmq on the same file must fail fast instead of waiting on the file lock forever.
 			Options: &bbolt.Options{Timeout: 2 * time.Second},
@@ -45,12 +48,26 @@ func (b *Broker) addStorage() error {
 	return nil
 }
 
-// storageFixes wraps mochi v2.7.9's bolt and redis hooks. They persist in-flight QoS 1/2
-// messages without their packet id: after a restart every such message is resent with id 0, which mochi
-// rejects ("missing packet id"), so the whole offline queue is lost. Both hooks end the storage key with
-// ":<packet id>", so the id is recovered from there when messages are loaded.
+// storageFixes wraps mochi v2.7.9's bolt and redis hooks:
+//   - They persist in-flight QoS 1/2 messages without their packet id: after a restart every such message
+//     is resent with id 0, which mochi rejects ("missing packet id"), so the whole offline queue is lost.
+//     Both hooks end the storage key with ":<packet id>", so the id is recovered from there on load.
+//   - Around the store write of a subscriber's new in-flight copy it writes the write-ahead log's queue and
+//     queued records (wal.go), so replay knows which subscribers already hold a message.
+//   - When a client resumes its session from another connection, mochi moves the in-flight messages to the
+//     new connection and then drops them from the old one through OnQosDropped, which deletes their store
+//     records: both connections share the client id the records are keyed on. Until the new connection
+//     resends them (which stores them again) a kill -9 loses the whole queue; those deletes are skipped.
+//   - mochi keeps a QoS 2 delivery stored as PUBLISH after the subscriber's PUBREC (it updates only
+//     memory), so after a restart it sends the PUBLISH again to a client that may already have had the
+//     PUBREL and released the packet id: a duplicate. The PUBREL state is stored before mochi sends it.
 type storageFixes struct {
 	mqtt.Hook
+	wal *walLog // nil: no write-ahead log
+}
+
+func (h storageFixes) Provides(b byte) bool {
+	return b == mqtt.OnPacketRead || h.Hook.Provides(b)
 }
 
 // Init opens the store, then writes an empty server-info record: mochi reads that record at every start
@@ -77,4 +94,51 @@ func (h storageFixes) StoredInflightMessages() ([]storage.Message, error) {
 		}
 	}
 	return msgs, err
+}
+
+// OnQosPublish brackets the store write of a subscriber's copy of a publish in progress with the log's
+// queue and queued records. Resends (DUP) and copies of other messages pass straight through.
+func (h storageFixes) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, resends int) {
+	if h.wal == nil || pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Dup {
+		h.Hook.OnQosPublish(cl, pk, sent, resends)
+		return
+	}
+	id, ok := h.wal.inProgressFor(pk)
+	if !ok {
+		h.Hook.OnQosPublish(cl, pk, sent, resends)
+		return
+	}
+	// If a marker cannot be written the copy is still stored: replay then errs toward delivering again.
+	_ = h.wal.appendMarker(walQueue, id, cl.ID, pk.PacketID)
+	h.Hook.OnQosPublish(cl, pk, sent, resends)
+	_ = h.wal.appendMarker(walQueued, id, cl.ID, pk.PacketID)
+}
+
+// OnPacketRead stores the PUBREL state of a QoS 2 delivery when the subscriber's PUBREC arrives, before
+// mochi answers with PUBREL: after a restart mochi then resends PUBREL [MQTT-4.3.3-5], not the PUBLISH.
+// Only a PUBREC that processPubrec will accept is stored (a known packet id, a success reason code).
+func (h storageFixes) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Pubrec || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+		return pk, nil
+	}
+	if out, ok := cl.State.Inflight.Get(pk.PacketID); ok && out.FixedHeader.Type == packets.Publish {
+		rel := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1},
+			PacketID:    pk.PacketID,
+			Origin:      out.Origin,
+			Created:     out.Created,
+		}
+		h.Hook.OnQosPublish(cl, rel, rel.Created, 0)
+	}
+	return pk, nil
+}
+
+// OnQosDropped skips the store delete for a connection whose session was taken over: its in-flight
+// messages now belong to the new connection, under the same store keys. A clean start takes over too, but
+// mochi marks the old connection only after dropping its messages, so those deletes still happen.
+func (h storageFixes) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	if cl.IsTakenOver() {
+		return
+	}
+	h.Hook.OnQosDropped(cl, pk)
 }

@@ -1,0 +1,231 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+func openTestBolt(t *testing.T, wal *walLog) storageFixes {
+	t.Helper()
+	h := storageFixes{Hook: new(bolt.Hook), wal: wal}
+	h.SetOpts(quietLog(), nil)
+	if err := h.Init(&bolt.Options{Path: filepath.Join(t.TempDir(), "idmq.db")}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop() })
+	return h
+}
+
+// TestStorageKeepsPubrelState: once a subscriber's PUBREC is read, the store holds the PUBREL state, so a
+// restart resends PUBREL and not the PUBLISH the subscriber may already have released.
+func TestStorageKeepsPubrelState(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		pubrec   packets.Packet
+		wantType byte
+	}{
+		{"accepted PUBREC", packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 3}, packets.Pubrel},
+		{"refused PUBREC (mochi drops the message)", packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 3, ReasonCode: packets.ErrUnspecifiedError.Code}, packets.Publish},
+		{"PUBREC for an unknown packet id", packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrec}, PacketID: 4}, packets.Publish},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := openTestBolt(t, nil)
+			cl := mqtt.New(&mqtt.Options{Logger: quietLog()}).NewClient(nil, "t", "sub", false)
+			out := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2}, PacketID: 3, TopicName: "t/x", Payload: []byte("m"), Origin: "pub", Created: 100}
+			cl.State.Inflight.Set(out)
+			h.OnQosPublish(cl, out, out.Created, 0)
+			if _, err := h.OnPacketRead(cl, tc.pubrec); err != nil {
+				t.Fatal(err)
+			}
+			msgs, err := h.StoredInflightMessages()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) != 1 || msgs[0].PacketID != 3 || msgs[0].FixedHeader.Type != tc.wantType {
+				t.Fatalf("stored in-flight = %+v, want one message of type %d with packet id 3", msgs, tc.wantType)
+			}
+		})
+	}
+}
+
+// recordingStore is a store that notes what the write-ahead log held when it was asked to write.
+type recordingStore struct {
+	mqtt.HookBase
+	wal     *walLog
+	id      uint64
+	atWrite []string
+}
+
+func (s *recordingStore) Provides(b byte) bool { return b == mqtt.OnQosPublish }
+
+func (s *recordingStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	e := s.wal.entries[s.id]
+	_, queue := e.queue[cl.ID]
+	s.atWrite = append(s.atWrite, map[[2]bool]string{
+		{false, false}: "nothing", {true, false}: "queue", {true, true}: "queue+queued", {false, true}: "queued",
+	}[[2]bool{queue, e.queued[cl.ID]}])
+}
+
+// TestStorageMarkersBracketTheStoreWrite: the queue record is written before the store writes a
+// subscriber's copy and queued after it; other copies (resends, other messages) get no records.
+func TestStorageMarkersBracketTheStoreWrite(t *testing.T) {
+	w, _ := openTestWAL(t, filepath.Join(t.TempDir(), walFileName), 0)
+	store := &recordingStore{wal: w}
+	h := storageFixes{Hook: store, wal: w}
+	pub := walTestClient("pub")
+	pk := walTestPacket("pub", "t/x", "m", 1)
+	store.id, _ = w.appendPending(pub, pk)
+	sub := walTestClient("sub")
+
+	out := pk.Copy(false)
+	out.PacketID = 5
+	h.OnQosPublish(sub, out, out.Created, 0)
+	if len(store.atWrite) != 1 || store.atWrite[0] != "queue" {
+		t.Fatalf("log at the store write: %v, want [queue]", store.atWrite)
+	}
+	if e := w.entries[store.id]; !e.queued["sub"] || e.queue["sub"] != 5 {
+		t.Fatalf("after the store write: queue %v queued %v", e.queue, e.queued)
+	}
+
+	before := w.writes.Load()
+	resend := out
+	resend.FixedHeader.Dup = true
+	h.OnQosPublish(walTestClient("other"), resend, out.Created, 0)
+	other := walTestPacket("pub", "t/x", "another message", 1)
+	h.OnQosPublish(walTestClient("other"), other, other.Created, 0)
+	if n := w.writes.Load() - before; n != 0 {
+		t.Errorf("%d log records for a resend and a copy of another message, want 0", n)
+	}
+	if len(store.atWrite) != 3 {
+		t.Errorf("the store wrote %d copies, want 3", len(store.atWrite))
+	}
+}
+
+// droppedRecorder is a store that counts the in-flight deletes it is asked for.
+type droppedRecorder struct {
+	mqtt.HookBase
+	mu      sync.Mutex
+	dropped int
+}
+
+func (r *droppedRecorder) Provides(b byte) bool { return b == mqtt.OnQosDropped }
+
+func (r *droppedRecorder) OnQosDropped(*mqtt.Client, packets.Packet) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropped++
+}
+
+func (r *droppedRecorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dropped
+}
+
+// TestStorageKeepsQueueAcrossSessionTakeover: resuming a session from a new connection must not delete the
+// stored in-flight messages the new connection now holds; a clean start still deletes them.
+func TestStorageKeepsQueueAcrossSessionTakeover(t *testing.T) {
+	store := &droppedRecorder{}
+	s := mqtt.New(&mqtt.Options{Logger: quietLog(), InlineClient: true})
+	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddHook(storageFixes{Hook: store}, nil); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.EstablishConnection("t", c)
+		}
+	}()
+	connect := func(clean bool) net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		writePacket(t, c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "sub", Keepalive: 60, Clean: clean}})
+		readUntil(t, c, packets.Connack)
+		return c
+	}
+
+	first := connect(false)
+	writePacket(t, first, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
+		PacketID: 1, Filters: packets.Subscriptions{{Filter: "t/#", Qos: 1}}})
+	readUntil(t, first, packets.Suback)
+	for i := range 3 {
+		if err := s.Publish("t/x", []byte{byte(i)}, false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connect(false) // resumes: the three unacknowledged messages move to this connection
+	if n := store.count(); n != 0 {
+		t.Fatalf("resuming the session deleted %d stored in-flight messages, want 0", n)
+	}
+	connect(true) // a clean start discards them
+	if n := store.count(); n != 3 {
+		t.Fatalf("a clean start deleted %d stored in-flight messages, want 3", n)
+	}
+}
+
+func writePacket(t *testing.T, c net.Conn, pk *packets.Packet) {
+	t.Helper()
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(&buf)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readUntil reads packets until one of type typ, within 5 s.
+func readUntil(t *testing.T, c net.Conn, typ byte) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	for {
+		hb, err := r.ReadByte()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _, err := packets.DecodeLength(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Discard(n); err != nil {
+			t.Fatal(err)
+		}
+		if hb>>4 == typ {
+			return
+		}
+	}
+}
