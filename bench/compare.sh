@@ -121,6 +121,7 @@ for round in $(seq 1 "$rounds"); do
 	log "round $round of $rounds"
 	run_idmq idmq-jwt "$out/idmq-RS256.yaml" "$out/tokens-RS256.txt" "$all"
 	run_idmq idmq-allow "$out/idmq-RS256.yaml" "$out/tokens-RS256.txt" "$all" --allow-all
+	run_idmq idmq-allow-verify "$out/idmq-RS256.yaml" "$out/tokens-RS256.txt" connect --allow-all-verify
 	run_mosquitto
 	run_idmq idmq-jwt-mochi-defaults "$out/idmq-mochi.yaml" "$out/tokens-RS256.txt" "$all"
 	run_idmq idmq-jwt-es256 "$out/idmq-ES256.yaml" "$out/tokens-ES256.txt" connect,reconnect
@@ -146,7 +147,7 @@ if ! (cd "$here" && go test -run '^$' -bench '^BenchmarkVerify$' -benchtime "$be
 	status=1
 fi
 
-labels="idmq-jwt idmq-allow mosquitto idmq-jwt-mochi-defaults idmq-jwt-es256 idmq-jwt-eddsa"
+labels="idmq-jwt idmq-allow idmq-allow-verify mosquitto idmq-jwt-mochi-defaults idmq-jwt-es256 idmq-jwt-eddsa"
 write_meta "$out/meta.txt" "$labels"
 {
 	echo "mode: $([ "$quick" = 1 ] && echo "quick (CI smoke test; small counts, not a measurement)" || echo full), $rounds round(s): ${load[*]}"

@@ -54,10 +54,11 @@ PASS
 `
 
 func TestReportComputesRatiosAndTargets(t *testing.T) {
-	dir := writeRun(t, "idmq-jwt idmq-allow mosquitto", map[string][]result{
-		labelJWT:   {connectResult(labelJWT, 4000, 0.2), faninResult(labelJWT, 0, 90000, 0), faninResult(labelJWT, 1, 30000, 0)},
-		labelAllow: {connectResult(labelAllow, 5000, 0.1), faninResult(labelAllow, 0, 100000, 0), faninResult(labelAllow, 1, 40000, 0)},
-		labelMosq:  {connectResult(labelMosq, 6000, 0.1), faninResult(labelMosq, 0, 60000, 0), faninResult(labelMosq, 1, 20000, 0)},
+	dir := writeRun(t, "idmq-jwt idmq-allow idmq-allow-verify mosquitto", map[string][]result{
+		labelJWT:    {connectResult(labelJWT, 4000, 0.2), faninResult(labelJWT, 0, 90000, 0), faninResult(labelJWT, 1, 30000, 0)},
+		labelVerify: {connectResult(labelVerify, 4500, 0.15)},
+		labelAllow:  {connectResult(labelAllow, 5000, 0.1), faninResult(labelAllow, 0, 100000, 0), faninResult(labelAllow, 1, 40000, 0)},
+		labelMosq:   {connectResult(labelMosq, 6000, 0.1), faninResult(labelMosq, 0, 60000, 0), faninResult(labelMosq, 1, 20000, 0)},
 	}, verifyOutput)
 	out := filepath.Join(t.TempDir(), "BENCHMARKS.md")
 	var stderr bytes.Buffer
@@ -68,8 +69,8 @@ func TestReportComputesRatiosAndTargets(t *testing.T) {
 	for _, want := range []string{
 		"| fan-in QoS 0 msgs in/s | 1.50× | 0.90× |",                                                                 // 90000/60000, 90000/100000
 		"JWT+ACL fan-in QoS 1 throughput (deliveries/s) ≥ 0.9× allow-all | idmq-jwt / idmq-allow = 0.75× | **no** |", // 30000/40000
-		"| RS256 | 36.0 µs | 46.0 µs | 200 µs | 100 µs | 100 µs | 2.78× |",                                           // (200-100)/36
-		"200 µs vs 100 + 36 = 136 µs: 1.47× | **no** |",
+		"| RS256 | 36.0 µs | 46.0 µs | 200 µs | 100 µs | 100 µs | 2.78× | 50.0 µs |",                                 // (200-100)/36; 150-100
+		"200 µs vs 150 µs: 1.33× | **no** |",
 		"Failures: none",
 	} {
 		if !strings.Contains(string(md), want) {

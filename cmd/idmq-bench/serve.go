@@ -25,6 +25,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("c", "", "idmq config `file` (required)")
 	allowAll := fs.Bool("allow-all", false, "replace authentication and the ACL with allow-all (benchmark baseline only)")
+	verifyBaseline := fs.Bool("allow-all-verify", false, "like --allow-all, plus one bare jwt.Parse of each CONNECT password with the local signing key (the connect-storm baseline)")
 	cpuProfile := fs.String("cpu-profile", "", "write a CPU profile of the whole run to `file` at exit")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback `host:port` (heap profiles while clients are connected)")
 	memRate := fs.Int("mem-profile-rate", 0, "runtime.MemProfileRate in bytes (0 keeps Go's 512 KiB; 4096 sees per-connection allocations)")
@@ -58,8 +59,19 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	log := broker.NewLogger(cfg.Log, stderr)
 	var opts []broker.Option
-	if *allowAll {
+	switch {
+	case *allowAll && *verifyBaseline:
+		fmt.Fprintln(stderr, "idmq-bench serve: --allow-all and --allow-all-verify exclude each other")
+		return 2
+	case *allowAll:
 		opts = append(opts, broker.WithAllowAllForBenchmarks())
+	case *verifyBaseline:
+		hook, err := newVerifyBaselineHook(cfg.Auth.SigningKeyFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "idmq-bench serve: --allow-all-verify: %v\n", err)
+			return 1
+		}
+		opts = append(opts, broker.WithBaselineAuthForBenchmarks(hook))
 	}
 	b, err := broker.New(cfg, log, opts...)
 	if err != nil {
@@ -88,7 +100,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	// Printed whatever the log level: scripts and tests wait for it.
-	fmt.Fprintf(stderr, "idmq-bench serve: ready (allow-all %v)\n", *allowAll)
+	fmt.Fprintf(stderr, "idmq-bench serve: ready (allow-all %v)\n", *allowAll || *verifyBaseline)
 	<-ctx.Done()
 	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -150,3 +150,42 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		})
 	}
 }
+
+// --allow-all-verify is a baseline only if it really verifies: tokens signed with the local key connect,
+// tokens signed with another key are refused.
+func TestServeAllowAllVerifyChecksEachPassword(t *testing.T) {
+	dir := t.TempDir()
+	keyFile, otherKey := filepath.Join(dir, "key.pem"), filepath.Join(dir, "other.pem")
+	for _, k := range []string{keyFile, otherKey} {
+		if code := runKeygen([]string{"--alg", "RS256", "-o", k}, new(bytes.Buffer)); code != 0 {
+			t.Fatal("keygen failed")
+		}
+	}
+	port := freePort(t)
+	cfg := writeIdmqConfig(t, dir, port, keyFile)
+	mint := func(key, out string) string {
+		c := writeIdmqConfig(t, t.TempDir(), freePort(t), key)
+		var stderr bytes.Buffer
+		if code := runMint([]string{"-c", c, "-n", "3", "-o", out}, new(bytes.Buffer), &stderr); code != 0 {
+			t.Fatalf("mint: %s", stderr.String())
+		}
+		return out
+	}
+	good, forged := mint(keyFile, filepath.Join(dir, "good.txt")), mint(otherKey, filepath.Join(dir, "forged.txt"))
+	log := startServe(t, "-c", cfg, "--allow-all-verify")
+	if !strings.Contains(log, "allow-all-plus-verify") {
+		t.Errorf("the log does not name the baseline hook:\n%s", log)
+	}
+	for _, tt := range []struct {
+		name, tokens string
+		connected    int
+	}{{"signed with the local key", good, 3}, {"signed with another key", forged, 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			results, stderr := runBench(t, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--scenario", "connect",
+				"--clients", "3", "--tokens", tt.tokens, "--timeout", "10s")
+			if c := results[0].Connect; c == nil || c.Connected != tt.connected {
+				t.Fatalf("connected %+v, want %d\n%s", c, tt.connected, stderr)
+			}
+		})
+	}
+}

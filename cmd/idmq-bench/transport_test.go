@@ -97,7 +97,7 @@ func TestDialerTLSAndWSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	tlsListener := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: serverTLS})
-	if err := s.AddListener(tlsListener); err != nil {
+	if err := s.AddListener(noClientCloser{tlsListener}); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -106,11 +106,11 @@ func TestDialerTLSAndWSS(t *testing.T) {
 	}
 	wssAddr := l.Addr().String()
 	l.Close()
-	if err := s.AddListener(listeners.NewWebsocket(listeners.Config{ID: "wss", Address: wssAddr, TLSConfig: serverTLS})); err != nil {
+	if err := s.AddListener(noClientCloser{listeners.NewWebsocket(listeners.Config{ID: "wss", Address: wssAddr, TLSConfig: serverTLS})}); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve() }()
-	t.Cleanup(func() { _ = s.Close() })
+	t.Cleanup(func() { closeServer(s) })
 	waitListening(t, wssAddr)
 
 	tests := []struct {
