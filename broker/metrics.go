@@ -53,7 +53,8 @@ func newMetricsHook(reg *prometheus.Registry, server *mqtt.Server) *metricsHook 
 		gauge("idmq_inflight_messages", "QoS 1/2 messages in flight.", &info.Inflight),
 		counter("idmq_messages_received_total", "PUBLISH packets received.", &info.MessagesReceived),
 		counter("idmq_messages_sent_total", "PUBLISH packets sent.", &info.MessagesSent),
-		counter("idmq_messages_dropped_total", "Messages dropped for slow subscribers.", &info.MessagesDropped),
+		counter("idmq_messages_dropped_total", "Messages dropped for slow subscribers (outbound queue full).", &info.MessagesDropped),
+		counter("idmq_inflight_dropped_total", "QoS 1/2 messages dropped because the subscriber's in-flight window (mqtt.max_inflight) was full.", &info.InflightDropped),
 		counter("idmq_bytes_received_total", "Bytes received from clients.", &info.BytesReceived),
 		counter("idmq_bytes_sent_total", "Bytes sent to clients.", &info.BytesSent),
 	)
