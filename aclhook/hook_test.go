@@ -19,6 +19,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/idmq/idmq/internal/mochitest"
 )
 
 // brokerConfig is what the in-process broker enforces.
@@ -125,33 +127,15 @@ func startBroker(t *testing.T) *testBroker {
 		t.Fatal(err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := b.server.AddListener(noClientCloser{tcp}); err != nil {
+	if err := b.server.AddListener(mochitest.Listener(tcp)); err != nil {
 		t.Fatal(err)
 	}
 	b.addr = tcp.Address()
 	if err := b.server.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { closeServer(b.server) })
+	t.Cleanup(func() { mochitest.Close(b.server) })
 	return b
-}
-
-// noClientCloser keeps mochi v2.7.9's Server.Close away from closeListenerClients, whose
-// Clients.GetByListener read-locks the client map twice and deadlocks shutdown when a client ends at the
-// same moment; closeServer stops the clients from a copied list instead.
-type noClientCloser struct{ listeners.Listener }
-
-func (l noClientCloser) Close(listeners.CloseFn) { l.Listener.Close(func(string) {}) }
-
-func closeServer(s *mqtt.Server) {
-	stop := func() {
-		for _, cl := range s.Clients.GetAll() {
-			cl.Stop(packets.ErrServerShuttingDown)
-		}
-	}
-	stop()
-	_ = s.Close()
-	stop() // any client that connected while the listener was closing
 }
 
 func (b *testBroker) setSubject(username string, s Subject) {

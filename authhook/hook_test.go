@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,12 +108,14 @@ func newTestIdP(t testing.TB, keys ...testKey) *testIdP {
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		idp.fetches.Add(1)
 		idp.mu.Lock()
-		down, gate := idp.down, idp.gate
+		down, gate, keys := idp.down, idp.gate, slices.Clone(idp.keys)
+		idp.mu.Unlock()
+		// Built outside the lock: jwk calls t.Helper, which panics in a handler while fuzzing, and a panic
+		// under the lock would hang every later fetch.
 		var set jwkset.JWKSMarshal
-		for _, k := range idp.keys {
+		for _, k := range keys {
 			set.Keys = append(set.Keys, k.jwk(t))
 		}
-		idp.mu.Unlock()
 		if gate != nil {
 			<-gate
 		}

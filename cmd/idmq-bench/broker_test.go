@@ -10,7 +10,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/internal/mochitest"
 )
 
 // testBroker is a real in-process mochi broker on loopback: TCP and WebSocket listeners.
@@ -31,7 +32,7 @@ func startBroker(t *testing.T, hook mqtt.Hook) *testBroker {
 		t.Fatal(err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
-	if err := s.AddListener(noClientCloser{tcp}); err != nil {
+	if err := s.AddListener(mochitest.Listener(tcp)); err != nil {
 		t.Fatal(err)
 	}
 	// mochi's websocket listener binds only when it serves, so reserve a port first.
@@ -41,11 +42,11 @@ func startBroker(t *testing.T, hook mqtt.Hook) *testBroker {
 	}
 	wsAddr := l.Addr().String()
 	l.Close()
-	if err := s.AddListener(noClientCloser{listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr})}); err != nil {
+	if err := s.AddListener(mochitest.Listener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr}))); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve() }()
-	t.Cleanup(func() { closeServer(s) })
+	t.Cleanup(func() { mochitest.Close(s) })
 	waitListening(t, wsAddr)
 	return &testBroker{server: s, tcp: tcp.Address(), ws: wsAddr}
 }
@@ -64,22 +65,4 @@ func waitListening(t *testing.T, addr string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// noClientCloser keeps mochi v2.7.9's Server.Close away from closeListenerClients, whose
-// Clients.GetByListener read-locks the client map twice and deadlocks shutdown when a client ends at the
-// same moment; closeServer stops the clients from a copied list instead.
-type noClientCloser struct{ listeners.Listener }
-
-func (l noClientCloser) Close(listeners.CloseFn) { l.Listener.Close(func(string) {}) }
-
-func closeServer(s *mqtt.Server) {
-	stop := func() {
-		for _, cl := range s.Clients.GetAll() {
-			cl.Stop(packets.ErrServerShuttingDown)
-		}
-	}
-	stop()
-	_ = s.Close()
-	stop() // any client that connected while the listener was closing
 }

@@ -23,6 +23,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/idmq/idmq/internal/mochitest"
 )
 
 func TestDialerSpreadsSourceAddresses(t *testing.T) {
@@ -97,7 +99,7 @@ func TestDialerTLSAndWSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	tlsListener := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: serverTLS})
-	if err := s.AddListener(noClientCloser{tlsListener}); err != nil {
+	if err := s.AddListener(mochitest.Listener(tlsListener)); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -106,11 +108,11 @@ func TestDialerTLSAndWSS(t *testing.T) {
 	}
 	wssAddr := l.Addr().String()
 	l.Close()
-	if err := s.AddListener(noClientCloser{listeners.NewWebsocket(listeners.Config{ID: "wss", Address: wssAddr, TLSConfig: serverTLS})}); err != nil {
+	if err := s.AddListener(mochitest.Listener(listeners.NewWebsocket(listeners.Config{ID: "wss", Address: wssAddr, TLSConfig: serverTLS}))); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve() }()
-	t.Cleanup(func() { closeServer(s) })
+	t.Cleanup(func() { mochitest.Close(s) })
 	waitListening(t, wssAddr)
 
 	tests := []struct {
