@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bufio"
-	"bytes"
 	"net"
 	"path/filepath"
 	"sync"
@@ -13,6 +12,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/internal/mochitest"
 )
 
 func openTestBolt(t *testing.T, wal *walLog) storageFixes {
@@ -191,18 +192,7 @@ func TestStorageKeepsQueueAcrossSessionTakeover(t *testing.T) {
 
 func writePacket(t *testing.T, c net.Conn, pk *packets.Packet) {
 	t.Helper()
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(buf.Bytes()); err != nil {
+	if err := mochitest.WritePacket(c, pk); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,6 +18,8 @@ import (
 
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/internal/mochitest"
 )
 
 // TestKill9LosesNoAcknowledgedMessage kills the broker (SIGKILL) at a random moment under QoS 1 and QoS 2
@@ -334,7 +335,7 @@ func (s *crashSub) read(conn net.Conn, r *bufio.Reader, done chan struct{}) {
 			reply = &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID, ProtocolVersion: 4}
 		}
 		if reply != nil {
-			if err := crashEncodeWrite(conn, reply); err != nil {
+			if err := mochitest.WritePacket(conn, reply); err != nil {
 				return
 			}
 		}
@@ -445,10 +446,10 @@ func (c *crashResumer) connect(t *testing.T, addr string) bool {
 	c.mu.Lock()
 	c.conn = conn
 	for id := range c.released {
-		_ = crashEncodeWrite(conn, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id, ProtocolVersion: 4})
+		_ = mochitest.WritePacket(conn, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id, ProtocolVersion: 4})
 	}
 	for id, payload := range c.sent {
-		_ = crashEncodeWrite(conn, c.publishPacket(id, payload, true))
+		_ = mochitest.WritePacket(conn, c.publishPacket(id, payload, true))
 	}
 	c.mu.Unlock()
 	c.done = make(chan struct{})
@@ -475,7 +476,7 @@ func (c *crashResumer) publish(stop <-chan struct{}) {
 		c.mu.Lock()
 		c.nextID++
 		c.sent[c.nextID] = payload
-		err := crashEncodeWrite(c.conn, c.publishPacket(c.nextID, payload, false))
+		err := mochitest.WritePacket(c.conn, c.publishPacket(c.nextID, payload, false))
 		c.mu.Unlock()
 		if err != nil {
 			return
@@ -497,7 +498,7 @@ func (c *crashResumer) read(r *bufio.Reader, done chan struct{}) {
 				delete(c.sent, pk.PacketID)
 				c.released[pk.PacketID] = payload
 			}
-			_ = crashEncodeWrite(c.conn, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID, ProtocolVersion: 4})
+			_ = mochitest.WritePacket(c.conn, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID, ProtocolVersion: 4})
 		case packets.Pubcomp:
 			if payload, ok := c.released[pk.PacketID]; ok {
 				delete(c.released, pk.PacketID)
@@ -518,37 +519,9 @@ func (c *crashResumer) unfinished() int {
 
 func crashWrite(t *testing.T, conn net.Conn, pk *packets.Packet) {
 	t.Helper()
-	if err := crashEncodeWrite(conn, pk); err != nil {
+	if err := mochitest.WritePacket(conn, pk); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func crashEncodeWrite(conn net.Conn, pk *packets.Packet) error {
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Pubrel:
-		err = pk.PubrelEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&buf)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&buf)
-	default:
-		err = fmt.Errorf("crashEncodeWrite: packet type %d", pk.FixedHeader.Type)
-	}
-	if err != nil {
-		return err
-	}
-	_, err = conn.Write(buf.Bytes())
-	return err
 }
 
 func crashRead(t *testing.T, r *bufio.Reader) packets.Packet {
