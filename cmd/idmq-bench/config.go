@@ -46,6 +46,7 @@ type config struct {
 	Label     string
 
 	Clients         int // connect, reconnect
+	ReconnectRounds int // reconnect: measured rounds after the warm-up
 	Concurrency     int
 	Publishers      int // fanin
 	Subscribers     int // fanout
@@ -97,6 +98,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&scenarios, "scenario", "connect", "comma-separated scenarios to run in order: "+strings.Join(allScenarios, ","))
 	fs.StringVar(&c.Label, "label", "", "broker label copied into every result")
 	fs.IntVar(&c.Clients, "clients", 2000, "connect, reconnect: number of clients")
+	fs.IntVar(&c.ReconnectRounds, "reconnect-rounds", 1, "reconnect: measured rounds of --clients reconnects after the warm-up; more rounds average out a noisy machine and the 10 ms CPU clock")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "connections being opened at the same time")
 	fs.IntVar(&c.Publishers, "publishers", 50, "fanin: publishers (and as many subscribers)")
 	fs.IntVar(&c.Subscribers, "subscribers", 100, "fanout: subscribers")
@@ -215,7 +217,7 @@ func (c *config) validate() error {
 		name string
 		v    int
 	}{
-		{"--clients", c.Clients}, {"--concurrency", c.Concurrency}, {"--publishers", c.Publishers},
+		{"--clients", c.Clients}, {"--reconnect-rounds", c.ReconnectRounds}, {"--concurrency", c.Concurrency}, {"--publishers", c.Publishers},
 		{"--subscribers", c.Subscribers}, {"--messages", c.Messages}, {"--fanout-messages", c.FanoutMessages},
 		{"--inflight", c.Inflight}, {"--idle-clients", c.IdleClients}, {"--max-clients", c.MaxClients},
 	}

@@ -116,6 +116,19 @@ func (f *fleet) dropped(into *failures) int {
 // that handler state may be read without races.
 func (f *fleet) close(graceful bool) {
 	f.stopPing()
+	f.closeClients(graceful)
+}
+
+// closeRound closes the clients but keeps the fleet and its counters, so that the next open adds a round to
+// the same report.
+func (f *fleet) closeRound(graceful bool) {
+	f.closeClients(graceful)
+	for i := range f.slots {
+		f.slots[i].Store(nil)
+	}
+}
+
+func (f *fleet) closeClients(graceful bool) {
 	for i := range f.slots {
 		if c := f.slots[i].Load(); c != nil {
 			if graceful {

@@ -9,8 +9,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -191,5 +195,41 @@ func TestRunRefusesBadFlags(t *testing.T) {
 				t.Errorf("stderr %q should name %s; stdout %q", stderr.String(), tt.want, stdout.String())
 			}
 		})
+	}
+}
+
+// connectCounter allows everything and counts the CONNECTs the broker handled.
+type connectCounter struct {
+	auth.AllowHook
+	connects atomic.Int64
+}
+
+func (h *connectCounter) ID() string { return "connect-counter" }
+
+func (h *connectCounter) Provides(b byte) bool { return b == mqtt.OnConnect || h.AllowHook.Provides(b) }
+
+func (h *connectCounter) OnConnect(*mqtt.Client, packets.Packet) error {
+	h.connects.Add(1)
+	return nil
+}
+
+// --reconnect-rounds reconnects every client that many times after the warm-up, and the result counts the
+// measured rounds only.
+func TestReconnectRoundsAreMeasuredTogether(t *testing.T) {
+	counter := &connectCounter{}
+	b := startBroker(t, counter)
+	const clients, rounds = 20, 3
+	results, _ := runBench(t, "--addr", b.tcp, "--scenario", "reconnect", "--clients", fmt.Sprint(clients),
+		"--reconnect-rounds", fmt.Sprint(rounds), "--timeout", "15s")
+	r := results[0]
+	checkConnect(t, r, clients*rounds)
+	if r.Warmup == nil || r.Warmup.Connected != clients {
+		t.Fatalf("warm-up %+v, want %d connected", r.Warmup, clients)
+	}
+	if got := counter.connects.Load(); got != clients*(rounds+1) {
+		t.Fatalf("broker handled %d CONNECTs, want %d (warm-up and %d rounds of %d)", got, clients*(rounds+1), rounds, clients)
+	}
+	if r.Dropped != 0 {
+		t.Fatalf("%d connections dropped", r.Dropped)
 	}
 }

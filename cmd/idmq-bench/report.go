@@ -513,7 +513,9 @@ func renderCompare(r *benchRun) string {
 		"`pattern readwrite users/%u/#`, persistence off; `idmq-jwt-mochi-defaults` is `idmq-jwt` with the per-connection\n" +
 		"settings mochi ships (outbound queue 8192, 2 KiB buffers). All on loopback, TCP, MQTT 5, one load generator process;\n" +
 		"figures are medians over the rounds. Broker CPU is user+system time of the broker process during the scenario\n" +
-		"(from /proc, 10 ms resolution) divided by the connections or deliveries.\n\n")
+		"(from /proc, 10 ms resolution) divided by the connections or deliveries. The reconnect figures cover the\n" +
+		"measured rounds after the warm-up (`--reconnect-rounds`, each reconnecting every client once), pauses included:\n" +
+		"the broker tears sessions down during them.\n\n")
 
 	w.WriteString("### Connect and reconnect storms\n\n")
 	r.figureTable(&w, []figure{figConnectRate, figConnackP99, figConnectCPU, figReconnectRate, figReconnectCPU})

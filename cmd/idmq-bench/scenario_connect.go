@@ -19,7 +19,7 @@ func runConnect(ctx context.Context, e *env) *result {
 }
 
 // runReconnect connects the clients once (warm-up, e.g. filling a verified-token cache), disconnects them, and
-// measures connecting them again with the same client ids and credentials.
+// measures --reconnect-rounds rounds of connecting them again with the same client ids and credentials.
 func runReconnect(ctx context.Context, e *env) *result {
 	r := e.newResult(scenarioReconnect)
 	n := e.cfg.Clients
@@ -29,17 +29,26 @@ func runReconnect(ctx context.Context, e *env) *result {
 	warm.open(ctx, e, 0, n, options, nil, nil)
 	r.Warmup = warm.report()
 	warm.close(true)
-	// Let the broker finish tearing the sessions down so the measured round is reconnects, not takeovers.
+	// Let the broker finish tearing the sessions down so the measured rounds are reconnects, not takeovers.
 	sleep(ctx, 200*time.Millisecond)
 
-	e.progress("reconnect: %d clients again", n)
-	// Broker CPU is measured around this round only: the warm-up paid for the signature checks the
-	// cache exists to skip, and counting it would charge them to the reconnects.
+	// Broker CPU is measured around the measured rounds only: the warm-up paid for the signature checks the
+	// cache exists to skip, and counting it would charge them to the reconnects. The pauses between rounds
+	// stay in: the broker tears the last round's sessions down during them, and disconnects are part of the cost.
 	cpuBefore, cpuErr := readCPUTime(e.cfg.BrokerPID)
 	f := newFleet(n)
-	f.open(ctx, e, 0, n, options, nil, nil)
+	var reasons failures
+	for round := 1; round <= e.cfg.ReconnectRounds && ctx.Err() == nil; round++ {
+		e.progress("reconnect: %d clients again (round %d of %d)", n, round, e.cfg.ReconnectRounds)
+		f.open(ctx, e, 0, n, options, nil, nil)
+		r.Dropped += f.dropped(&reasons)
+		if round < e.cfg.ReconnectRounds {
+			f.closeRound(true)
+			sleep(ctx, 200*time.Millisecond)
+		}
+	}
 	r.Connect = f.report()
-	r.Dropped, r.DropReasons = countDropped(f)
+	r.DropReasons, _ = reasons.snapshot()
 	f.close(true)
 	if cpuAfter, err := readCPUTime(e.cfg.BrokerPID); err == nil && cpuErr == nil {
 		r.BrokerCPUS = seconds(cpuAfter - cpuBefore)
