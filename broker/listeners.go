@@ -77,7 +77,7 @@ func (l *connectDeadline) Serve(establish listeners.EstablishFn) {
 		_ = c.SetDeadline(time.Now().Add(l.timeout))
 		// Refusals are already logged, with their reason, by the hook that refused; mochi's listener would
 		// add a second, message-less warning for each.
-		if err := establish(id, c); err != nil {
+		if err := establish(id, newCoalescingConn(c)); err != nil {
 			l.log.Debug("connection ended", "listener", id, "remote", c.RemoteAddr().String(), "error", err)
 		}
 		return nil
