@@ -5,7 +5,8 @@
 #   idmq-allow               idmq's own code with auth and ACL replaced by allow-all (idmq-bench serve --allow-all)
 #   mosquitto                Debian's Mosquitto 2.x, password file + ACL "pattern readwrite users/%u/#"
 #   idmq-jwt-mochi-defaults  idmq-jwt with mochi's per-connection settings (the defaults idmq's replace)
-# plus the crypto floor (go test -bench BenchmarkVerify ./authhook), then writes the comparison section of
+# plus the crypto floor (go test -bench BenchmarkVerify ./authhook) and the reconnect floor (go test -bench
+# BenchmarkCachedReconnectHooks ./broker), then writes the comparison section of
 # BENCHMARKS.md. Exit status 1 if any scenario against any broker failed, refused or dropped a connection, or
 # lost a QoS 1 message.
 #
@@ -47,13 +48,13 @@ if [ "$quick" = 1 ]; then
 	[ -n "$report" ] || report=$out/BENCHMARKS.md
 	load=(--clients 300 --publishers 10 --messages 300 --subscribers 50 --fanout-messages 50 --idle-clients 1000
 		--reconnect-rounds 2 --timeout 30s --total-timeout 100s --drain 2s --idle-settle 1s --source-ips 16)
-	idle_n=1000 clients_n=300 bench_time=200x profile=0
+	idle_n=1000 clients_n=300 bench_time=200x hooks_time=2000x profile=0
 else
 	: "${rounds:=3}"
 	[ -n "$report" ] || report=$here/BENCHMARKS.md
 	load=(--clients 2000 --publishers 50 --messages 2000 --subscribers 200 --fanout-messages 200 --idle-clients 10000
 		--reconnect-rounds 5 --timeout 120s --total-timeout 15m --idle-settle 3s --source-ips 16)
-	idle_n=10000 clients_n=2000 bench_time=2s
+	idle_n=10000 clients_n=2000 bench_time=2s hooks_time=200000x
 fi
 tcp=$port_base ws=$((port_base + 1)) http=$((port_base + 2))
 for p in $tcp $ws $http; do
@@ -147,6 +148,12 @@ fi
 log "crypto floor: go test -bench BenchmarkVerify ./authhook"
 if ! (cd "$here" && go test -run '^$' -bench '^BenchmarkVerify$' -benchtime "$bench_time" -cpu 1 ./authhook) >"$out/verify-bench.txt" 2>&1; then
 	log "verify benchmark failed (see $out/verify-bench.txt)"
+	status=1
+fi
+
+log "reconnect floor: go test -bench BenchmarkCachedReconnectHooks ./broker"
+if ! (cd "$here" && go test -run '^$' -bench '^BenchmarkCachedReconnectHooks$' -benchtime "$hooks_time" -cpu 1 ./broker) >"$out/hooks-bench.txt" 2>&1; then
+	log "hooks benchmark failed (see $out/hooks-bench.txt)"
 	status=1
 fi
 

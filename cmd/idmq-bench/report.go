@@ -67,6 +67,7 @@ type benchRun struct {
 	results  map[string][]*result
 	failures []string
 	verify   map[string]map[string]float64 // alg -> "idmq" | "jwt.Parse" -> ns/op
+	hooksNs  float64                       // BenchmarkCachedReconnectHooks ns/op; 0 when it did not run
 }
 
 func loadRun(dir string) (*benchRun, error) {
@@ -113,6 +114,11 @@ func loadRun(dir string) (*benchRun, error) {
 	}
 	if data, err := os.ReadFile(filepath.Join(dir, "verify-bench.txt")); err == nil {
 		r.verify = parseVerifyBench(string(data))
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "hooks-bench.txt")); err == nil {
+		if m := hooksLine.FindStringSubmatch(string(data)); m != nil {
+			r.hooksNs, _ = strconv.ParseFloat(m[1], 64)
+		}
 	}
 	return r, nil
 }
@@ -203,6 +209,9 @@ func resultFailures(label string, r *result) []string {
 
 // verifyLine matches `BenchmarkVerify/RS256/jwt.Parse-8   1234   56789 ns/op ...`.
 var verifyLine = regexp.MustCompile(`^BenchmarkVerify/(\w+)/([\w.]+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op`)
+
+// hooksLine matches `BenchmarkCachedReconnectHooks-2   200000   3163 ns/op ...`.
+var hooksLine = regexp.MustCompile(`(?m)^BenchmarkCachedReconnectHooks(?:-\d+)?\s+\d+\s+([\d.]+) ns/op`)
 
 func parseVerifyBench(text string) map[string]map[string]float64 {
 	out := map[string]map[string]float64{}
@@ -549,6 +558,7 @@ func renderCompare(r *benchRun) string {
 	w.WriteString("\n")
 
 	r.writeCryptoFloor(&w)
+	r.writeReconnectFloor(&w)
 	r.writeDefaults(&w)
 
 	w.WriteString("### Targets (issue 8)\n\n")
@@ -601,6 +611,29 @@ func (r *benchRun) noLossTarget() target {
 	t.met = lost == 0
 	t.measured = fmt.Sprintf("%d lost", lost)
 	return t
+}
+
+// writeReconnectFloor sets what idmq's hooks cost per cached reconnect, measured alone, beside the storms.
+func (r *benchRun) writeReconnectFloor(w *strings.Builder) {
+	w.WriteString("### Reconnect floor\n\n")
+	if r.hooksNs == 0 {
+		w.WriteString("(the hooks benchmark did not run)\n\n")
+		return
+	}
+	w.WriteString("What idmq's auth and ACL hooks do for one reconnect with a cached token and its disconnect, measured alone\n" +
+		"(`go test -bench BenchmarkCachedReconnectHooks -cpu 1 ./broker`: cache hit, identity, session, expiry queue,\n" +
+		"compiled rules; mochi's own work left out), set on top of allow-all's broker CPU per reconnect from the storm.\n" +
+		"The storm ratio carries the machine's noise; the floor ratio is what the hooks alone would add.\n\n")
+	w.WriteString("| hooks per reconnect | allow-all CPU/reconnect | floor: (allow-all + hooks) / allow-all | storm: idmq-jwt / idmq-allow |\n|---:|---:|---:|---:|\n")
+	row := []string{formatValue(r.hooksNs/1e3, "µs"), "–", "–", "–"}
+	if allow, ok := r.value(labelAllow, figReconnectCPU); ok && allow > 0 {
+		row[1] = formatValue(allow, "µs")
+		row[2] = fmt.Sprintf("%.2f×", (allow+r.hooksNs/1e3)/allow)
+		if jwt, ok := r.value(labelJWT, figReconnectCPU); ok {
+			row[3] = fmt.Sprintf("%.2f×", jwt/allow)
+		}
+	}
+	w.WriteString("| " + strings.Join(row, " | ") + " |\n\n")
 }
 
 // writeCryptoFloor sets the verify benchmark beside the connect storms' cost over allow-all.

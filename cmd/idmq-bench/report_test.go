@@ -123,3 +123,28 @@ func TestReplaceSectionKeepsTheOtherSection(t *testing.T) {
 		t.Errorf("the compare section moved after the scale section:\n%s", text)
 	}
 }
+
+// The reconnect floor sets the hooks benchmark on top of allow-all's reconnect cost from the same run.
+func TestReportReconnectFloor(t *testing.T) {
+	reconnect := func(label string, cpuS float64) result {
+		r := connectResult(label, 9000, cpuS)
+		r.Scenario = scenarioReconnect
+		return r
+	}
+	dir := writeRun(t, "idmq-jwt idmq-allow", map[string][]result{
+		labelJWT:   {reconnect(labelJWT, 0.185)},
+		labelAllow: {reconnect(labelAllow, 0.148)},
+	}, "")
+	hooks := "goos: linux\nBenchmarkCachedReconnectHooks \t  200000\t      2960 ns/op\t    1144 B/op\t      18 allocs/op\nPASS\n"
+	if err := os.WriteFile(filepath.Join(dir, "hooks-bench.txt"), []byte(hooks), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "BENCHMARKS.md")
+	var stderr bytes.Buffer
+	runReport([]string{"--dir", dir, "--kind", "compare", "-o", out}, &stderr)
+	md, _ := os.ReadFile(out)
+	// 185 and 148 µs per reconnect; (148 + 2.96) / 148 = 1.02.
+	if want := "| 2.96 µs | 148 µs | 1.02× | 1.25× |"; !strings.Contains(string(md), want) {
+		t.Errorf("report lacks %q:\n%s", want, md)
+	}
+}
