@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -231,5 +233,69 @@ func TestReconnectRoundsAreMeasuredTogether(t *testing.T) {
 	}
 	if r.Dropped != 0 {
 		t.Fatalf("%d connections dropped", r.Dropped)
+	}
+}
+
+// passwordRecorder allows everything and records the CONNECT passwords in the order the broker saw them.
+type passwordRecorder struct {
+	auth.AllowHook
+	mu        sync.Mutex
+	passwords []string
+}
+
+func (h *passwordRecorder) ID() string { return "password-recorder" }
+
+func (h *passwordRecorder) Provides(b byte) bool { return b == mqtt.OnConnect || h.AllowHook.Provides(b) }
+
+func (h *passwordRecorder) OnConnect(_ *mqtt.Client, pk packets.Packet) error {
+	h.mu.Lock()
+	h.passwords = append(h.passwords, string(pk.Connect.Password))
+	h.mu.Unlock()
+	return nil
+}
+
+// --connect-warmup connects once with the second half of the credentials, so that the measured storm's
+// tokens were never seen (a verified-token cache would otherwise make it a reconnect storm), and refuses to
+// run when there is no second half.
+func TestConnectWarmupUsesOtherCredentials(t *testing.T) {
+	rec := &passwordRecorder{}
+	b := startBroker(t, rec)
+	const clients = 5
+	var lines []string
+	for i := 0; i < 2*clients; i++ {
+		lines = append(lines, fmt.Sprintf("bench-%d\ttok-%d", i, i))
+	}
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	results, _ := runBench(t, "--addr", b.tcp, "--scenario", "connect", "--connect-warmup", "--clients", fmt.Sprint(clients), "--tokens", tokens, "--timeout", "15s")
+	r := results[0]
+	checkConnect(t, r, clients)
+	if r.Warmup == nil || r.Warmup.Connected != clients {
+		t.Fatalf("warm-up %+v, want %d connected", r.Warmup, clients)
+	}
+	rec.mu.Lock()
+	seen := append([]string(nil), rec.passwords...)
+	rec.mu.Unlock()
+	if len(seen) != 2*clients {
+		t.Fatalf("broker saw %d CONNECTs, want %d", len(seen), 2*clients)
+	}
+	for i, p := range seen {
+		var n int
+		fmt.Sscanf(p, "tok-%d", &n)
+		if warm := i < clients; warm != (n >= clients) {
+			t.Fatalf("CONNECT %d carried %s: the warm-up must use tok-%d..tok-%d and the storm tok-0..tok-%d", i, p, clients, 2*clients-1, clients-1)
+		}
+	}
+
+	short := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(short, []byte(strings.Join(lines[:clients], "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	run(context.Background(), []string{"--addr", b.tcp, "--scenario", "connect", "--connect-warmup", "--clients", fmt.Sprint(clients), "--tokens", short, "--timeout", "15s"}, &stdout, &stderr)
+	if !strings.Contains(stdout.String(), "--connect-warmup needs 10 credentials") {
+		t.Fatalf("no clear error with too few credentials:\n%s\n%s", stdout.String(), stderr.String())
 	}
 }

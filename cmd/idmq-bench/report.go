@@ -522,7 +522,9 @@ func renderCompare(r *benchRun) string {
 		"`pattern readwrite users/%u/#`, persistence off; `idmq-jwt-mochi-defaults` is `idmq-jwt` with the per-connection\n" +
 		"settings mochi ships (outbound queue 8192, 2 KiB buffers). All on loopback, TCP, MQTT 5, one load generator process;\n" +
 		"figures are medians over the rounds. Broker CPU is user+system time of the broker process during the scenario\n" +
-		"(from /proc, 10 ms resolution) divided by the connections or deliveries. The reconnect figures cover the\n" +
+		"(from /proc, 10 ms resolution) divided by the connections or deliveries. The connect storm follows an unmeasured\n" +
+		"one with other credentials (`--connect-warmup`), so it meets a broker past its start-up and no cached token.\n" +
+		"The reconnect figures cover the\n" +
 		"measured rounds after the warm-up (`--reconnect-rounds`, each reconnecting every client once), pauses included:\n" +
 		"the broker tears sessions down during them.\n\n")
 
