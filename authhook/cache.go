@@ -53,12 +53,35 @@ func (c *tokenCache) get(token string, now time.Time) *Identity {
 	if c == nil {
 		return nil
 	}
-	h := maphash.String(c.seed, token)
+	e := c.entry(maphash.String(c.seed, token))
+	if e == nil || e.token != token {
+		return nil
+	}
+	return e.live(now)
+}
+
+// getBytes is get for a token still in a packet's bytes: it neither copies the token nor allocates.
+func (c *tokenCache) getBytes(token []byte, now time.Time) *Identity {
+	if c == nil {
+		return nil
+	}
+	e := c.entry(maphash.Bytes(c.seed, token))
+	if e == nil || e.token != string(token) {
+		return nil
+	}
+	return e.live(now)
+}
+
+func (c *tokenCache) entry(h uint64) *cacheEntry {
 	s := &c.shards[h%cacheShards]
 	s.mu.RLock()
-	e := s.m[h]
-	s.mu.RUnlock()
-	if e == nil || e.token != token || now.UnixNano() >= e.expires || e.key.removed.Load() {
+	defer s.mu.RUnlock()
+	return s.m[h]
+}
+
+// live is the entry's identity, or nil once the token expired or its key left the key set.
+func (e *cacheEntry) live(now time.Time) *Identity {
+	if now.UnixNano() >= e.expires || e.key.removed.Load() {
 		return nil
 	}
 	return e.id

@@ -33,6 +33,10 @@ func TestTokenCache(t *testing.T) {
 			if (got != nil) != tt.hit {
 				t.Fatalf("hit = %v, want %v", got != nil, tt.hit)
 			}
+			// The same lookup from a packet's bytes.
+			if gotBytes := c.getBytes([]byte(tt.token), tt.at); gotBytes != got {
+				t.Fatalf("getBytes = %v, get = %v", gotBytes, got)
+			}
 		})
 	}
 }

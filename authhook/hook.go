@@ -333,6 +333,20 @@ func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
 	return id, nil
 }
 
+// verifyCredential is verify for the bytes of a CONNECT password or Authentication Data: a token found in the
+// cache is neither copied nor parsed, so a reconnect with a cached token allocates nothing for it.
+func (h *Hook) verifyCredential(credential []byte, clientID string) (*Identity, error) {
+	if len(credential) <= MaxTokenSize {
+		if id := h.cache.getBytes(credential, h.now()); id != nil {
+			if err := h.revoked(id); err != nil {
+				return nil, err
+			}
+			return id, nil
+		}
+	}
+	return h.verify(string(credential), "", clientID)
+}
+
 // OnConnect verifies the credential. mochi lets OnConnectAuthenticate answer only 0x86, so all decisions
 // are made here and a refusal sends its own CONNACK [MQTT-3.2.2-7] before returning the code.
 func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
@@ -380,7 +394,7 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 		verified = &Identity{Provider: ProviderAnonymous}
 	} else {
 		var err error
-		if verified, err = h.verify(string(credential), "", cl.ID); err != nil {
+		if verified, err = h.verifyCredential(credential, cl.ID); err != nil {
 			return nil, err
 		}
 		// The identity comes from the token; the CONNECT username may only repeat it or be a placeholder,

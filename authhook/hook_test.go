@@ -896,6 +896,24 @@ func BenchmarkVerifyCacheHit(b *testing.B) {
 	})
 }
 
+// A CONNECT or AUTH with a cached token is answered from the packet's bytes: no copy of the token, no
+// allocation at all.
+func TestCachedCredentialAllocatesNothing(t *testing.T) {
+	h := newLocalHook(t, t.TempDir(), nil)
+	token, _ := h.LocalIssuer().Mint("alice", time.Hour, nil, TopicGrants{})
+	credential := []byte(token)
+	first, err := h.verifyCredential(credential, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := h.verifyCredential(credential, "c1"); err != nil || again != first {
+		t.Fatalf("second lookup: %v, %v; want the cached identity", again, err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = h.verifyCredential(credential, "c1") }); n != 0 {
+		t.Fatalf("cached credential allocates %v times", n)
+	}
+}
+
 // The hit path must not allocate; asserted, not just reported.
 func TestCacheHitAllocatesNothing(t *testing.T) {
 	h := newLocalHook(t, t.TempDir(), nil)

@@ -50,7 +50,7 @@ func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		return pk, nil
 	}
 	// A device token is checked against the device this connection's client id names: the same device.
-	verified, err := h.verify(string(token), "", cl.ID)
+	verified, err := h.verifyCredential(token, cl.ID)
 	if err != nil {
 		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, err)
 		return pk, nil

@@ -8,11 +8,11 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// coalescingConn gathers the writes made to a connection while its read loop works through input it has
-// already received, and sends them in one write(2) when the loop reads again. mochi writes each PUBACK (and
-// each delivery to a subscriber with an empty queue) with a system call of its own as soon as it handles the
-// packet that caused it, so a publisher with 32 QoS 1 messages in flight cost the broker 32 writes per burst
-// where one does: in the QoS 1 fan-in, write(2) was a fifth of the broker's CPU (BENCHMARKS.md).
+// coalescingConn gathers the acknowledgements (PUBACK, PUBREC, PUBCOMP) written to a connection while its read
+// loop works through input it has already received, and sends them in one write(2) when the loop reads again.
+// mochi writes each with a system call of its own as soon as it handles the publish, so a publisher with 32 QoS 1
+// messages in flight cost the broker 32 writes per burst where one does: in the QoS 1 fan-in, write(2) was a
+// fifth of the broker's CPU (BENCHMARKS.md). Any other write goes out at once, after what is held.
 //
 // A held write waits at most until the read loop's next Read, which flushes before it can block on the
 // client, or until Close, which flushes (bounded by closeFlushTimeout) before closing. The flag that holds

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -200,26 +199,11 @@ func TestRunRefusesBadFlags(t *testing.T) {
 	}
 }
 
-// connectCounter allows everything and counts the CONNECTs the broker handled.
-type connectCounter struct {
-	auth.AllowHook
-	connects atomic.Int64
-}
-
-func (h *connectCounter) ID() string { return "connect-counter" }
-
-func (h *connectCounter) Provides(b byte) bool { return b == mqtt.OnConnect || h.AllowHook.Provides(b) }
-
-func (h *connectCounter) OnConnect(*mqtt.Client, packets.Packet) error {
-	h.connects.Add(1)
-	return nil
-}
-
 // --reconnect-rounds reconnects every client that many times after the warm-up, and the result counts the
 // measured rounds only.
 func TestReconnectRoundsAreMeasuredTogether(t *testing.T) {
-	counter := &connectCounter{}
-	b := startBroker(t, counter)
+	rec := &passwordRecorder{}
+	b := startBroker(t, rec)
 	const clients, rounds = 20, 3
 	results, _ := runBench(t, "--addr", b.tcp, "--scenario", "reconnect", "--clients", fmt.Sprint(clients),
 		"--reconnect-rounds", fmt.Sprint(rounds), "--timeout", "15s")
@@ -228,7 +212,10 @@ func TestReconnectRoundsAreMeasuredTogether(t *testing.T) {
 	if r.Warmup == nil || r.Warmup.Connected != clients {
 		t.Fatalf("warm-up %+v, want %d connected", r.Warmup, clients)
 	}
-	if got := counter.connects.Load(); got != clients*(rounds+1) {
+	rec.mu.Lock()
+	got := len(rec.passwords)
+	rec.mu.Unlock()
+	if got != clients*(rounds+1) {
 		t.Fatalf("broker handled %d CONNECTs, want %d (warm-up and %d rounds of %d)", got, clients*(rounds+1), rounds, clients)
 	}
 	if r.Dropped != 0 {
@@ -245,7 +232,9 @@ type passwordRecorder struct {
 
 func (h *passwordRecorder) ID() string { return "password-recorder" }
 
-func (h *passwordRecorder) Provides(b byte) bool { return b == mqtt.OnConnect || h.AllowHook.Provides(b) }
+func (h *passwordRecorder) Provides(b byte) bool {
+	return b == mqtt.OnConnect || h.AllowHook.Provides(b)
+}
 
 func (h *passwordRecorder) OnConnect(_ *mqtt.Client, pk packets.Packet) error {
 	h.mu.Lock()
