@@ -36,7 +36,7 @@ done
 [ -n "$out" ] || out=$(mktemp -d /tmp/idmq-compare.XXXXXX)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-rm -f "$out"/*.jsonl "$out"/profile-*.txt
+rm -f "$out"/*.jsonl "$out"/profile-*.txt "$out"/*.broker.log "$out"/*.bench.log
 
 # Connections come from 127.0.0.2-17: closed sockets wait 60 s in TIME_WAIT, and one address's ~28,000
 # ephemeral ports run out when the idle clients follow the storms; near that point every connect(2) searches

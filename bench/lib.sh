@@ -165,7 +165,7 @@ start_idmq() {
 	local label=$1 config=$2 port=$3
 	shift 3
 	broker_label=$label
-	"$bench" serve -c "$config" "$@" 2>"$out/$label.broker.log" &
+	"$bench" serve -c "$config" "$@" 2>>"$out/$label.broker.log" &
 	broker_pid=$!
 	started_pids+=("$broker_pid")
 	wait_port "$broker_pid" "$port" "$out/$label.broker.log"
@@ -174,7 +174,7 @@ start_idmq() {
 start_mosquitto() {
 	local label=$1 dir=$2 port=$3
 	broker_label=$label
-	mosquitto -c "$dir/mosquitto.conf" 2>"$out/$label.broker.log" &
+	mosquitto -c "$dir/mosquitto.conf" 2>>"$out/$label.broker.log" &
 	broker_pid=$!
 	started_pids+=("$broker_pid")
 	wait_port "$broker_pid" "$port" "$out/$label.broker.log"

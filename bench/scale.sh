@@ -38,7 +38,7 @@ done
 [ -n "$out" ] || out=$(mktemp -d /tmp/idmq-scale.XXXXXX)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-rm -f "$out"/*.jsonl "$out"/profile-*.txt
+rm -f "$out"/*.jsonl "$out"/profile-*.txt "$out"/*.broker.log "$out"/*.bench.log
 [ -n "$report" ] || report=$here/BENCHMARKS.md
 
 tcp=$port_base ws=$((port_base + 1)) http=$((port_base + 2)) pprof=$((port_base + 3))
