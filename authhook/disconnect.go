@@ -28,7 +28,12 @@ func (h *Hook) Disconnect(cl *mqtt.Client, code packets.Code, reason string) err
 	}
 	if s := h.session(cl); s != nil {
 		s.mu.Lock()
-		s.ending = true
+		if s.closed {
+			// An earlier Disconnect closed the connection and mochi has not ended the client yet.
+			s.mu.Unlock()
+			return ErrNotConnected
+		}
+		s.closed, s.ending = true, true
 		h.stopTimerLocked(s)
 		s.mu.Unlock()
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -48,6 +50,35 @@ func TestDisconnectV5(t *testing.T) {
 				t.Fatalf("second Disconnect: %v, want ErrNotConnected", err)
 			}
 		})
+	}
+}
+
+// A second Disconnect before mochi has ended the client (here: no read loop, so it never does) sends nothing
+// and says so: the admin API answers 404 for a client already on its way out.
+func TestDisconnectTwiceBeforeMochiNotices(t *testing.T) {
+	b := startBrokerWith(t, Options{Config: localConfig()}, &allowAllACL{})
+	conn, peer := net.Pipe()
+	defer peer.Close()
+	cl := b.server.NewClient(conn, "t", "twice", false)
+	cl.Properties.ProtocolVersion = 5
+	b.hook.attach(cl, &Identity{Username: "alice", ClientID: "twice", Provider: "local"})
+	received := make(chan []byte, 1)
+	go func() {
+		data, _ := io.ReadAll(peer) // until the broker closes its end
+		received <- data
+	}()
+	if err := b.hook.Disconnect(cl, packets.ErrAdministrativeAction, ""); err != nil {
+		t.Fatal(err)
+	}
+	if cl.Closed() {
+		t.Fatal("mochi marked the client closed: the test no longer covers the window before it does")
+	}
+	if err := b.hook.Disconnect(cl, packets.ErrAdministrativeAction, ""); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("second Disconnect: %v, want ErrNotConnected", err)
+	}
+	data := <-received
+	if len(data) == 0 || data[0] != packets.Disconnect<<4 || int(data[1])+2 != len(data) {
+		t.Fatalf("the client received % x, want exactly one DISCONNECT", data)
 	}
 }
 

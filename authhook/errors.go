@@ -94,5 +94,6 @@ func clip(s string) string {
 }
 
 // ErrNotConnected is returned by Disconnect for a client that has no open network connection (already
-// closed, a persisted session whose owner is offline, or mochi's inline client).
+// closed, by the client or by an earlier Disconnect, a persisted session whose owner is offline, or mochi's
+// inline client).
 var ErrNotConnected = errors.New("authhook: client is not connected")

@@ -24,6 +24,7 @@ type session struct {
 
 	mu     sync.Mutex
 	ending bool // a disconnect was decided: nothing re-arms or replaces the identity after it
+	closed bool // Disconnect closed the network connection; mochi may not have noticed yet
 
 	// Guarded by the expiry queue's lock, not mu.
 	due    time.Duration // when the connection ends, on the queue's monotonic clock

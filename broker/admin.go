@@ -90,7 +90,11 @@ func (a *adminAPI) disconnectClient(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "client_not_found", "no connected client has that id")
 		return
 	}
-	_ = a.b.auth.Disconnect(cl, packets.ErrAdministrativeAction, "disconnected by an administrator")
+	if err := a.b.auth.Disconnect(cl, packets.ErrAdministrativeAction, "disconnected by an administrator"); err != nil {
+		// Already being disconnected: mochi has not dropped it from its client list yet.
+		writeError(w, http.StatusNotFound, "client_not_found", "no connected client has that id")
+		return
+	}
 	a.b.log.Info("admin API: client disconnected", "client", id, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]any{"disconnected": id})
 }
