@@ -3,6 +3,7 @@ package broker
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -21,10 +22,10 @@ import (
 type coalescingConn struct {
 	net.Conn
 
-	mu      sync.Mutex // serializes writes to Conn, and guards the fields below
+	mu      sync.Mutex // serializes writes to Conn, and guards held and holding
 	held    []byte
-	holding bool // set when a Read returned data; cleared by the next Read
-	closed  bool
+	holding bool        // set when a Read returned data; cleared by the next Read
+	closed  atomic.Bool // Close was called: nothing is held any more
 }
 
 const (
@@ -48,7 +49,7 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.mu.Lock()
-		c.holding = !c.closed
+		c.holding = !c.closed.Load()
 		c.mu.Unlock()
 	}
 	return n, err
@@ -59,7 +60,7 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 func (c *coalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.holding && isPublishAck(p) && len(c.held)+len(p) <= maxHeldBytes {
+	if c.holding && isPublishAck(p) && len(c.held)+len(p) <= maxHeldBytes && !c.closed.Load() {
 		c.held = append(c.held, p...)
 		return len(p), nil
 	}
@@ -73,17 +74,20 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// Close sends what is held (a DISCONNECT with its reason code, say) and closes the connection.
+// Close sends what is held (bounded by closeFlushTimeout) and closes the connection. While another write is
+// in progress, possibly blocked on a client that stopped reading, Close does not wait for it: closing the
+// connection is what ends that write, as it did before the connection was wrapped, and what is held is lost
+// with the connection.
 func (c *coalescingConn) Close() error {
-	c.mu.Lock()
-	if !c.closed {
-		c.closed, c.holding = true, false
+	c.closed.Store(true)
+	if c.mu.TryLock() {
+		c.holding = false
 		if len(c.held) > 0 {
 			_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 			_ = c.flushLocked()
 		}
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 	return c.Conn.Close()
 }
 

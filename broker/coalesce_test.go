@@ -170,6 +170,35 @@ func TestCoalescingConnCloseFlushesHeldAcks(t *testing.T) {
 	}
 }
 
+// A write blocked on a client that stopped reading must not hold Close up: closing ends the write, as it does
+// for an unwrapped connection. (mochi's shutdown, the admin API and credential expiry all close such clients.)
+func TestCoalescingConnCloseDoesNotWaitForABlockedWrite(t *testing.T) {
+	server, client := net.Pipe() // nobody reads client: a write blocks until the pipe closes
+	defer client.Close()
+	c := newCoalescingConn(server)
+	writeDone := make(chan error, 1)
+	go func() {
+		_, err := c.Write(publish)
+		writeDone <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the write block
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close waited for a write blocked on a client that is not reading")
+	}
+	select {
+	case err := <-writeDone:
+		if err == nil {
+			t.Fatal("the blocked write succeeded after Close")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the blocked write did not end with Close")
+	}
+}
+
 // Many writers and one reader: every byte arrives, each writer's packets in its own order.
 func TestCoalescingConnConcurrentWritersLoseNothing(t *testing.T) {
 	c, _, client, got := newCoalescingPair(t)
