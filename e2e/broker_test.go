@@ -338,7 +338,7 @@ func TestServeOnEmbeddedDefaults(t *testing.T) {
 	p := &idmqProc{t: t, dir: t.TempDir(), ports: map[string]int{"tcp": 1883, "ws": 8083, "http": 8080}}
 	p.config = "" // no -c and no ./idmq.yaml: embedded defaults
 	p.logs = &syncBuffer{}
-	p.cmd = exec.Command(idmqBin, "serve")
+	p.cmd = exec.Command(idmqPath(), "serve")
 	p.cmd.Env = raceEnv()
 	p.cmd.Dir = p.dir
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

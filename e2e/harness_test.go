@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -19,8 +20,31 @@ import (
 	"time"
 )
 
-// idmqBin is built once per test run, with the race detector, from this checkout.
+// idmqBin is built once per test run, with the race detector, from this checkout. Run it through idmqPath.
 var idmqBin string
+
+var consultSources sync.Once
+
+// idmqPath is idmqBin, after the test has looked at every file the binary is built from. TestMain builds it
+// with a `go build` the test cache cannot see, so without this a change to the broker's code left `go test`
+// replaying an earlier e2e result ("(cached)"). go test keys its cache on the files a test stats or opens.
+func idmqPath() string {
+	consultSources.Do(func() {
+		_ = filepath.WalkDir(repoRoot(), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if d.IsDir() && (d.Name() == "node_modules" || strings.HasPrefix(d.Name(), ".")) {
+				return filepath.SkipDir
+			}
+			if name := d.Name(); strings.HasSuffix(name, ".go") || name == "go.mod" || name == "go.sum" {
+				_, _ = os.Stat(path)
+			}
+			return nil
+		})
+	})
+	return idmqBin
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "idmq-e2e-bin")
@@ -164,7 +188,7 @@ func (p *idmqProc) start() {
 			}
 		})
 	}
-	p.cmd = exec.Command(idmqBin, "serve", "-c", p.config)
+	p.cmd = exec.Command(idmqPath(), "serve", "-c", p.config)
 	p.cmd.Env = raceEnv()
 	p.cmd.Dir = p.dir
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -229,7 +253,7 @@ func (p *idmqProc) get(path string) (int, string) {
 func (p *idmqProc) idmqCmd(args ...string) (stdout string, stderr string, code int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, idmqBin, args...)
+	cmd := exec.CommandContext(ctx, idmqPath(), args...)
 	cmd.Env = raceEnv()
 	cmd.Dir = p.dir
 	var out, errb bytes.Buffer
