@@ -153,6 +153,13 @@ func New(cfg *Config, log *slog.Logger, opts ...Option) (*Broker, error) {
 	if err := b.server.AddHook(newMetricsHook(b.registry, b.server), nil); err != nil {
 		return nil, err
 	}
+	if cfg.MQTT.SlowSubscriberWait > 0 {
+		// Before the WAL: a publish it logs has finished waiting.
+		hook := newBackpressureHook(b.server, cfg.MQTT.MaxInflight, cfg.MQTT.SlowSubscriberWait, log, b.registry)
+		if err := b.server.AddHook(hook, nil); err != nil {
+			return nil, err
+		}
+	}
 	if b.wal != nil {
 		// Last: no hook after it may reject or change a publish it has logged.
 		if err := b.server.AddHook(&walHook{wal: b.wal}, nil); err != nil {

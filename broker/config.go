@@ -106,7 +106,10 @@ type MQTTConfig struct {
 	MaxPacketSize    uint32        `yaml:"max_packet_size"`
 	MaxSessionExpiry time.Duration `yaml:"max_session_expiry"`
 	MaxInflight      int           `yaml:"max_inflight"`
-	ConnectTimeout   time.Duration `yaml:"connect_timeout"` // a connection that sends no CONNECT in time is closed
+	// SlowSubscriberWait is how long a QoS 1/2 publish may be held for a subscriber whose in-flight window
+	// is 3/4 full before that subscriber is treated as slow (and its overflow dropped); 0 never holds.
+	SlowSubscriberWait time.Duration `yaml:"slow_subscriber_wait"`
+	ConnectTimeout     time.Duration `yaml:"connect_timeout"` // a connection that sends no CONNECT in time is closed
 	// MaxConnectRate bounds CONNECTs per remote IP, checked before any token is verified.
 	MaxConnectRate RateLimitConfig `yaml:"max_connect_rate"`
 	// Per-connection memory. OutboundQueue is how many packets may wait for a client's writer before
@@ -126,8 +129,11 @@ func defaultConfig() Config {
 			MaxPacketSize:    262144,
 			MaxSessionExpiry: 24 * time.Hour,
 			MaxInflight:      1024,
-			ConnectTimeout:   10 * time.Second,
-			MaxConnectRate:   RateLimitConfig{PerSecond: 100, Burst: 1000},
+			// Long enough for a subscriber's GC pause or a scheduling gap on a busy machine, short enough
+			// that a stalled subscriber costs its publishers one noticeable hiccup, once.
+			SlowSubscriberWait: time.Second,
+			ConnectTimeout:     10 * time.Second,
+			MaxConnectRate:     RateLimitConfig{PerSecond: 100, Burst: 1000},
 			// Chosen by measurement (BENCHMARKS.md; bench/compare.sh, bench/scale.sh) over mochi's 8192/2048/2048.
 			// mochi allocates the whole queue per client (8 bytes a slot: 8192 slots are 64 KiB of heap per
 			// connection, 2048 are 16 KiB) and drops whatever does not fit, QoS 1 included. 1024 slots lost a
@@ -283,6 +289,9 @@ func (c *Config) validate() error {
 	}
 	if m.MaxInflight < 1 || m.MaxInflight > 65535 {
 		add(fieldErr("mqtt.max_inflight", "must be between 1 and 65535"))
+	}
+	if m.SlowSubscriberWait < 0 || m.SlowSubscriberWait > time.Minute {
+		add(fieldErr("mqtt.slow_subscriber_wait", "must be between 0 (never hold a publisher) and 1m"))
 	}
 	if m.MaxConnectRate.PerSecond <= 0 || m.MaxConnectRate.Burst < 1 {
 		add(fieldErr("mqtt.max_connect_rate", "per_second must be > 0 and burst >= 1"))

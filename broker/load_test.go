@@ -52,6 +52,7 @@ func TestConfigErrorsNameFieldAndLine(t *testing.T) {
 		{"duplicate address", "listeners:\n  - {type: tcp, address: \":1883\"}\n  - {type: tcp, address: \":1883\"}\n", []string{"line 3", "listeners[1].address", "already used by listeners[0].address"}},
 		{"unset env", "data_dir: ${IDMQ_TEST_NEVER_SET}\n", []string{"line 1", "data_dir", "IDMQ_TEST_NEVER_SET is not set"}},
 		{"missing cert", "listeners:\n  - {type: wss, address: \":1\", cert_file: nope.pem, key_file: nope.key}\n", []string{"line 2", "listeners[0].cert_file", "no such file"}},
+		{"negative slow subscriber wait", "mqtt:\n  slow_subscriber_wait: -1s\n", []string{"line 2", "mqtt.slow_subscriber_wait", "between 0"}},
 		{"http cert without key", "listeners: [{type: tcp, address: \":1\"}]\nhttp: {address: \":2\", cert_file: x.pem}\n", []string{"http.key_file", "required when cert_file is set"}},
 	}
 	for _, tt := range tests {
@@ -93,7 +94,8 @@ func TestDefaultsApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MQTT.MaxSessionExpiry != 24*time.Hour || cfg.MQTT.MaxPacketSize != 262144 || cfg.Storage.Type != StorageBolt {
+	if cfg.MQTT.MaxSessionExpiry != 24*time.Hour || cfg.MQTT.MaxPacketSize != 262144 || cfg.Storage.Type != StorageBolt ||
+		cfg.MQTT.SlowSubscriberWait != time.Second {
 		t.Fatalf("defaults not applied: %+v", cfg.MQTT)
 	}
 }

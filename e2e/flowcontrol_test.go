@@ -3,11 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 )
 
 // TestQoS1FanInToClientWithReceiveMaximum: a v5 subscriber that announces a Receive Maximum gets every
@@ -63,4 +65,157 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 		}
 	}
 	wg.Wait()
+}
+
+// slowSubscriberBroker runs a broker with a small in-flight window, so that a subscriber falls behind it
+// within a test's few hundred messages. wait is mqtt.slow_subscriber_wait. The memory store keeps the
+// publisher fast: bolt commits each stored delivery with an fsync, which paces publishers below the
+// subscriber these tests need to outrun.
+func slowSubscriberBroker(t *testing.T, wait string) *idmqProc {
+	p := newIdmq(t, `
+listeners: [{type: tcp, address: "127.0.0.1:{{tcp}}"}]
+http: {address: "127.0.0.1:{{http}}"}
+storage: {type: memory}
+mqtt: {max_inflight: 64, slow_subscriber_wait: `+wait+`}
+auth: {providers: [{name: local, type: local}]}
+acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
+`)
+	p.start()
+	return p
+}
+
+// publishAll publishes n QoS 1 messages (payload = index) as fast as paho sends them and waits for every
+// PUBACK.
+func publishAll(t *testing.T, pub mqtt3.Client, topic string, n int) {
+	t.Helper()
+	toks := make([]mqtt3.Token, n)
+	for i := range toks {
+		toks[i] = pub.Publish(topic, 1, false, fmt.Sprint(i))
+	}
+	for i, tok := range toks {
+		waitToken(t, tok, fmt.Sprintf("publish %d", i))
+	}
+}
+
+func metricValue(t *testing.T, p *idmqProc, name string) float64 {
+	t.Helper()
+	v, ok := p.metric(name)
+	if !ok {
+		t.Fatalf("metric %s missing", name)
+	}
+	var f float64
+	if _, err := fmt.Sscan(v, &f); err != nil {
+		t.Fatalf("metric %s = %q: %v", name, v, err)
+	}
+	return f
+}
+
+// TestQoS1SlowSubscriberLosesNothing: a subscriber that handles its messages slower than a publisher
+// sends them gets every QoS 1 message: the publisher is held while the subscriber's window is full,
+// instead of the broker dropping what does not fit. With slow_subscriber_wait: 0 (the control) the same
+// load loses messages, which is what mochi does on its own.
+func TestQoS1SlowSubscriberLosesNothing(t *testing.T) {
+	const messages = 600
+	for _, tc := range []struct {
+		wait     string
+		lossless bool
+	}{{"5s", true}, {"0s", false}} {
+		t.Run("wait="+tc.wait, func(t *testing.T) {
+			p := slowSubscriberBroker(t, tc.wait)
+			tok := p.token("alice")
+			seen := make(map[string]bool)
+			var mu sync.Mutex
+			got := make(chan struct{}, messages)
+			// OrderMatters: paho calls the handler in its reader and acknowledges after it returns, so a
+			// slow handler is a slow reader, as an application that does work per message is.
+			sub, _ := connectV3(t, v3Options(p.brokerURL("tcp"), "slow-sub", "alice", tok, nil).SetOrderMatters(true))
+			if sub == nil {
+				t.Fatal("subscriber refused")
+			}
+			waitToken(t, sub.Subscribe("users/alice/feed", 1, func(_ mqtt3.Client, m mqtt3.Message) {
+				time.Sleep(4 * time.Millisecond)
+				mu.Lock()
+				seen[string(m.Payload())] = true
+				mu.Unlock()
+				got <- struct{}{}
+			}), "subscribe")
+			pub, _ := connectV3(t, v3Options(p.brokerURL("tcp"), "fast-pub", "alice", tok, nil))
+			if pub == nil {
+				t.Fatal("publisher refused")
+			}
+			pubStart := time.Now()
+			publishAll(t, pub, "users/alice/feed", messages)
+			t.Logf("published in %v", time.Since(pubStart))
+
+			// Everything the broker did not drop arrives; wait until the counts add up.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				mu.Lock()
+				n := len(seen)
+				mu.Unlock()
+				dropped := metricValue(t, p, "idmq_inflight_dropped_total")
+				if n+int(dropped) >= messages || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			mu.Lock()
+			distinct := len(seen)
+			mu.Unlock()
+			dropped := metricValue(t, p, "idmq_inflight_dropped_total")
+			waits, _ := p.metric("idmq_publisher_waits_total")
+			t.Logf("received %d of %d, dropped %.0f, publisher waits %s", distinct, messages, dropped, waits)
+			if tc.lossless {
+				if distinct != messages || dropped != 0 {
+					t.Fatalf("received %d of %d QoS 1 messages, broker dropped %.0f", distinct, messages, dropped)
+				}
+				if waits == "0" {
+					t.Fatal("the subscriber never fell behind: the test did not exercise flow control")
+				}
+				if slow := metricValue(t, p, "idmq_slow_subscribers_total"); slow != 0 {
+					t.Fatalf("a subscriber that keeps acknowledging was marked slow %.0f times", slow)
+				}
+			} else if dropped == 0 || distinct == messages {
+				t.Fatalf("control: without flow control the slow subscriber should lose messages, got %d of %d (dropped %.0f)", distinct, messages, dropped)
+			}
+		})
+	}
+}
+
+// TestStalledSubscriberCostsPublishersOneWait: a subscriber that never acknowledges holds its publishers
+// up once, for slow_subscriber_wait; then it is marked slow (metric, log line), its overflow is dropped
+// and no publisher waits for it again — also not a second publisher.
+func TestStalledSubscriberCostsPublishersOneWait(t *testing.T) {
+	p := slowSubscriberBroker(t, "1s")
+	tok := p.token("alice")
+	sub, _ := connectV3(t, v3Options(p.brokerURL("tcp"), "stalled-sub", "alice", tok, nil).SetAutoAckDisabled(true))
+	if sub == nil {
+		t.Fatal("subscriber refused")
+	}
+	waitToken(t, sub.Subscribe("users/alice/feed", 1, func(mqtt3.Client, mqtt3.Message) {}), "subscribe")
+
+	for i, id := range []string{"pub-1", "pub-2"} {
+		pub, _ := connectV3(t, v3Options(p.brokerURL("tcp"), id, "alice", tok, nil))
+		if pub == nil {
+			t.Fatal("publisher refused")
+		}
+		start := time.Now()
+		publishAll(t, pub, "users/alice/feed", 200)
+		took := time.Since(start)
+		waits := metricValue(t, p, "idmq_publisher_waits_total")
+		slow := metricValue(t, p, "idmq_slow_subscribers_total")
+		t.Logf("%s: 200 publishes acknowledged in %v; waits %.0f, slow subscribers %.0f", id, took, waits, slow)
+		if waits != 1 || slow != 1 {
+			t.Fatalf("after publisher %d: %.0f waits and %.0f slow subscribers, want 1 and 1", i+1, waits, slow)
+		}
+		if i == 0 && took < time.Second {
+			t.Fatalf("the first publisher was not held (%v) although the subscriber's window was full", took)
+		}
+	}
+	if dropped := metricValue(t, p, "idmq_inflight_dropped_total"); dropped == 0 {
+		t.Fatal("a subscriber that never acknowledges got 400 messages into a 64-message window")
+	}
+	if !p.waitLog(`subscriber is not keeping up`, time.Second) || !strings.Contains(p.logs.String(), "client=stalled-sub") {
+		t.Fatal("no log line names the slow subscriber")
+	}
 }

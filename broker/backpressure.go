@@ -1,0 +1,207 @@
+package broker
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// backpressureHook keeps QoS 1/2 messages from being dropped when a connected subscriber falls briefly
+// behind. mochi keeps at most max_inflight unacknowledged messages per subscriber and drops the rest
+// ("client store quota reached"), even while the subscriber is reading and acknowledging as fast as it can:
+// a publisher's PUBACK does not wait for anyone downstream, so a publisher can run arbitrarily far ahead.
+//
+// Here a subscriber whose window is 3/4 full is "behind" until it is back to half full. A publisher whose
+// QoS 1/2 message would go to a behind subscriber waits, before the message is routed and before its own
+// PUBACK, until that subscriber has caught up: the publisher's read loop stops, TCP pushes back on the
+// publisher, and nothing is dropped. The wait is bounded and cannot be abused:
+//   - at most `wait` per message; a subscriber that makes a publisher wait that long in vain is "slow" and
+//     is not waited for again while its connection lasts (its messages beyond the window are dropped, as
+//     without this hook) — one stalled or hostile subscriber costs its publishers one wait, not one a message;
+//   - a publisher that is itself behind never waits, so clients that publish to each other cannot wait on
+//     each other in a cycle (every client in a cycle would have to be behind);
+//   - offline (persistent-session) subscribers, the broker's own publishes (inline client) and shared
+//     subscriptions are not waited for;
+//   - broker shutdown releases every waiting publisher.
+//
+// The cost when nobody is behind is one atomic load per QoS 1/2 publish and one inflight-length read per
+// delivery; while someone is behind, each QoS 1/2 publish also looks its subscribers up once more.
+type backpressureHook struct {
+	mqtt.HookBase
+	server    *mqtt.Server
+	log       *slog.Logger
+	wait      time.Duration
+	high, low int // inflight lengths at which a subscriber becomes and stops being behind
+
+	behindCount atomic.Int64 // len(behind), read without the lock on the hot path
+	mu          sync.Mutex
+	behind      map[*mqtt.Client]*lagging
+	slow        map[*mqtt.Client]struct{} // subscribers not waited for again; dropped on disconnect
+	stopped     chan struct{}
+	stopOnce    sync.Once
+
+	waits, slowSubscribers prometheus.Counter
+	waitSeconds            prometheus.Counter
+}
+
+// lagging is one behind subscriber; caughtUp is closed when it is back under the low watermark.
+type lagging struct {
+	caughtUp chan struct{}
+}
+
+func newBackpressureHook(server *mqtt.Server, maxInflight int, wait time.Duration, log *slog.Logger, reg prometheus.Registerer) *backpressureHook {
+	h := &backpressureHook{
+		server:  server,
+		log:     log,
+		wait:    wait,
+		high:    max(1, maxInflight*3/4),
+		low:     maxInflight / 2,
+		behind:  make(map[*mqtt.Client]*lagging),
+		slow:    make(map[*mqtt.Client]struct{}),
+		stopped: make(chan struct{}),
+		waits: prometheus.NewCounter(prometheus.CounterOpts{Name: "idmq_publisher_waits_total",
+			Help: "QoS 1/2 publishes held because a subscriber's in-flight window was 3/4 full (mqtt.slow_subscriber_wait)."}),
+		waitSeconds: prometheus.NewCounter(prometheus.CounterOpts{Name: "idmq_publisher_wait_seconds_total",
+			Help: "Time publishers spent held for subscribers that were behind."}),
+		slowSubscribers: prometheus.NewCounter(prometheus.CounterOpts{Name: "idmq_slow_subscribers_total",
+			Help: "Subscribers that did not catch up within mqtt.slow_subscriber_wait and are no longer waited for."}),
+	}
+	if reg != nil {
+		reg.MustRegister(h.waits, h.waitSeconds, h.slowSubscribers)
+	}
+	return h
+}
+
+func (h *backpressureHook) ID() string { return "idmq-backpressure" }
+
+func (h *backpressureHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnPublish, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect:
+		return true
+	}
+	return false
+}
+
+// Stop releases publishers still waiting, so that shutdown never waits for a subscriber.
+func (h *backpressureHook) Stop() error {
+	h.stopOnce.Do(func() { close(h.stopped) })
+	return nil
+}
+
+// OnQosPublish runs after mochi stored a delivery in the subscriber's window (in whichever goroutine
+// routed it); a window at the high watermark marks the subscriber behind.
+func (h *backpressureHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if pk.FixedHeader.Type != packets.Publish || cl.State.Inflight.Len() < h.high || cl.Closed() {
+		return // an offline session's window fills by design; nobody waits for it
+	}
+	h.mu.Lock()
+	if _, ok := h.behind[cl]; !ok {
+		h.behind[cl] = &lagging{caughtUp: make(chan struct{})}
+		h.behindCount.Add(1)
+	}
+	h.mu.Unlock()
+}
+
+// OnQosComplete runs in the subscriber's read loop when it acknowledged a delivery.
+func (h *backpressureHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
+	if h.behindCount.Load() == 0 || cl.State.Inflight.Len() > h.low {
+		return
+	}
+	h.release(cl)
+}
+
+// OnQosDropped: deliveries that expire leave the window too.
+func (h *backpressureHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.OnQosComplete(cl, pk)
+}
+
+// OnDisconnect: nobody waits for a subscriber that is gone, and its slow mark ends with the connection.
+func (h *backpressureHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.release(cl)
+	h.mu.Lock()
+	delete(h.slow, cl)
+	h.mu.Unlock()
+}
+
+func (h *backpressureHook) release(cl *mqtt.Client) {
+	h.mu.Lock()
+	if l, ok := h.behind[cl]; ok {
+		delete(h.behind, cl)
+		h.behindCount.Add(-1)
+		close(l.caughtUp)
+	}
+	h.mu.Unlock()
+}
+
+// OnPublish runs in the publisher's read loop before the message is routed and acknowledged.
+func (h *backpressureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Qos == 0 || h.behindCount.Load() == 0 || cl.Net.Inline {
+		return pk, nil
+	}
+	h.mu.Lock()
+	_, selfBehind := h.behind[cl]
+	h.mu.Unlock()
+	if selfBehind {
+		return pk, nil
+	}
+	var deadline <-chan time.Time
+	var start time.Time
+wait:
+	for id, sub := range h.server.Topics.Subscribers(pk.TopicName).Subscriptions {
+		if sub.Qos == 0 || (sub.NoLocal && id == cl.ID) {
+			continue
+		}
+		subscriber, ok := h.server.Clients.Get(id)
+		if !ok || subscriber == cl || subscriber.Closed() {
+			continue
+		}
+		h.mu.Lock()
+		l := h.behind[subscriber]
+		_, slow := h.slow[subscriber]
+		h.mu.Unlock()
+		if l == nil || slow {
+			continue
+		}
+		if deadline == nil {
+			// One budget for the whole message, however many of its subscribers are behind.
+			start = time.Now()
+			timer := time.NewTimer(h.wait)
+			defer timer.Stop()
+			deadline = timer.C
+			h.waits.Inc()
+		}
+		select {
+		case <-l.caughtUp:
+		case <-h.stopped:
+			return pk, nil
+		case <-deadline:
+			h.markSlow(subscriber)
+			// Spent: the remaining behind subscribers are not waited for on this message.
+			break wait
+		}
+	}
+	if !start.IsZero() {
+		h.waitSeconds.Add(time.Since(start).Seconds())
+	}
+	return pk, nil
+}
+
+func (h *backpressureHook) markSlow(cl *mqtt.Client) {
+	h.mu.Lock()
+	_, already := h.slow[cl]
+	if !already && !cl.Closed() {
+		h.slow[cl] = struct{}{}
+	}
+	h.mu.Unlock()
+	if already {
+		return
+	}
+	h.slowSubscribers.Inc()
+	h.log.Warn("subscriber is not keeping up with its QoS 1/2 messages; publishers no longer wait for it and messages beyond mqtt.max_inflight are dropped until it reconnects",
+		"client", cl.ID, "listener", cl.Net.Listener, "inflight", cl.State.Inflight.Len(), "waited", h.wait)
+}
