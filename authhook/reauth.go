@@ -1,7 +1,9 @@
 package authhook
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -87,8 +89,10 @@ func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		ReasonCode:  packets.CodeSuccess.Code,
 		Properties:  packets.Properties{AuthenticationMethod: method}, // AUTH must carry the method (3.15.2.2.2)
 	})
-	h.log.Debug("authhook: client re-authenticated", "provider", id.Provider, "username", id.Username, "client", cl.ID,
-		"expires_at", id.ExpiresAt)
+	if h.log.Enabled(context.Background(), slog.LevelDebug) {
+		h.log.Debug("authhook: client re-authenticated", "provider", id.Provider, "username", id.Username, "client", cl.ID,
+			"expires_at", id.ExpiresAt)
+	}
 	return pk, nil
 }
 
