@@ -43,19 +43,21 @@ rm -f "$out"/*.jsonl "$out"/profile-*.txt "$out"/*.broker.log "$out"/*.bench.log
 # for a free port and the load generator's system time swamps the broker's figures. The reconnect storm runs
 # 5 measured rounds (2,000 reconnects each) so that its broker CPU, read with 10 ms resolution on a noisy
 # machine, averages over 10,000 reconnects. The connect storm follows an unmeasured one with other credentials
-# (--connect-warmup): a fresh broker's first storm also pays for its start-up.
+# (--connect-warmup): a fresh broker's first storm also pays for its start-up. The RS256 storm target compares
+# idmq-jwt with idmq-allow-verify, two figures that each move +-20% between rounds here, so both get
+# 4 more interleaved storms (fresh brokers, full mode) than the rounds give the other scenarios.
 if [ "$quick" = 1 ]; then
 	: "${rounds:=1}"
 	[ -n "$report" ] || report=$out/BENCHMARKS.md
 	load=(--clients 300 --publishers 10 --messages 300 --subscribers 50 --fanout-messages 50 --idle-clients 1000
 		--connect-warmup --reconnect-rounds 2 --timeout 30s --total-timeout 100s --drain 2s --idle-settle 1s --source-ips 16)
-	idle_n=1000 clients_n=300 bench_time=200x hooks_time=2000x profile=0
+	idle_n=1000 clients_n=300 bench_time=200x hooks_time=2000x profile=0 storm_extra=0
 else
 	: "${rounds:=3}"
 	[ -n "$report" ] || report=$here/BENCHMARKS.md
 	load=(--clients 2000 --publishers 50 --messages 2000 --subscribers 200 --fanout-messages 200 --idle-clients 10000
 		--connect-warmup --reconnect-rounds 5 --timeout 120s --total-timeout 15m --idle-settle 3s --source-ips 16)
-	idle_n=10000 clients_n=2000 bench_time=2s hooks_time=200000x
+	idle_n=10000 clients_n=2000 bench_time=2s hooks_time=200000x storm_extra=4
 fi
 tcp=$port_base ws=$((port_base + 1)) http=$((port_base + 2))
 for p in $tcp $ws $http; do
@@ -134,6 +136,12 @@ for round in $(seq 1 "$rounds"); do
 	run_idmq idmq-jwt-eddsa "$out/idmq-EdDSA.yaml" "$out/tokens-EdDSA.txt" connect,reconnect
 done
 
+for extra in $(seq 1 "$storm_extra"); do
+	log "extra connect storm $extra of $storm_extra"
+	run_idmq idmq-jwt "$out/idmq-RS256.yaml" "$out/tokens-RS256.txt" connect
+	run_idmq idmq-allow-verify "$out/idmq-RS256.yaml" "$out/tokens-RS256.txt" connect --allow-all-verify
+done
+
 # Profiles of idmq-jwt, one scenario per broker run so that each profile shows one thing.
 if [ "$profile" = 1 ]; then
 	for s in connect fanin; do
@@ -163,6 +171,7 @@ labels="idmq-jwt idmq-allow idmq-allow-verify mosquitto idmq-jwt-mochi-defaults 
 write_meta "$out/meta.txt" "$labels"
 {
 	echo "mode: $([ "$quick" = 1 ] && echo "quick (CI smoke test; small counts, not a measurement)" || echo full), $rounds round(s): ${load[*]}"
+	[ "$storm_extra" = 0 ] || echo "connect storms of idmq-jwt and idmq-allow-verify: $rounds + $storm_extra interleaved runs"
 } >>"$out/meta.txt"
 if ! "$bench" report --dir "$out" --kind compare -o "$report"; then
 	status=1
