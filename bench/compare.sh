@@ -12,6 +12,7 @@
 #
 # Usage: bench/compare.sh [--quick] [--rounds N] [--out DIR] [--report FILE] [--port-base PORT] [--no-profile]
 #   --quick      small counts, under 3 minutes: the CI smoke test; the report goes to DIR/BENCHMARKS.md
+#   --rounds     interleaved rounds (default 5, quick 1): one broker varies by +-20% between rounds here
 #   --report     markdown file to update (default: BENCHMARKS.md at the repo root, or DIR's with --quick)
 #   --port-base  first of 3 loopback ports (default 21880; below the ephemeral range)
 set -euo pipefail
@@ -53,7 +54,7 @@ if [ "$quick" = 1 ]; then
 		--connect-warmup --reconnect-rounds 2 --timeout 30s --total-timeout 100s --drain 2s --idle-settle 1s --source-ips 16)
 	idle_n=1000 clients_n=300 bench_time=200x hooks_time=2000x profile=0 storm_extra=0
 else
-	: "${rounds:=3}"
+	: "${rounds:=5}"
 	[ -n "$report" ] || report=$here/BENCHMARKS.md
 	load=(--clients 2000 --publishers 50 --messages 2000 --subscribers 200 --fanout-messages 200 --idle-clients 10000
 		--connect-warmup --reconnect-rounds 5 --timeout 120s --total-timeout 15m --idle-settle 3s --source-ips 16)
