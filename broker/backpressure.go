@@ -40,18 +40,13 @@ type backpressureHook struct {
 
 	behindCount atomic.Int64 // len(behind), read without the lock on the hot path
 	mu          sync.Mutex
-	behind      map[*mqtt.Client]*lagging
-	slow        map[*mqtt.Client]struct{} // subscribers not waited for again; dropped on disconnect
+	behind      map[*mqtt.Client]chan struct{} // closed when the subscriber is back under the low watermark
+	slow        map[*mqtt.Client]struct{}      // subscribers not waited for again; dropped on disconnect
 	stopped     chan struct{}
 	stopOnce    sync.Once
 
 	waits, slowSubscribers prometheus.Counter
 	waitSeconds            prometheus.Counter
-}
-
-// lagging is one behind subscriber; caughtUp is closed when it is back under the low watermark.
-type lagging struct {
-	caughtUp chan struct{}
 }
 
 func newBackpressureHook(server *mqtt.Server, maxInflight int, wait time.Duration, log *slog.Logger, reg prometheus.Registerer) *backpressureHook {
@@ -61,7 +56,7 @@ func newBackpressureHook(server *mqtt.Server, maxInflight int, wait time.Duratio
 		wait:    wait,
 		high:    max(1, maxInflight*3/4),
 		low:     maxInflight / 2,
-		behind:  make(map[*mqtt.Client]*lagging),
+		behind:  make(map[*mqtt.Client]chan struct{}),
 		slow:    make(map[*mqtt.Client]struct{}),
 		stopped: make(chan struct{}),
 		waits: prometheus.NewCounter(prometheus.CounterOpts{Name: "idmq_publisher_waits_total",
@@ -101,7 +96,7 @@ func (h *backpressureHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ in
 	}
 	h.mu.Lock()
 	if _, ok := h.behind[cl]; !ok {
-		h.behind[cl] = &lagging{caughtUp: make(chan struct{})}
+		h.behind[cl] = make(chan struct{})
 		h.behindCount.Add(1)
 	}
 	h.mu.Unlock()
@@ -130,10 +125,10 @@ func (h *backpressureHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 
 func (h *backpressureHook) release(cl *mqtt.Client) {
 	h.mu.Lock()
-	if l, ok := h.behind[cl]; ok {
+	if caughtUp, ok := h.behind[cl]; ok {
 		delete(h.behind, cl)
 		h.behindCount.Add(-1)
-		close(l.caughtUp)
+		close(caughtUp)
 	}
 	h.mu.Unlock()
 }
@@ -161,10 +156,10 @@ wait:
 			continue
 		}
 		h.mu.Lock()
-		l := h.behind[subscriber]
+		caughtUp := h.behind[subscriber]
 		_, slow := h.slow[subscriber]
 		h.mu.Unlock()
-		if l == nil || slow {
+		if caughtUp == nil || slow {
 			continue
 		}
 		if deadline == nil {
@@ -176,7 +171,7 @@ wait:
 			h.waits.Inc()
 		}
 		select {
-		case <-l.caughtUp:
+		case <-caughtUp:
 		case <-h.stopped:
 			return pk, nil
 		case <-deadline:

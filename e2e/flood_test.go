@@ -496,7 +496,7 @@ func rawConnect(addr string, src net.IP, version byte, clientID string, token []
 	return ca.ReasonCode, nil
 }
 
-// metricInt reads an integer sample from /metrics; a missing sample is 0.
+// scrapeInt reads an integer sample from /metrics; a missing sample is 0.
 func scrapeInt(t *testing.T, p *idmqProc, prefix string) int64 {
 	t.Helper()
 	v, ok := p.metric(prefix)

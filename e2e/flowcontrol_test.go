@@ -97,19 +97,6 @@ func publishAll(t *testing.T, pub mqtt3.Client, topic string, n int) {
 	}
 }
 
-func metricValue(t *testing.T, p *idmqProc, name string) float64 {
-	t.Helper()
-	v, ok := p.metric(name)
-	if !ok {
-		t.Fatalf("metric %s missing", name)
-	}
-	var f float64
-	if _, err := fmt.Sscan(v, &f); err != nil {
-		t.Fatalf("metric %s = %q: %v", name, v, err)
-	}
-	return f
-}
-
 // TestQoS1SlowSubscriberLosesNothing: a subscriber that handles its messages slower than a publisher
 // sends them gets every QoS 1 message: the publisher is held while the subscriber's window is full,
 // instead of the broker dropping what does not fit. With slow_subscriber_wait: 0 (the control) the same
@@ -153,7 +140,7 @@ func TestQoS1SlowSubscriberLosesNothing(t *testing.T) {
 				mu.Lock()
 				n := len(seen)
 				mu.Unlock()
-				dropped := metricValue(t, p, "idmq_inflight_dropped_total")
+				dropped := scrapeInt(t, p, "idmq_inflight_dropped_total")
 				if n+int(dropped) >= messages || time.Now().After(deadline) {
 					break
 				}
@@ -162,21 +149,21 @@ func TestQoS1SlowSubscriberLosesNothing(t *testing.T) {
 			mu.Lock()
 			distinct := len(seen)
 			mu.Unlock()
-			dropped := metricValue(t, p, "idmq_inflight_dropped_total")
-			waits, _ := p.metric("idmq_publisher_waits_total")
-			t.Logf("received %d of %d, dropped %.0f, publisher waits %s", distinct, messages, dropped, waits)
+			dropped := scrapeInt(t, p, "idmq_inflight_dropped_total")
+			waits := scrapeInt(t, p, "idmq_publisher_waits_total")
+			t.Logf("received %d of %d, dropped %d, publisher waits %d", distinct, messages, dropped, waits)
 			if tc.lossless {
 				if distinct != messages || dropped != 0 {
-					t.Fatalf("received %d of %d QoS 1 messages, broker dropped %.0f", distinct, messages, dropped)
+					t.Fatalf("received %d of %d QoS 1 messages, broker dropped %d", distinct, messages, dropped)
 				}
-				if waits == "0" {
+				if waits == 0 {
 					t.Fatal("the subscriber never fell behind: the test did not exercise flow control")
 				}
-				if slow := metricValue(t, p, "idmq_slow_subscribers_total"); slow != 0 {
-					t.Fatalf("a subscriber that keeps acknowledging was marked slow %.0f times", slow)
+				if slow := scrapeInt(t, p, "idmq_slow_subscribers_total"); slow != 0 {
+					t.Fatalf("a subscriber that keeps acknowledging was marked slow %d times", slow)
 				}
 			} else if dropped == 0 || distinct == messages {
-				t.Fatalf("control: without flow control the slow subscriber should lose messages, got %d of %d (dropped %.0f)", distinct, messages, dropped)
+				t.Fatalf("control: without flow control the slow subscriber should lose messages, got %d of %d (dropped %d)", distinct, messages, dropped)
 			}
 		})
 	}
@@ -202,17 +189,17 @@ func TestStalledSubscriberCostsPublishersOneWait(t *testing.T) {
 		start := time.Now()
 		publishAll(t, pub, "users/alice/feed", 200)
 		took := time.Since(start)
-		waits := metricValue(t, p, "idmq_publisher_waits_total")
-		slow := metricValue(t, p, "idmq_slow_subscribers_total")
-		t.Logf("%s: 200 publishes acknowledged in %v; waits %.0f, slow subscribers %.0f", id, took, waits, slow)
+		waits := scrapeInt(t, p, "idmq_publisher_waits_total")
+		slow := scrapeInt(t, p, "idmq_slow_subscribers_total")
+		t.Logf("%s: 200 publishes acknowledged in %v; waits %d, slow subscribers %d", id, took, waits, slow)
 		if waits != 1 || slow != 1 {
-			t.Fatalf("after publisher %d: %.0f waits and %.0f slow subscribers, want 1 and 1", i+1, waits, slow)
+			t.Fatalf("after publisher %d: %d waits and %d slow subscribers, want 1 and 1", i+1, waits, slow)
 		}
 		if i == 0 && took < time.Second {
 			t.Fatalf("the first publisher was not held (%v) although the subscriber's window was full", took)
 		}
 	}
-	if dropped := metricValue(t, p, "idmq_inflight_dropped_total"); dropped == 0 {
+	if dropped := scrapeInt(t, p, "idmq_inflight_dropped_total"); dropped == 0 {
 		t.Fatal("a subscriber that never acknowledges got 400 messages into a 64-message window")
 	}
 	if !p.waitLog(`subscriber is not keeping up`, time.Second) || !strings.Contains(p.logs.String(), "client=stalled-sub") {
