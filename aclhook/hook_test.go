@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/mochifix"
 )
 
 // brokerConfig is what the in-process broker enforces.
@@ -127,14 +127,14 @@ func startBroker(t *testing.T) *testBroker {
 		t.Fatal(err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := b.server.AddListener(mochitest.Listener(tcp)); err != nil {
+	if err := b.server.AddListener(mochifix.Listener(tcp, b.server, mochifix.ListenerOptions{})); err != nil {
 		t.Fatal(err)
 	}
 	b.addr = tcp.Address()
 	if err := b.server.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { mochitest.Close(b.server) })
+	t.Cleanup(func() { _ = mochifix.CloseServer(b.server) })
 	return b
 }
 

@@ -12,13 +12,13 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idmq/idmq/aclhook"
 	"github.com/idmq/idmq/authhook"
+	"github.com/idmq/idmq/internal/benchmode"
+	"github.com/idmq/idmq/mochifix"
 )
 
 // Broker is one idmq process: the mochi server with idmq's hooks, its listeners and the HTTP API.
@@ -28,6 +28,7 @@ type Broker struct {
 	server   *mqtt.Server
 	auth     *authhook.Hook
 	acl      *aclhook.Hook
+	fixes    *mochifix.Fixes // mochi v2.7.9 workarounds, the store and the write-ahead log
 	registry *prometheus.Registry
 	http     *httpServer
 	exchange *exchangeHandler
@@ -35,69 +36,34 @@ type Broker struct {
 	opened   []listeners.Listener
 	ready    atomic.Bool
 	storeOK  atomic.Bool
-	stopFDs  func()    // ends the file descriptor watch (fdlimit.go)
-	baseline mqtt.Hook // WithBaselineAuthForBenchmarks: answers the ACL instead of b.acl
-
-	// The write-ahead log (wal.go), with a persistent store only; walPending is replayed by Start.
-	wal        *walLog
-	walPending []*walEntry
-	storeHook  mqtt.Hook     // the store itself, which replay persists through
-	accept     chan struct{} // closed once replay is done: listeners accept from then on
+	stopFDs  func() // ends the file descriptor watch (fdlimit.go)
 }
 
-// Option changes how New assembles the broker, for embedding and measurement; the YAML file has no way
-// to reach them.
-type Option func(*options)
-
-type options struct {
-	baselineAuth mqtt.Hook
-}
-
-// WithAllowAllForBenchmarks replaces authentication and the ACL with mochi's allow-all hook, so a
-// benchmark can measure what idmq's auth and ACL cost on otherwise identical code. Never for serving.
-func WithAllowAllForBenchmarks() Option { return WithBaselineAuthForBenchmarks(new(auth.AllowHook)) }
-
-// WithBaselineAuthForBenchmarks replaces authentication and the ACL with hook, a benchmark's baseline
-// (e.g. allow-all plus one bare signature check per CONNECT). Never for serving.
-func WithBaselineAuthForBenchmarks(hook mqtt.Hook) Option {
-	return func(o *options) { o.baselineAuth = hook }
-}
-
-// New assembles a broker from a validated config. Nothing is bound until Start.
-func New(cfg *Config, log *slog.Logger, opts ...Option) (*Broker, error) {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	b := &Broker{cfg: cfg, log: log, registry: prometheus.NewRegistry(), baseline: o.baselineAuth, accept: make(chan struct{})}
+// New assembles a broker from a validated config. Nothing is bound until Start. A New that fails leaves
+// nothing running or locked (key refreshes, the ACL sweeper, the store, the write-ahead log).
+// The options are for benchmarks in this module only (internal/benchmode).
+func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, err error) {
+	bench := benchmode.Apply(opts)
+	b := &Broker{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
-
 	if err := os.MkdirAll(cfg.Resolve(cfg.DataDir), 0o700); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
-
-	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumClients = cfg.MQTT.MaxClients
-	if caps.MaximumClients == 0 {
-		caps.MaximumClients = math.MaxInt64
-	}
-	caps.MaximumPacketSize = cfg.MQTT.MaxPacketSize
-	caps.MaximumSessionExpiryInterval = uint32(cfg.MQTT.MaxSessionExpiry / time.Second)
-	caps.MaximumInflight = uint16(cfg.MQTT.MaxInflight)
-	caps.ReceiveMaximum = uint16(cfg.MQTT.MaxInflight)
-	caps.MaximumClientWritesPending = int32(cfg.MQTT.OutboundQueue)
 	b.server = mqtt.New(&mqtt.Options{
-		Capabilities:             caps,
+		Capabilities:             capabilities(cfg.MQTT),
 		ClientNetReadBufferSize:  cfg.MQTT.ReadBufferSize,
 		ClientNetWriteBufferSize: cfg.MQTT.WriteBufferSize,
 		Logger:                   log,
 		// $SYS topics are published every 30s rather than mochi's 1s: they cost a fan-out each time.
 		SysTopicResendInterval: 30,
 	})
-
-	var err error
+	defer func() {
+		if err != nil {
+			b.release()
+		}
+	}()
 	b.auth, err = authhook.New(authhook.Options{
 		Config:     cfg.Auth,
 		Server:     b.server,
@@ -122,52 +88,49 @@ func New(cfg *Config, log *slog.Logger, opts ...Option) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Order matters: the rate limit refuses before any signature work; auth attaches the identity that
-	// the ACL hook's OnConnect (Will check) reads.
-	if err := b.server.AddHook(newConnectLimitHook(b.server, cfg.MQTT.MaxConnectRate, b.registry), nil); err != nil {
-		return nil, err
+	// The rate limit refuses before any signature work; auth attaches the identity that the ACL hook's
+	// OnConnect (Will check) reads. mochifix.Add adds these first, in this order, then its fixes.
+	hooks := []mqtt.Hook{newConnectLimitHook(b.server, cfg.MQTT.MaxConnectRate, b.registry), b.auth, b.acl}
+	if bench.BaselineAuth != nil {
+		log.Warn("authentication and ACL are OFF: every client may connect and use every topic (benchmark mode)", "hook", bench.BaselineAuth.ID())
+		hooks = []mqtt.Hook{hooks[0], bench.BaselineAuth}
 	}
-	if o.baselineAuth != nil {
-		log.Warn("authentication and ACL are OFF: every client may connect and use every topic (benchmark mode)", "hook", o.baselineAuth.ID())
-		if err := b.server.AddHook(o.baselineAuth, nil); err != nil {
-			return nil, err
-		}
-	} else {
-		if err := b.server.AddHook(b.auth, nil); err != nil {
-			return nil, err
-		}
-		if err := b.server.AddHook(b.acl, nil); err != nil {
-			return nil, err
-		}
-	}
-	if err := b.server.AddHook(new(sendQuotaOffHook), nil); err != nil {
-		return nil, err
-	}
-	if err := b.openWAL(); err != nil {
-		return nil, err
-	}
-	if err := b.addStorage(); err != nil {
-		b.closeWAL()
+	if err := b.addFixes(hooks); err != nil {
 		return nil, err
 	}
 	if err := b.server.AddHook(newMetricsHook(b.registry, b.server), nil); err != nil {
 		return nil, err
 	}
-	if cfg.MQTT.SlowSubscriberWait > 0 {
-		// Before the WAL: a publish it logs has finished waiting.
-		hook := newBackpressureHook(b.server, cfg.MQTT.MaxInflight, cfg.MQTT.SlowSubscriberWait, log, b.registry)
-		if err := b.server.AddHook(hook, nil); err != nil {
-			return nil, err
-		}
-	}
-	if b.wal != nil {
-		// Last: no hook after it may reject or change a publish it has logged.
-		if err := b.server.AddHook(&walHook{wal: b.wal}, nil); err != nil {
-			return nil, err
-		}
-	}
 	b.exchange = b.newExchangeHandler()
 	return b, nil
+}
+
+func capabilities(c MQTTConfig) *mqtt.Capabilities {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClients = c.MaxClients
+	if caps.MaximumClients == 0 {
+		caps.MaximumClients = math.MaxInt64
+	}
+	caps.MaximumPacketSize = c.MaxPacketSize
+	caps.MaximumSessionExpiryInterval = uint32(c.MaxSessionExpiry / time.Second)
+	caps.MaximumInflight = uint16(c.MaxInflight)
+	caps.ReceiveMaximum = uint16(c.MaxInflight)
+	caps.MaximumClientWritesPending = int32(c.OutboundQueue)
+	return caps
+}
+
+// release is New's one cleanup path: it stops whatever New had started when it failed. Each step is
+// safe on a part New never reached or that was already stopped.
+func (b *Broker) release() {
+	if b.fixes != nil {
+		_ = b.fixes.Close() // the store and the write-ahead log's file lock
+	}
+	if b.acl != nil {
+		_ = b.acl.Stop() // the sweeper, started when the hook was added
+	}
+	if b.auth != nil {
+		b.auth.Close() // key and registry refreshes
+	}
 }
 
 func (b *Broker) aclSubject(cl *mqtt.Client) (aclhook.Subject, bool) {
@@ -217,13 +180,13 @@ func (b *Broker) Start() error {
 		hs.close(context.Background())
 		return fmt.Errorf("starting mqtt server: %w", err)
 	}
-	if err := b.replayWAL(); err != nil {
+	// Replays the write-ahead log into the restored sessions, then lets the listeners accept.
+	if err := b.fixes.Start(); err != nil {
 		_ = b.server.Close()
-		close(b.accept)
+		_ = b.fixes.Close()
 		hs.close(context.Background())
 		return err
 	}
-	close(b.accept)
 	for _, l := range b.opened {
 		b.log.Info("listening", "listener", l.ID(), "protocol", l.Protocol(), "address", l.Address())
 	}
@@ -247,12 +210,12 @@ func (b *Broker) openListeners() error {
 			}
 			b.reload = append(b.reload, r)
 		}
-		l, err := openListener(id, lc, tlsConfigOf(r), b.cfg.MQTT.MaxPacketSize, b.cfg.MQTT.ConnectTimeout, b.stopListenerClients)
+		l, err := b.openListener(id, lc, tlsConfigOf(r))
 		if err != nil {
 			return fmt.Errorf("listeners[%d] (%s %s): %w", i, lc.Type, lc.Address, err)
 		}
 		b.opened = append(b.opened, l)
-		if err := b.server.AddListener(gatedListener{Listener: l, open: b.accept}); err != nil {
+		if err := b.server.AddListener(l); err != nil {
 			return fmt.Errorf("listeners[%d]: %w", i, err)
 		}
 	}
@@ -264,16 +227,6 @@ func tlsConfigOf(r *certReloader) *tls.Config {
 		return nil
 	}
 	return r.tlsConfig()
-}
-
-// stopListenerClients ends the connections of one listener at shutdown. Clients.GetAll copies the map
-// under a single read lock, unlike mochi's GetByListener (see connectDeadline.Close).
-func (b *Broker) stopListenerClients(id string) {
-	for _, cl := range b.server.Clients.GetAll() {
-		if cl.Net.Listener == id && !cl.Closed() {
-			cl.Stop(packets.ErrServerShuttingDown)
-		}
-	}
 }
 
 // closeOpened releases sockets bound by a Start that failed half-way.
@@ -327,5 +280,8 @@ func (b *Broker) Close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	b.auth.Close()
+	if err := b.fixes.Close(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }

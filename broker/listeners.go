@@ -13,75 +13,34 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/idmq/idmq/mochifix"
 )
 
 // openListener binds the address now, so a port conflict fails `serve` before any client is accepted.
-// TCP/TLS use mochi's Net listener over our socket; websockets use wsListener.
-func openListener(id string, lc ListenerConfig, tlsConf *tls.Config, maxPacket uint32, connectTimeout time.Duration, stopClients listeners.CloseFn) (listeners.Listener, error) {
+// TCP/TLS use mochi's Net listener over our socket; websockets use wsListener. mochifix wraps each: its
+// Serve waits for the write-ahead log's replay, its Close avoids mochi's shutdown deadlock, and TCP/TLS
+// connections get the CONNECT deadline and coalesced acknowledgements.
+func (b *Broker) openListener(id string, lc ListenerConfig, tlsConf *tls.Config) (listeners.Listener, error) {
 	ln, err := net.Listen("tcp", lc.Address)
 	if err != nil {
 		return nil, err
 	}
+	netOpts := mochifix.ListenerOptions{ConnectTimeout: b.cfg.MQTT.ConnectTimeout, Coalesce: true}
 	switch lc.Type {
 	case ListenerTCP:
-		return &connectDeadline{Listener: listeners.NewNet(id, ln), timeout: connectTimeout, stopClients: stopClients}, nil
+		return b.fixes.Listener(listeners.NewNet(id, ln), netOpts), nil
 	case ListenerTLS:
-		return &connectDeadline{Listener: listeners.NewNet(id, tls.NewListener(ln, tlsConf)), timeout: connectTimeout, stopClients: stopClients}, nil
+		return b.fixes.Listener(listeners.NewNet(id, tls.NewListener(ln, tlsConf)), netOpts), nil
 	default:
 		path := lc.Path
 		if path == "" {
 			path = "/mqtt"
 		}
-		ws := newWSListener(id, ln, tlsConf, path, maxPacket, connectTimeout)
-		ws.stopClients = stopClients
-		return ws, nil
+		ws := newWSListener(id, ln, tlsConf, path, b.cfg.MQTT.MaxPacketSize, b.cfg.MQTT.ConnectTimeout)
+		ws.stopClients = mochifix.StopClients(b.server)
+		return b.fixes.Listener(ws, mochifix.ListenerOptions{}), nil
 	}
-}
-
-// gatedListener holds Serve until open is closed. mochi's Serve restores the store and then starts every
-// listener at once, but the broker must replay its write-ahead log into the restored sessions before the
-// first client can take one over (wal.go). The socket is already bound, so connections arriving meanwhile
-// wait in its backlog.
-type gatedListener struct {
-	listeners.Listener
-	open <-chan struct{}
-}
-
-func (g gatedListener) Serve(establish listeners.EstablishFn) {
-	<-g.open
-	g.Listener.Serve(establish)
-}
-
-// connectDeadline closes connections that send no CONNECT in time: mochi sets no deadline before CONNECT,
-// so a silent socket would otherwise be held forever. mochi replaces the deadline with the keepalive one
-// once CONNECT is read.
-type connectDeadline struct {
-	listeners.Listener
-	timeout     time.Duration
-	log         *slog.Logger
-	stopClients listeners.CloseFn
-}
-
-// Close replaces mochi's client-closing callback with stopClients: mochi v2.7.9's closeListenerClients
-// (Clients.GetByListener) read-locks the client map twice and deadlocks when a client ends at the same
-// moment, which hangs shutdown.
-func (l *connectDeadline) Close(listeners.CloseFn) { l.Listener.Close(l.stopClients) }
-
-func (l *connectDeadline) Init(log *slog.Logger) error {
-	l.log = log
-	return l.Listener.Init(log)
-}
-
-func (l *connectDeadline) Serve(establish listeners.EstablishFn) {
-	l.Listener.Serve(func(id string, c net.Conn) error {
-		_ = c.SetDeadline(time.Now().Add(l.timeout))
-		// Refusals are already logged, with their reason, by the hook that refused; mochi's listener would
-		// add a second, message-less warning for each.
-		if err := establish(id, newCoalescingConn(c)); err != nil {
-			l.log.Debug("connection ended", "listener", id, "remote", c.RemoteAddr().String(), "error", err)
-		}
-		return nil
-	})
 }
 
 // wsListener accepts MQTT over WebSocket (binary frames, subprotocol "mqtt") on a socket we bound.
@@ -96,7 +55,7 @@ type wsListener struct {
 	log       *slog.Logger
 	upgrader  websocket.Upgrader
 	closeOnce sync.Once
-	// stopClients replaces mochi's callback on Close (see connectDeadline.Close).
+	// stopClients replaces mochi's callback on Close (mochifix.StopClients).
 	stopClients listeners.CloseFn
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/mochifix"
 )
 
 // testBroker is a real in-process mochi broker on loopback: TCP and WebSocket listeners.
@@ -32,7 +32,7 @@ func startBroker(t *testing.T, hook mqtt.Hook) *testBroker {
 		t.Fatal(err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
-	if err := s.AddListener(mochitest.Listener(tcp)); err != nil {
+	if err := s.AddListener(mochifix.Listener(tcp, s, mochifix.ListenerOptions{})); err != nil {
 		t.Fatal(err)
 	}
 	// mochi's websocket listener binds only when it serves, so reserve a port first.
@@ -42,11 +42,11 @@ func startBroker(t *testing.T, hook mqtt.Hook) *testBroker {
 	}
 	wsAddr := l.Addr().String()
 	l.Close()
-	if err := s.AddListener(mochitest.Listener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr}))); err != nil {
+	if err := s.AddListener(mochifix.Listener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: wsAddr}), s, mochifix.ListenerOptions{})); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve() }()
-	t.Cleanup(func() { mochitest.Close(s) })
+	t.Cleanup(func() { _ = mochifix.CloseServer(s) })
 	waitListening(t, wsAddr)
 	return &testBroker{server: s, tcp: tcp.Address(), ws: wsAddr}
 }

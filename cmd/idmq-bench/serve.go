@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/idmq/idmq/broker"
+	"github.com/idmq/idmq/internal/benchmode"
 )
 
 // runServe is `idmq-bench serve`: idmq's broker as the product assembles it, optionally with auth and ACL
@@ -58,20 +59,20 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := broker.NewLogger(cfg.Log, stderr)
-	var opts []broker.Option
+	var opts []benchmode.Option
 	switch {
 	case *allowAll && *verifyBaseline:
 		fmt.Fprintln(stderr, "idmq-bench serve: --allow-all and --allow-all-verify exclude each other")
 		return 2
 	case *allowAll:
-		opts = append(opts, broker.WithAllowAllForBenchmarks())
+		opts = append(opts, benchmode.AllowAll())
 	case *verifyBaseline:
 		hook, err := newVerifyBaselineHook(cfg.Auth.SigningKeyFile)
 		if err != nil {
 			fmt.Fprintf(stderr, "idmq-bench serve: --allow-all-verify: %v\n", err)
 			return 1
 		}
-		opts = append(opts, broker.WithBaselineAuthForBenchmarks(hook))
+		opts = append(opts, benchmode.BaselineAuth(hook))
 	}
 	b, err := broker.New(cfg, log, opts...)
 	if err != nil {

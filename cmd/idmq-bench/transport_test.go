@@ -24,7 +24,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/mochifix"
 )
 
 func TestDialerSpreadsSourceAddresses(t *testing.T) {
@@ -99,7 +99,7 @@ func TestDialerTLSAndWSS(t *testing.T) {
 		t.Fatal(err)
 	}
 	tlsListener := listeners.NewTCP(listeners.Config{ID: "tls", Address: "127.0.0.1:0", TLSConfig: serverTLS})
-	if err := s.AddListener(mochitest.Listener(tlsListener)); err != nil {
+	if err := s.AddListener(mochifix.Listener(tlsListener, s, mochifix.ListenerOptions{})); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -108,11 +108,11 @@ func TestDialerTLSAndWSS(t *testing.T) {
 	}
 	wssAddr := l.Addr().String()
 	l.Close()
-	if err := s.AddListener(mochitest.Listener(listeners.NewWebsocket(listeners.Config{ID: "wss", Address: wssAddr, TLSConfig: serverTLS}))); err != nil {
+	if err := s.AddListener(mochifix.Listener(listeners.NewWebsocket(listeners.Config{ID: "wss", Address: wssAddr, TLSConfig: serverTLS}), s, mochifix.ListenerOptions{})); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve() }()
-	t.Cleanup(func() { mochitest.Close(s) })
+	t.Cleanup(func() { _ = mochifix.CloseServer(s) })
 	waitListening(t, wssAddr)
 
 	tests := []struct {

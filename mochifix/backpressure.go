@@ -1,4 +1,20 @@
-package broker
+package mochifix
+
+// Defect: mochi v2.7.9 keeps at most the server's maximum in-flight of unacknowledged QoS 1/2 messages per
+// subscriber and drops the rest ("client store quota reached"), even while the subscriber acknowledges as
+// fast as it can: a publisher's PUBACK waits for nobody downstream, so a publisher can run far ahead.
+// Fix: a subscriber whose window is 3/4 full is "behind" until it is back to half. A QoS 1/2 publish to a
+// behind subscriber waits in OnPublish, before routing and before the publisher's PUBACK, so the
+// publisher's read loop stops and TCP pushes back. The wait is bounded:
+//   - at most `wait` per message; a subscriber that makes it expire is "slow" and not waited for again while
+//     its connection lasts, so a stalled or hostile subscriber costs its publishers one wait, not one a message;
+//   - a publisher that is itself behind never waits, so clients publishing to each other cannot wait in a cycle;
+//   - offline sessions, inline (broker) publishes and shared subscriptions are not waited for;
+//   - Stop (server shutdown) releases every waiting publisher.
+// Nobody behind costs one atomic load per QoS 1/2 publish and one in-flight length read per delivery.
+// Upstream: none filed.
+// Proof: TestQoS1SlowSubscriberLosesNothing, TestStalledSubscriberCostsPublishersOneWait (e2e).
+// Delete when: mochi holds publishers (or queues beyond the window) instead of dropping.
 
 import (
 	"log/slog"
@@ -11,27 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// backpressureHook keeps QoS 1/2 messages from being dropped when a connected subscriber falls briefly
-// behind. mochi keeps at most max_inflight unacknowledged messages per subscriber and drops the rest
-// ("client store quota reached"), even while the subscriber is reading and acknowledging as fast as it can:
-// a publisher's PUBACK does not wait for anyone downstream, so a publisher can run arbitrarily far ahead.
-//
-// Here a subscriber whose window is 3/4 full is "behind" until it is back to half full. A publisher whose
-// QoS 1/2 message would go to a behind subscriber waits, before the message is routed and before its own
-// PUBACK, until that subscriber has caught up: the publisher's read loop stops, TCP pushes back on the
-// publisher, and nothing is dropped. The wait is bounded and cannot be abused:
-//   - at most `wait` per message; a subscriber that makes a publisher wait that long in vain is "slow" and
-//     is not waited for again while its connection lasts (its messages beyond the window are dropped, as
-//     without this hook) — one stalled or hostile subscriber costs its publishers one wait, not one a message;
-//   - a publisher that is itself behind never waits, so clients that publish to each other cannot wait on
-//     each other in a cycle (every client in a cycle would have to be behind);
-//   - offline (persistent-session) subscribers, the broker's own publishes (inline client) and shared
-//     subscriptions are not waited for;
-//   - broker shutdown releases every waiting publisher.
-//
-// The cost when nobody is behind is one atomic load per QoS 1/2 publish and one inflight-length read per
-// delivery; while someone is behind, each QoS 1/2 publish also looks its subscribers up once more.
-type backpressureHook struct {
+type backpressure struct {
 	mqtt.HookBase
 	server    *mqtt.Server
 	log       *slog.Logger
@@ -49,8 +45,8 @@ type backpressureHook struct {
 	waitSeconds            prometheus.Counter
 }
 
-func newBackpressureHook(server *mqtt.Server, maxInflight int, wait time.Duration, log *slog.Logger, reg prometheus.Registerer) *backpressureHook {
-	h := &backpressureHook{
+func newBackpressure(server *mqtt.Server, maxInflight int, wait time.Duration, log *slog.Logger, reg prometheus.Registerer) *backpressure {
+	h := &backpressure{
 		server:  server,
 		log:     log,
 		wait:    wait,
@@ -72,9 +68,9 @@ func newBackpressureHook(server *mqtt.Server, maxInflight int, wait time.Duratio
 	return h
 }
 
-func (h *backpressureHook) ID() string { return "idmq-backpressure" }
+func (h *backpressure) ID() string { return "idmq-backpressure" }
 
-func (h *backpressureHook) Provides(b byte) bool {
+func (h *backpressure) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnPublish, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect:
 		return true
@@ -83,14 +79,14 @@ func (h *backpressureHook) Provides(b byte) bool {
 }
 
 // Stop releases publishers still waiting, so that shutdown never waits for a subscriber.
-func (h *backpressureHook) Stop() error {
+func (h *backpressure) Stop() error {
 	h.stopOnce.Do(func() { close(h.stopped) })
 	return nil
 }
 
 // OnQosPublish runs after mochi stored a delivery in the subscriber's window (in whichever goroutine
 // routed it); a window at the high watermark marks the subscriber behind.
-func (h *backpressureHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+func (h *backpressure) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
 	if pk.FixedHeader.Type != packets.Publish || cl.State.Inflight.Len() < h.high || cl.Closed() {
 		return // an offline session's window fills by design; nobody waits for it
 	}
@@ -103,7 +99,7 @@ func (h *backpressureHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ in
 }
 
 // OnQosComplete runs in the subscriber's read loop when it acknowledged a delivery.
-func (h *backpressureHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
+func (h *backpressure) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
 	if h.behindCount.Load() == 0 || cl.State.Inflight.Len() > h.low {
 		return
 	}
@@ -111,19 +107,19 @@ func (h *backpressureHook) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
 }
 
 // OnQosDropped: deliveries that expire leave the window too.
-func (h *backpressureHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+func (h *backpressure) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	h.OnQosComplete(cl, pk)
 }
 
 // OnDisconnect: nobody waits for a subscriber that is gone, and its slow mark ends with the connection.
-func (h *backpressureHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+func (h *backpressure) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	h.release(cl)
 	h.mu.Lock()
 	delete(h.slow, cl)
 	h.mu.Unlock()
 }
 
-func (h *backpressureHook) release(cl *mqtt.Client) {
+func (h *backpressure) release(cl *mqtt.Client) {
 	h.mu.Lock()
 	if caughtUp, ok := h.behind[cl]; ok {
 		delete(h.behind, cl)
@@ -134,7 +130,7 @@ func (h *backpressureHook) release(cl *mqtt.Client) {
 }
 
 // OnPublish runs in the publisher's read loop before the message is routed and acknowledged.
-func (h *backpressureHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *backpressure) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Qos == 0 || h.behindCount.Load() == 0 || cl.Net.Inline {
 		return pk, nil
 	}
@@ -186,7 +182,7 @@ wait:
 	return pk, nil
 }
 
-func (h *backpressureHook) markSlow(cl *mqtt.Client) {
+func (h *backpressure) markSlow(cl *mqtt.Client) {
 	h.mu.Lock()
 	_, already := h.slow[cl]
 	if !already && !cl.Closed() {

@@ -1,4 +1,4 @@
-package broker
+package mochifix
 
 import (
 	"bytes"
@@ -66,11 +66,11 @@ func (r *peerReader) waitFor(t *testing.T, want []byte) {
 	t.Fatalf("client did not receive % x in time", want)
 }
 
-func newCoalescingPair(t *testing.T) (*coalescingConn, *countingConn, net.Conn, *peerReader) {
+func newCoalescingPair(t *testing.T) (*CoalescingConn, *countingConn, net.Conn, *peerReader) {
 	t.Helper()
 	server, client := net.Pipe()
 	counted := &countingConn{Conn: server}
-	c := newCoalescingConn(counted)
+	c := NewCoalescingConn(counted)
 	got := &peerReader{}
 	// The client side reads everything the broker writes.
 	go got.run(client)
@@ -86,7 +86,7 @@ var (
 )
 
 // readOnce makes the broker side take one chunk of input, as mochi's read loop does before handling it.
-func readOnce(t *testing.T, c *coalescingConn, client net.Conn) {
+func readOnce(t *testing.T, c *CoalescingConn, client net.Conn) {
 	t.Helper()
 	go func() { _, _ = client.Write([]byte{0xc0, 0x00}) }() // PINGREQ
 	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
@@ -175,7 +175,7 @@ func TestCoalescingConnCloseFlushesHeldAcks(t *testing.T) {
 func TestCoalescingConnCloseDoesNotWaitForABlockedWrite(t *testing.T) {
 	server, client := net.Pipe() // nobody reads client: a write blocks until the pipe closes
 	defer client.Close()
-	c := newCoalescingConn(server)
+	c := NewCoalescingConn(server)
 	writeDone := make(chan error, 1)
 	go func() {
 		_, err := c.Write(publish)

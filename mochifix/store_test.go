@@ -1,4 +1,4 @@
-package broker
+package mochifix
 
 import (
 	"bufio"
@@ -16,9 +16,9 @@ import (
 	"github.com/idmq/idmq/internal/mochitest"
 )
 
-func openTestBolt(t *testing.T, wal *walLog) storageFixes {
+func openTestBolt(t *testing.T, wal *walLog) *store {
 	t.Helper()
-	h := storageFixes{Hook: new(bolt.Hook), wal: wal}
+	h := &store{Hook: new(bolt.Hook), wal: wal}
 	h.SetOpts(quietLog(), nil)
 	if err := h.Init(&bolt.Options{Path: filepath.Join(t.TempDir(), "idmq.db")}); err != nil {
 		t.Fatal(err)
@@ -27,9 +27,9 @@ func openTestBolt(t *testing.T, wal *walLog) storageFixes {
 	return h
 }
 
-// TestStorageKeepsPubrelState: once a subscriber's PUBREC is read, the store holds the PUBREL state, so a
+// TestStoreKeepsPubrelState: once a subscriber's PUBREC is read, the store holds the PUBREL state, so a
 // restart resends PUBREL and not the PUBLISH the subscriber may already have released.
-func TestStorageKeepsPubrelState(t *testing.T) {
+func TestStoreKeepsPubrelState(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		pubrec   packets.Packet
@@ -77,24 +77,24 @@ func (s *recordingStore) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int6
 	}[[2]bool{queue, e.queued[cl.ID]}])
 }
 
-// TestStorageMarkersBracketTheStoreWrite: the queue record is written before the store writes a
+// TestStoreMarkersBracketTheStoreWrite: the queue record is written before the store writes a
 // subscriber's copy and queued after it; other copies (resends, other messages) get no records.
-func TestStorageMarkersBracketTheStoreWrite(t *testing.T) {
+func TestStoreMarkersBracketTheStoreWrite(t *testing.T) {
 	w, _ := openTestWAL(t, filepath.Join(t.TempDir(), walFileName), 0)
-	store := &recordingStore{wal: w}
-	h := storageFixes{Hook: store, wal: w}
+	rec := &recordingStore{wal: w}
+	h := &store{Hook: rec, wal: w}
 	pub := walTestClient("pub")
 	pk := walTestPacket("pub", "t/x", "m", 1)
-	store.id, _ = w.appendPending(pub, pk)
+	rec.id, _ = w.appendPending(pub, pk)
 	sub := walTestClient("sub")
 
 	out := pk.Copy(false)
 	out.PacketID = 5
 	h.OnQosPublish(sub, out, out.Created, 0)
-	if len(store.atWrite) != 1 || store.atWrite[0] != "queue" {
-		t.Fatalf("log at the store write: %v, want [queue]", store.atWrite)
+	if len(rec.atWrite) != 1 || rec.atWrite[0] != "queue" {
+		t.Fatalf("log at the store write: %v, want [queue]", rec.atWrite)
 	}
-	if e := w.entries[store.id]; !e.queued["sub"] || e.queue["sub"] != 5 {
+	if e := w.entries[rec.id]; !e.queued["sub"] || e.queue["sub"] != 5 {
 		t.Fatalf("after the store write: queue %v queued %v", e.queue, e.queued)
 	}
 
@@ -107,8 +107,8 @@ func TestStorageMarkersBracketTheStoreWrite(t *testing.T) {
 	if n := w.writes.Load() - before; n != 0 {
 		t.Errorf("%d log records for a resend and a copy of another message, want 0", n)
 	}
-	if len(store.atWrite) != 3 {
-		t.Errorf("the store wrote %d copies, want 3", len(store.atWrite))
+	if len(rec.atWrite) != 3 {
+		t.Errorf("the store wrote %d copies, want 3", len(rec.atWrite))
 	}
 }
 
@@ -133,15 +133,15 @@ func (r *droppedRecorder) count() int {
 	return r.dropped
 }
 
-// TestStorageKeepsQueueAcrossSessionTakeover: resuming a session from a new connection must not delete the
+// TestStoreKeepsQueueAcrossSessionTakeover: resuming a session from a new connection must not delete the
 // stored in-flight messages the new connection now holds; a clean start still deletes them.
-func TestStorageKeepsQueueAcrossSessionTakeover(t *testing.T) {
-	store := &droppedRecorder{}
+func TestStoreKeepsQueueAcrossSessionTakeover(t *testing.T) {
+	rec := &droppedRecorder{}
 	s := mqtt.New(&mqtt.Options{Logger: quietLog(), InlineClient: true})
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AddHook(storageFixes{Hook: store}, nil); err != nil {
+	if err := s.AddHook(&store{Hook: rec}, nil); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -181,11 +181,11 @@ func TestStorageKeepsQueueAcrossSessionTakeover(t *testing.T) {
 		}
 	}
 	connect(false) // resumes: the three unacknowledged messages move to this connection
-	if n := store.count(); n != 0 {
+	if n := rec.count(); n != 0 {
 		t.Fatalf("resuming the session deleted %d stored in-flight messages, want 0", n)
 	}
 	connect(true) // a clean start discards them
-	if n := store.count(); n != 3 {
+	if n := rec.count(); n != 3 {
 		t.Fatalf("a clean start deleted %d stored in-flight messages, want 3", n)
 	}
 }

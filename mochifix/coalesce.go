@@ -1,4 +1,12 @@
-package broker
+package mochifix
+
+// Defect: mochi v2.7.9 writes each acknowledgement with a write(2) of its own as soon as it handles the
+// publish: a publisher with 32 QoS 1 messages in flight costs 32 system calls per burst where one does (in
+// the QoS 1 fan-in, write(2) was a fifth of the broker's CPU; BENCHMARKS.md).
+// Fix: CoalescingConn, which Listener puts around each accepted connection.
+// Upstream: none filed.
+// Proof: TestCoalescingConnSendsAcksOfOneBatchInOneWrite and the other tests in coalesce_test.go.
+// Delete when: mochi buffers a read batch's acknowledgements itself.
 
 import (
 	"net"
@@ -9,17 +17,12 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// coalescingConn gathers the acknowledgements (PUBACK, PUBREC, PUBCOMP) written to a connection while its read
-// loop works through input it has already received, and sends them in one write(2) when the loop reads again.
-// mochi writes each with a system call of its own as soon as it handles the publish, so a publisher with 32 QoS 1
-// messages in flight cost the broker 32 writes per burst where one does: in the QoS 1 fan-in, write(2) was a
-// fifth of the broker's CPU (BENCHMARKS.md). Any other write goes out at once, after what is held.
-//
-// A held write waits at most until the read loop's next Read, which flushes before it can block on the
-// client, or until Close, which flushes (bounded by closeFlushTimeout) before closing. The flag that holds
-// writes is cleared under the same lock as the flush, before the Read that could block, so no write is held
-// while the loop waits for input: a write either goes out at once or is seen by the next flush.
-type coalescingConn struct {
+// CoalescingConn holds the acknowledgements (PUBACK, PUBREC, PUBCOMP) written to a connection while its
+// read loop works through input already received, and sends them in one write(2) when the loop reads
+// again, or at Close (bounded by closeFlushTimeout). Any other write goes out at once, after what is held.
+// The holding flag is cleared under the flush's lock before a Read that could block, so nothing is held
+// while the loop waits for input.
+type CoalescingConn struct {
 	net.Conn
 
 	mu      sync.Mutex // serializes writes to Conn, and guards held and holding
@@ -35,10 +38,11 @@ const (
 	closeFlushTimeout = time.Second
 )
 
-func newCoalescingConn(c net.Conn) *coalescingConn { return &coalescingConn{Conn: c} }
+// NewCoalescingConn wraps c.
+func NewCoalescingConn(c net.Conn) *CoalescingConn { return &CoalescingConn{Conn: c} }
 
 // Read flushes what is held, then reads. Reads happen on the client's read loop only.
-func (c *coalescingConn) Read(p []byte) (int, error) {
+func (c *CoalescingConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	c.holding = false
 	err := c.flushLocked()
@@ -57,7 +61,7 @@ func (c *coalescingConn) Read(p []byte) (int, error) {
 
 // Write holds an acknowledgement while the read loop has input in hand, and writes anything else through,
 // after what is held.
-func (c *coalescingConn) Write(p []byte) (int, error) {
+func (c *CoalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.holding && isPublishAck(p) && len(c.held)+len(p) <= maxHeldBytes && !c.closed.Load() {
@@ -78,7 +82,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 // in progress, possibly blocked on a client that stopped reading, Close does not wait for it: closing the
 // connection is what ends that write, as it did before the connection was wrapped, and what is held is lost
 // with the connection.
-func (c *coalescingConn) Close() error {
+func (c *CoalescingConn) Close() error {
 	c.closed.Store(true)
 	if c.mu.TryLock() {
 		c.holding = false
@@ -91,7 +95,7 @@ func (c *coalescingConn) Close() error {
 	return c.Conn.Close()
 }
 
-func (c *coalescingConn) flushLocked() error {
+func (c *CoalescingConn) flushLocked() error {
 	if len(c.held) == 0 {
 		return nil
 	}
@@ -104,13 +108,9 @@ func (c *coalescingConn) flushLocked() error {
 	return err
 }
 
-// isPublishAck reports whether p starts with a PUBACK, PUBREC or PUBCOMP: the answers to the client's own
-// publishes, which its read loop writes one by one. mochi writes whole packets, so p starts with a fixed header.
-//
-// Only these are held. Holding deliveries too (PUBLISH, and CONNACK with a resumed session's messages) saved
-// more system calls but handed clients their messages in bursts, so that their PUBACKs lagged; mochi v2.7.9
-// keeps the client's and the server's packet identifiers in one map and refuses a SUBSCRIBE whose identifier
-// matches an unacknowledged delivery (0x91), which then happened several times as often (BENCHMARKS.md).
+// isPublishAck reports whether p starts with a PUBACK, PUBREC or PUBCOMP (mochi writes whole packets).
+// Deliveries are not held: that handed clients their messages in bursts, their PUBACKs lagged, and mochi
+// v2.7.9, which keeps client and server packet ids in one map, refused more SUBSCRIBEs with 0x91.
 func isPublishAck(p []byte) bool {
 	if len(p) == 0 {
 		return false
