@@ -5,6 +5,10 @@ package mochifix
 //     Clients.GetByListener read-locks the client map twice: a client ending at the same moment (waiting
 //     for the write lock) deadlocks shutdown. Listener's Close stops the clients from a copied list
 //     (StopClients) instead; CloseServer does the same for a whole server.
+//   - attachClient calls ClientsWg.Add(1) on the connection's goroutine, unordered with Server.Close's
+//     ClientsWg.Wait (a data race; Close may also return while a client is still being attached). Listener
+//     counts its connections itself, refuses new ones once closing, and its Close returns only when every
+//     connection it handed to mochi has ended.
 //   - mochi sets no read deadline before CONNECT, so a silent socket is held forever: ConnectTimeout sets
 //     one (mochi replaces it with the keepalive deadline once CONNECT is read).
 //   - Serve restores the store and starts every listener at once, but the write-ahead log must be replayed
@@ -19,6 +23,7 @@ package mochifix
 import (
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -73,6 +78,10 @@ type listener struct {
 	opts   ListenerOptions
 	gate   <-chan struct{} // nil: serve at once
 	log    *slog.Logger
+
+	mu      sync.Mutex
+	closing bool
+	active  sync.WaitGroup // connections handed to mochi and not yet ended
 }
 
 func (l *listener) Init(log *slog.Logger) error {
@@ -80,14 +89,42 @@ func (l *listener) Init(log *slog.Logger) error {
 	return l.Listener.Init(log)
 }
 
-// Close ignores mochi's callback (closeListenerClients) and stops the listener's clients itself.
-func (l *listener) Close(listeners.CloseFn) { l.Listener.Close(StopClients(l.server)) }
+// Close ignores mochi's callback (closeListenerClients), stops the listener's clients itself and waits
+// until each has ended, stopping any that attached meanwhile.
+func (l *listener) Close(listeners.CloseFn) {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+	stop := StopClients(l.server)
+	l.Listener.Close(stop)
+	ended := make(chan struct{})
+	go func() {
+		l.active.Wait()
+		close(ended)
+	}()
+	for {
+		select {
+		case <-ended:
+			return
+		case <-time.After(50 * time.Millisecond):
+			stop(l.ID())
+		}
+	}
+}
 
 func (l *listener) Serve(establish listeners.EstablishFn) {
 	if l.gate != nil {
 		<-l.gate
 	}
 	l.Listener.Serve(func(id string, c net.Conn) error {
+		l.mu.Lock()
+		if l.closing {
+			l.mu.Unlock()
+			return c.Close()
+		}
+		l.active.Add(1)
+		l.mu.Unlock()
+		defer l.active.Done()
 		if l.opts.ConnectTimeout > 0 {
 			_ = c.SetDeadline(time.Now().Add(l.opts.ConnectTimeout))
 		}

@@ -2,8 +2,12 @@ package mochifix
 
 import (
 	"bufio"
+	"bytes"
+	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -217,5 +221,53 @@ func readUntil(t *testing.T, c net.Conn, typ byte) {
 		if hb>>4 == typ {
 			return
 		}
+	}
+}
+
+// TestStoreRestoresPacketIDs: an in-flight message loaded from the store keeps its packet id, which mochi's
+// bolt record leaves out (it would be resent with id 0 and refused).
+func TestStoreRestoresPacketIDs(t *testing.T) {
+	h := openTestBolt(t, nil)
+	cl := mqtt.New(&mqtt.Options{Logger: quietLog()}).NewClient(nil, "t", "sub", false)
+	for _, id := range []uint16{1, 300, 65535} {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: id, TopicName: "t/x", Payload: []byte("m"), Created: 100}
+		h.OnQosPublish(cl, pk, pk.Created, 0)
+	}
+	raw, err := h.Hook.StoredInflightMessages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) == 0 || raw[0].PacketID != 0 {
+		t.Fatalf("mochi's bolt hook now stores packet ids (%+v): packetid.go can go", raw)
+	}
+	msgs, err := h.StoredInflightMessages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint16
+	for _, m := range msgs {
+		got = append(got, m.PacketID)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []uint16{1, 300, 65535}) {
+		t.Fatalf("restored packet ids %v, want [1 300 65535]", got)
+	}
+}
+
+// TestStoreWritesEmptySysInfo: reading the server-info record of a new store, as mochi's Serve does, logs
+// no "key not found" error.
+func TestStoreWritesEmptySysInfo(t *testing.T) {
+	var logs bytes.Buffer
+	h := &store{Hook: new(bolt.Hook)}
+	h.SetOpts(slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	if err := h.Init(&bolt.Options{Path: filepath.Join(t.TempDir(), "idmq.db")}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Stop() })
+	if _, err := h.StoredSysInfo(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("reading the server-info record of a new store logged an error:\n%s", logs.String())
 	}
 }

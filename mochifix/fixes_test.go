@@ -1,0 +1,99 @@
+package mochifix
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// rejectTopic refuses publishes to one topic, as an ACL or a validation hook of the embedder would.
+type rejectTopic struct {
+	mqtt.HookBase
+	topic string
+}
+
+func (h *rejectTopic) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+func (h *rejectTopic) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.TopicName == h.topic {
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
+}
+
+func TestAddWALNeedsStore(t *testing.T) {
+	s := mqtt.New(&mqtt.Options{Logger: quietLog()})
+	if _, err := Add(s, Options{WALPath: filepath.Join(t.TempDir(), "wal")}); err == nil {
+		t.Fatal("a write-ahead log without a store was accepted")
+	}
+}
+
+// TestAddLogsOnlyWhatTheHooksAccepted: the embedder's hooks run before the log, so a publish one of them
+// refuses is never logged (and so never replayed after a restart); an accepted one is logged and done.
+func TestAddLogsOnlyWhatTheHooksAccepted(t *testing.T) {
+	dir := t.TempDir()
+	walPath := filepath.Join(dir, "wal")
+	s := mqtt.New(&mqtt.Options{Logger: quietLog()})
+	f, err := Add(s, Options{
+		Hooks:       []mqtt.Hook{new(auth.AllowHook), &rejectTopic{topic: "refused"}},
+		Store:       new(bolt.Hook),
+		StoreConfig: &bolt.Options{Path: filepath.Join(dir, "idmq.db")},
+		WALPath:     walPath,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, peer := net.Pipe()
+	go io.Copy(io.Discard, peer)
+	defer conn.Close()
+	pub := s.NewClient(conn, "t", "pub", false)
+	pub.Properties.ProtocolVersion = 4
+	pub.State.Inflight.ResetReceiveQuota(16)
+	go pub.WriteLoop()
+	before := f.store.wal.writes.Load()
+	for i, topic := range []string{"refused", "accepted"} {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: topic, Payload: []byte("m"), PacketID: uint16(i + 1)}
+		if err := s.InjectPacket(pub, pk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.store.wal.writes.Load() - before; n != 2 {
+		t.Errorf("%d log records, want 2 (pending and done of the accepted publish)", n)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, pending := openTestWAL(t, walPath, 0); len(pending) != 0 {
+		t.Fatalf("%d records pending after the publishes: %+v", len(pending), pending[0].msg)
+	}
+}
+
+// TestAddThatFailsReleasesTheLog: a store that cannot open fails Add with a StoreError and leaves the
+// log's file unlocked.
+func TestAddThatFailsReleasesTheLog(t *testing.T) {
+	dir := t.TempDir()
+	walPath := filepath.Join(dir, "wal")
+	s := mqtt.New(&mqtt.Options{Logger: quietLog()})
+	_, err := Add(s, Options{Store: new(bolt.Hook), StoreConfig: &bolt.Options{Path: dir}, WALPath: walPath})
+	var se *StoreError
+	if !errors.As(err, &se) {
+		t.Fatalf("Add = %v, want a StoreError", err)
+	}
+	f, err := os.OpenFile(walPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("the log is still locked: %v", err)
+	}
+}
