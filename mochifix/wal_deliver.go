@@ -1,5 +1,13 @@
 package mochifix
 
+// Defect: mochi v2.7.9's publishToClient, which queues a message for one subscriber, is unexported, so the
+// write-ahead log's replay (wal_replay.go) has to do the same for restored sessions itself.
+// Fix: publishOffline, the same rules in the same order for a client without a connection.
+// Upstream: none filed.
+// Proof: TestPublishOffline (wal_deliver_test.go).
+// Delete when: the log goes (wal_hook.go), or mochi exports a way to queue for one subscriber; compare
+// with publishToClient at every mochi upgrade until then.
+
 import (
 	"errors"
 	"log/slog"

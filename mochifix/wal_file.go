@@ -1,6 +1,7 @@
 package mochifix
 
-// The write-ahead log's file: loading with torn-tail recovery, one write(2) per record, compaction.
+// Part of the write-ahead log: wal_hook.go says which mochi defect it works around, what proves it and
+// when it can go. This file: loading with torn-tail recovery, one write(2) per record, compaction.
 //
 // Each record is one write(2) on a file opened for appending, with no fsync: a kill -9 loses nothing
 // the kernel has accepted, and a record the process was writing when it died is a torn tail, detected by

@@ -15,6 +15,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
+// walFileName is the log's name in the tests' temporary directories.
+const walFileName = "idmq-wal.log"
+
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func openTestWAL(t *testing.T, path string, compactAt int64) (*walLog, []*walEntry) {

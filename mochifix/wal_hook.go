@@ -32,7 +32,7 @@ func (h *store) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 			return pk, err
 		}
 	}
-	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+	if h.wal == nil || pk.FixedHeader.Qos == 0 || cl.Net.Inline {
 		return pk, nil
 	}
 	if _, err := h.wal.appendPending(cl, pk); err != nil {
@@ -49,7 +49,7 @@ func (h *store) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	if h.Hook.Provides(mqtt.OnPublished) {
 		h.Hook.OnPublished(cl, pk)
 	}
-	if pk.FixedHeader.Qos == 0 || cl.Net.Inline {
+	if h.wal == nil || pk.FixedHeader.Qos == 0 || cl.Net.Inline {
 		return
 	}
 	if err := h.wal.finish(cl); err != nil {

@@ -1,6 +1,7 @@
 package mochifix
 
-// The write-ahead log's index: which publishes are pending, which subscribers already hold them.
+// Part of the write-ahead log: wal_hook.go says which mochi defect it works around, what proves it and
+// when it can go. This file: the index of pending publishes and which subscribers already hold them.
 
 import (
 	"bytes"

@@ -1,6 +1,7 @@
 package mochifix
 
-// The write-ahead log's records and their encoding (see wal_hook.go for why the log exists).
+// Part of the write-ahead log: wal_hook.go says which mochi defect it works around, what proves it and
+// when it can go. This file: the records and their encoding.
 //
 // A record on disk is length (4 bytes, big endian), CRC32-C of the body (4), then the body: kind (1 byte),
 // publish id (uvarint), then the kind's fields; strings and byte slices are uvarint-length-prefixed.
@@ -15,7 +16,6 @@ import (
 )
 
 const (
-	walFileName = "idmq-wal.log"
 	// walCompactAt is the default size past which the log is rewritten with only its pending records.
 	walCompactAt = 64 << 20
 	// walMaxRecord bounds one record: MQTT's largest packet plus room for the fields around it. A longer

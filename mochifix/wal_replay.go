@@ -1,5 +1,9 @@
 package mochifix
 
+// Part of the write-ahead log: wal_hook.go says which mochi defect it works around, what proves it and
+// when it can go. This file: replaying pending records into the sessions mochi restored, at Fixes.Start.
+// Proof: TestWALReplay (wal_replay_test.go), TestKill9LosesNoAcknowledgedMessage (e2e).
+
 import (
 	"log/slog"
 	"time"
