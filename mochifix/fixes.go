@@ -68,6 +68,10 @@ func Add(server *mqtt.Server, opts Options) (*Fixes, error) {
 	if opts.WALPath != "" && opts.Store == nil {
 		return nil, errors.New("mochifix: a write-ahead log needs a store: with memory only there is nothing to replay into")
 	}
+	if opts.WALPath != "" && !hookSet(opts.Hooks).provides(mqtt.OnACLCheck) {
+		// Replay asks only these hooks; without an ACL among them it would deliver nothing, silently.
+		return nil, errors.New("mochifix: a write-ahead log needs the hook that answers OnACLCheck in Options.Hooks: replay asks it")
+	}
 	f := &Fixes{server: server, opts: opts, log: opts.Logger, accept: make(chan struct{})}
 	if f.log == nil {
 		f.log = slog.New(slog.NewTextHandler(io.Discard, nil))

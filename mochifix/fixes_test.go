@@ -30,10 +30,25 @@ func (h *rejectTopic) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Pack
 	return pk, nil
 }
 
-func TestAddWALNeedsStore(t *testing.T) {
-	s := mqtt.New(&mqtt.Options{Logger: quietLog()})
-	if _, err := Add(s, Options{WALPath: filepath.Join(t.TempDir(), "wal")}); err == nil {
-		t.Fatal("a write-ahead log without a store was accepted")
+// TestAddRefusesALogItCannotReplay: a log needs a store to replay into and, among Options.Hooks, the ACL
+// that replay asks (without one it would silently deliver nothing).
+func TestAddRefusesALogItCannotReplay(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"no store", Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}}},
+		{"no ACL hook", Options{Store: new(bolt.Hook), StoreConfig: &bolt.Options{Path: filepath.Join(t.TempDir(), "idmq.db")}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.WALPath = filepath.Join(t.TempDir(), "wal")
+			if _, err := Add(mqtt.New(&mqtt.Options{Logger: quietLog()}), tc.opts); err == nil {
+				t.Fatal("accepted")
+			}
+			if _, err := os.Stat(tc.opts.WALPath); err == nil {
+				t.Error("the log file was created anyway")
+			}
+		})
 	}
 }
 
@@ -83,7 +98,7 @@ func TestAddThatFailsReleasesTheLog(t *testing.T) {
 	dir := t.TempDir()
 	walPath := filepath.Join(dir, "wal")
 	s := mqtt.New(&mqtt.Options{Logger: quietLog()})
-	_, err := Add(s, Options{Store: new(bolt.Hook), StoreConfig: &bolt.Options{Path: dir}, WALPath: walPath})
+	_, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, Store: new(bolt.Hook), StoreConfig: &bolt.Options{Path: dir}, WALPath: walPath})
 	var se *StoreError
 	if !errors.As(err, &se) {
 		t.Fatalf("Add = %v, want a StoreError", err)

@@ -82,6 +82,15 @@ func publishOffline(s *mqtt.Server, hooks hookSet, cl *mqtt.Client, sub packets.
 // rules: only hooks that provide the event, ACL verdicts OR-ed.
 type hookSet []mqtt.Hook
 
+func (hs hookSet) provides(event byte) bool {
+	for _, h := range hs {
+		if h.Provides(event) {
+			return true
+		}
+	}
+	return false
+}
+
 func (hs hookSet) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	for _, h := range hs {
 		if h.Provides(mqtt.OnACLCheck) && h.OnACLCheck(cl, topic, write) {
