@@ -15,9 +15,11 @@ package mochifix
 //     into the restored sessions before a client can take one over: Fixes.Listener holds Serve until
 //     Fixes.Start is done (the bound socket keeps early connections in its backlog).
 // Upstream: none filed.
-// Proof: TestCloseServerWhileClientsEnd (listener_test.go), TestSilentConnectionsAreClosedAndDoNotBlockOthers
+// Proof: TestListenerCloseStopsClientsItself, TestListenerConnectTimeout, TestFixesListenerWaitsForStart
+// (listener_test.go); end to end TestSilentConnectionsAreClosedAndDoNotBlockOthers
 // and TestKill9LosesNoAcknowledgedMessage (e2e).
-// Delete when: mochi's GetByListener locks once, mochi sets a CONNECT deadline, and the log is gone
+// Delete each part when mochi fixes it: GetByListener locks once, ClientsWg.Add runs before the connection's
+// goroutine, a CONNECT deadline is set; the gate when the log goes
 // (wal_hook.go).
 
 import (

@@ -14,7 +14,8 @@ package mochifix
 // Fixes.Start replays every pending record (wal_replay.go) after mochi restored the store and before any
 // listener accepts.
 // Upstream: none filed.
-// Proof: TestKill9LosesNoAcknowledgedMessage (e2e); unit tests in wal_test.go and wal_replay_test.go.
+// Proof: TestKill9LosesNoAcknowledgedMessage (e2e); TestAddLogsOnlyWhatTheHooksAccepted,
+// TestStoreMarkersBracketTheStoreWrite and the tests in wal_file_test.go and wal_replay_test.go.
 // Delete when: mochi queues a publish for its subscribers (or persists it) before acknowledging it.
 
 import (

@@ -1,4 +1,4 @@
-// Package mochitest holds what idmq's tests need around a bare mochi server.
+// Package mochitest writes raw MQTT packets for idmq's tests.
 package mochitest
 
 import (
