@@ -25,7 +25,8 @@ type Options struct {
 	// it with the persistence fixes. Nil: everything stays in memory.
 	Store       mqtt.Hook
 	StoreConfig any
-	// WALPath is the write-ahead log's file (wal_hook.go); "" runs without one. It needs a Store. The file
+	// WALPath is the write-ahead log's file (wal_hook.go); "" runs without one. It needs a Store and, in
+	// Hooks, the hook that answers OnACLCheck. The file
 	// is locked while open: a second process on it fails Add.
 	WALPath string
 	// SlowSubscriberWait is how long a QoS 1/2 publisher may wait for a subscriber that is behind
