@@ -26,8 +26,7 @@ type Options struct {
 	Store       mqtt.Hook
 	StoreConfig any
 	// WALPath is the write-ahead log's file (wal_hook.go); "" runs without one. It needs a Store and, in
-	// Hooks, the hook that answers OnACLCheck. The file
-	// is locked while open: a second process on it fails Add.
+	// Hooks, the hook that answers OnACLCheck. The file is locked while open: a second process fails Add.
 	WALPath string
 	// SlowSubscriberWait is how long a QoS 1/2 publisher may wait for a subscriber that is behind
 	// (backpressure.go); 0 turns that fix off and mochi drops what exceeds a subscriber's window.
