@@ -20,7 +20,7 @@
 // The MQTT 3.1.1 codes are chosen here, not by mochi's packets.V5CodesToV3: that table maps 0x86 to 0x05
 // (not authorized) instead of 0x04 (bad user name or password), has no entry for 0x87 or 0x8C, and matches
 // on the Reason String too, so a code with any other reason text would reach a 3.1.1 client as an MQTT 5
-// code. Hooks therefore send the CONNACK themselves ([MQTT-3.2.2-7]) with the code Connack returns.
+// code. Hooks therefore send the refusal CONNACK themselves, with the code Connack returns.
 //
 // Refusals mochi makes itself, before or after the hooks, which idmq leaves as they are (mochi v2.7.9):
 //

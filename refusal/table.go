@@ -35,8 +35,8 @@ const (
 	levelWarn          = slog.LevelWarn
 )
 
-// Table has one row per Kind. Credential rows: CONNACK 0x86 (3.1.1: 0x04), DISCONNECT 0x87 at
-// re-authentication [MQTT-4.12.1], Reason String = the Kind.
+// Table has one row per Kind; read it, never change it (Lookup indexes it once). Every credential Kind:
+// CONNACK 0x86 (3.1.1: 0x04), DISCONNECT 0x87 at re-authentication, Reason String = the Kind.
 var Table = buildTable()
 
 var byKind = func() map[Kind]Row {
