@@ -24,13 +24,13 @@
 //
 // Refusals mochi makes itself, before or after the hooks, which idmq leaves as they are (mochi v2.7.9):
 //
-//	maximum clients reached (mqtt.max_clients)     v5 0x89 server busy, v3 0x03
-//	protocol version below the minimum             v5 0x84, v3 0x01
-//	invalid or too long client identifier          v5 0x85, v3 0x02
-//	malformed CONNECT (flags, Will, lengths)       v5 0x82, and 0x82 on a 3.1.1 wire too (mochi has no v3 code)
-//	3.1.1 persistent session without a client id   0x80 on a 3.1.1 wire; the spec wants 0x02 [MQTT-3.1.3-8]
-//	OnConnectAuthenticate false                    v5 0x86, v3 0x05; never reached while authhook runs, as
-//	                                               authhook refuses in OnConnect and admits what it verified
+//	maximum clients reached (mqtt.max_clients)        v5 0x89 server busy, v3 0x03
+//	protocol version below the minimum                v5 0x84, v3 0x01
+//	invalid or too long client identifier             v5 0x85, v3 0x02
+//	malformed CONNECT (e.g. Will flag combinations)   v5 0x82, and 0x82 on a 3.1.1 wire too (mochi has no v3 code)
+//	3.1.1 persistent session without a client id      0x80 on a 3.1.1 wire; the spec wants 0x02 [MQTT-3.1.3-8]
+//	OnConnectAuthenticate false                       v5 0x86, v3 0x05; never reached while authhook runs, as
+//	                                                  authhook refuses in OnConnect and admits what it verified
 //
 // The credential expiring (DISCONNECT 0xA0), revocation and administrators (0x98) end connections that were
 // accepted; they are not refusals and live in authhook's expiry.go, revocation.go and the broker's admin API.
