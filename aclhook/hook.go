@@ -13,6 +13,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idmq/idmq/refusal"
 )
 
 // ID is the hook's mochi ID.
@@ -164,18 +166,15 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 	}
 	acl := h.compile(cl)
 	if d, ok := h.willForbidden(cl, acl); ok {
-		h.logger.Info("acl: connection refused: will topic not authorized",
+		h.logger.Log(context.Background(), refusal.Lookup(refusal.WillNotAuthorized).Level, "acl: connection refused: will topic not authorized",
 			"client", cl.ID, "username", string(cl.Properties.Username),
 			"topic", cl.Properties.Will.TopicName, "rule", d.Rule())
-		code := packets.Code{Code: packets.ErrNotAuthorized.Code, Reason: "not authorized: will topic"}
-		if cl.Properties.ProtocolVersion < 5 {
-			// mochi's v5-to-v3 table lacks 0x87; v3 only knows 0x05 [MQTT-3.2.2.3].
-			code = packets.Err3NotAuthorized
-		}
+		// The hook sends the CONNACK itself: mochi's v5-to-v3 table lacks 0x87. The codes: refusal.Table.
+		code, _ := refusal.Connack(refusal.WillNotAuthorized, cl.Properties.ProtocolVersion)
 		if err := h.server.SendConnack(cl, code, false, nil); err != nil {
 			return fmt.Errorf("aclhook: refusing will topic: %w", err)
 		}
-		return packets.ErrNotAuthorized
+		return refusal.Err(refusal.WillNotAuthorized)
 	}
 	if acl != nil {
 		h.clients.Store(cl, acl)

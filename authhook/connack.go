@@ -1,34 +1,38 @@
 package authhook
 
-import "github.com/mochi-mqtt/server/v2/packets"
+import (
+	"context"
+	"errors"
 
-// connackCode is the one place a refusal becomes a CONNACK reason code. The returned code carries a short
-// reason string (sent to MQTT 5 clients as the CONNACK Reason String).
-//
-// MQTT 3.1.1 clients get 3.1.1 return codes chosen here rather than by mochi's packets.V5CodesToV3, which maps
-// 0x86 to 0x05 (not authorized) instead of 0x04 (bad user name or password) and has no entry for 0x8C, so
-// mochi would put a v5-only code on a 3.1.1 wire. Codes below 0x80 pass through SendConnack unchanged.
-func connackCode(err error, protocolVersion byte) packets.Code {
-	reason := ReasonOf(err)
-	v5 := packets.ErrBadUsernameOrPassword       // 0x86
-	v3 := packets.ErrMalformedUsernameOrPassword // 0x04 [MQTT-3.2.2.3] "bad user name or password"
-	switch reason {
-	case ReasonClientIDTaken:
-		v5 = packets.ErrClientIdentifierNotValid  // 0x85
-		v3 = packets.Err3ClientIdentifierNotValid // 0x02
-	case ReasonBadAuthMethod:
-		v5 = packets.ErrBadAuthenticationMethod // 0x8C; a 3.1.1 client cannot send a method, 0x04 is the nearest
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/refusal"
+)
+
+// refuseConnect refuses a CONNECT that failed authentication with err: counted, logged, and answered with
+// its own CONNACK [MQTT-3.2.2-7], all as refusal.Table says for the error's Reason. The returned error is
+// what OnConnect gives mochi, which then closes the connection.
+func (h *Hook) refuseConnect(cl *mqtt.Client, err error) error {
+	kind := ReasonOf(err)
+	provider := ""
+	var e *Error
+	if errors.As(err, &e) {
+		provider = e.Provider
 	}
-	if protocolVersion < 5 {
-		return v3
+	h.metrics.observe(provider, kind)
+	h.log.Log(context.Background(), refusal.Lookup(kind).Level, "authhook: connection refused",
+		"provider", provider, "reason", string(kind), "remote", cl.Net.Remote, "client", cl.ID, "error", err.Error())
+	if h.server != nil {
+		_ = h.server.SendConnack(cl, connackCode(err, cl.Properties.ProtocolVersion), false, nil)
 	}
-	return packets.Code{Code: v5.Code, Reason: reasonText(reason, v5)}
+	return refusal.Err(kind)
 }
 
-// reasonText is the CONNACK Reason String: the stable reason, which is what a user searches the docs for.
-func reasonText(reason Reason, code packets.Code) string {
-	if reason == "" {
-		return code.Reason
-	}
-	return string(reason)
+// connackCode is the CONNACK for a CONNECT refused with err. An error with no Reason (none is expected) is
+// answered as a credential that does not verify. Every authhook refusal has a CONNACK on both protocol
+// versions, so refusal.Connack's send is always true here.
+func connackCode(err error, protocolVersion byte) packets.Code {
+	code, _ := refusal.Connack(ReasonOf(err), protocolVersion)
+	return code
 }

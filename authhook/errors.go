@@ -3,39 +3,42 @@ package authhook
 import (
 	"errors"
 	"fmt"
+
+	"github.com/idmq/idmq/refusal"
 )
 
-// Reason is the stable name of why a credential was refused. The same strings are the `reason` label of
+// Reason is the stable name of why a credential was refused: a refusal.Kind, whose table decides the CONNACK
+// and DISCONNECT codes, Reason String, metric and log level. The same strings are the `reason` label of
 // idmq_auth_total and the `error` codes of the HTTP token exchange, so never rename one.
-type Reason string
+type Reason = refusal.Kind
 
 const (
-	ReasonIssuerMismatch    Reason = "issuer_mismatch"
-	ReasonTokenExpired      Reason = "token_expired"
-	ReasonTokenNotYetValid  Reason = "token_not_yet_valid"
-	ReasonInvalidSignature  Reason = "invalid_signature"
-	ReasonInvalidAudience   Reason = "invalid_audience"
-	ReasonInvalidAZP        Reason = "invalid_azp"
-	ReasonMissingClaim      Reason = "missing_claim"
-	ReasonUnknownKID        Reason = "unknown_kid"
-	ReasonMalformed         Reason = "malformed"
-	ReasonTokenTooLarge     Reason = "token_too_large"
-	ReasonAlgNotAllowed     Reason = "alg_not_allowed"
-	ReasonKeysUnavailable   Reason = "keys_unavailable"
-	ReasonUsernameMismatch  Reason = "username_mismatch"
-	ReasonClientIDTaken     Reason = "client_id_taken"
-	ReasonBadAuthMethod     Reason = "bad_auth_method"
-	ReasonMissingCredential Reason = "missing_credential"
-	ReasonProviderNotFound  Reason = "provider_not_found"
-	ReasonTokenRevoked      Reason = "token_revoked"
+	ReasonIssuerMismatch    = refusal.IssuerMismatch
+	ReasonTokenExpired      = refusal.TokenExpired
+	ReasonTokenNotYetValid  = refusal.TokenNotYetValid
+	ReasonInvalidSignature  = refusal.InvalidSignature
+	ReasonInvalidAudience   = refusal.InvalidAudience
+	ReasonInvalidAZP        = refusal.InvalidAZP
+	ReasonMissingClaim      = refusal.MissingClaim
+	ReasonUnknownKID        = refusal.UnknownKID
+	ReasonMalformed         = refusal.Malformed
+	ReasonTokenTooLarge     = refusal.TokenTooLarge
+	ReasonAlgNotAllowed     = refusal.AlgNotAllowed
+	ReasonKeysUnavailable   = refusal.KeysUnavailable
+	ReasonUsernameMismatch  = refusal.UsernameMismatch
+	ReasonClientIDTaken     = refusal.ClientIDTaken
+	ReasonBadAuthMethod     = refusal.BadAuthMethod
+	ReasonMissingCredential = refusal.MissingCredential
+	ReasonProviderNotFound  = refusal.ProviderNotFound
+	ReasonTokenRevoked      = refusal.TokenRevoked
 
 	// Device tokens (provider type devices).
-	ReasonUnknownDevice   Reason = "unknown_device"    // the client id names no registered device
-	ReasonDeviceBlocked   Reason = "device_blocked"    // the device is registered with blocked: true
-	ReasonKeyExpired      Reason = "key_expired"       // every key of the device expired, or the token verifies only with an expired one
-	ReasonLifetimeTooLong Reason = "lifetime_too_long" // exp - iat exceeds max_lifetime (+ leeway)
-	ReasonIATSkew         Reason = "iat_skew"          // iat is further from now than iat_skew
-	ReasonProjectMismatch Reason = "project_mismatch"  // the client id path names a project no devices provider serves
+	ReasonUnknownDevice   = refusal.UnknownDevice
+	ReasonDeviceBlocked   = refusal.DeviceBlocked
+	ReasonKeyExpired      = refusal.KeyExpired
+	ReasonLifetimeTooLong = refusal.LifetimeTooLong
+	ReasonIATSkew         = refusal.IATSkew
+	ReasonProjectMismatch = refusal.ProjectMismatch
 )
 
 // Error is a refused credential. Callers tell decisions apart with Reason (or ReasonOf); the message is safe

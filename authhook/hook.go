@@ -352,18 +352,7 @@ func (h *Hook) verifyCredential(credential []byte, clientID string) (*Identity, 
 func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	id, err := h.authenticate(cl, pk)
 	if err != nil {
-		provider := ""
-		var e *Error
-		if errors.As(err, &e) {
-			provider = e.Provider
-		}
-		h.metrics.observe(provider, ReasonOf(err))
-		h.log.Warn("authhook: connection refused",
-			"provider", provider, "reason", string(ReasonOf(err)), "remote", cl.Net.Remote, "client", cl.ID, "error", err.Error())
-		if h.server != nil {
-			_ = h.server.SendConnack(cl, connackCode(err, cl.Properties.ProtocolVersion), false, nil)
-		}
-		return connackCode(err, 5)
+		return h.refuseConnect(cl, err) // connack.go
 	}
 	h.attach(cl, id)
 	cl.Properties.Username = []byte(id.Username)

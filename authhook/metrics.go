@@ -7,7 +7,8 @@ import (
 )
 
 // authMetrics counts CONNECT authentication outcomes as idmq_auth_total{provider,result,reason}. Labels stay
-// bounded: provider is a configured name, "anonymous" or "unknown"; reason is a Reason or "ok".
+// bounded: provider is a configured name, "anonymous" or "unknown"; reason is a Reason or "ok" (the Metric
+// column of refusal.Table names each failure's series).
 type authMetrics struct {
 	total *prometheus.CounterVec
 }

@@ -7,14 +7,16 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/refusal"
 )
 
 // OnAuthPacket handles MQTT 5 re-authentication [MQTT-4.12.1]: AUTH 0x19 with the Authentication Method used
 // at CONNECT and a new token in Authentication Data. On success the identity (attributes, grants, expiry) is
 // replaced, the expiry deadline moved, Options.OnIdentityChange called, and AUTH 0x00 written back here:
-// mochi discards the packet this hook returns. On failure the client is disconnected (0x87 for a credential
-// that does not verify or names another user, 0x8C for a method other than the connection's) and nothing
-// about its session changes first.
+// mochi discards the packet this hook returns. On failure the client is disconnected with the DISCONNECT of
+// refusal.Table (0x87 for a credential that does not verify or names another user, 0x82 for a method other
+// than the connection's) and nothing about its session changes first.
 //
 // It never returns an error: mochi would log the packet, token included, and disconnect the client itself.
 func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
@@ -23,48 +25,48 @@ func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 
 	s := h.session(cl)
 	if s == nil {
-		_ = h.Disconnect(cl, packets.ErrNotAuthorized, "")
+		h.reauthRefused(cl, &Identity{}, refuse(refusal.NotAuthenticated, "AUTH from a client with no identity"))
 		return pk, nil
 	}
 	cur := s.id.Load()
 	if cl.Properties.ProtocolVersion < 5 { // AUTH does not exist in 3.1.1
-		h.reauthRefused(cl, cur, packets.ErrProtocolViolation, refuse(ReasonMalformed, "AUTH packet on an MQTT 3.1.1 connection"))
+		h.reauthRefused(cl, cur, refuse(refusal.AuthProtocolError, "AUTH packet on an MQTT 3.1.1 connection"))
 		return pk, nil
 	}
 	if pk.ReasonCode != packets.CodeReAuthenticate.Code {
 		// idmq never asks to continue an exchange, so a client has no reason to send 0x00 or 0x18.
-		h.reauthRefused(cl, cur, packets.ErrProtocolViolation, refuse(ReasonMalformed, "AUTH reason 0x%02X outside an authentication exchange", pk.ReasonCode))
+		h.reauthRefused(cl, cur, refuse(refusal.AuthProtocolError, "AUTH reason 0x%02X outside an authentication exchange", pk.ReasonCode))
 		return pk, nil
 	}
 	method := pk.Properties.AuthenticationMethod
 	if cur.AuthMethod == "" {
-		h.reauthRefused(cl, cur, packets.ErrBadAuthenticationMethod, refuse(ReasonBadAuthMethod,
+		h.reauthRefused(cl, cur, refuse(ReasonBadAuthMethod,
 			"re-authentication needs an Authentication Method at CONNECT; this connection sent its token in the password field"))
 		return pk, nil
 	}
 	if method != cur.AuthMethod { // [MQTT-4.12.1-1]
-		h.reauthRefused(cl, cur, packets.ErrBadAuthenticationMethod, refuse(ReasonBadAuthMethod,
+		h.reauthRefused(cl, cur, refuse(ReasonBadAuthMethod,
 			"re-authentication method %q is not the connection's %q", clip(method), cur.AuthMethod))
 		return pk, nil
 	}
 	if len(token) == 0 {
-		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, refuse(ReasonMissingCredential, "no token in Authentication Data"))
+		h.reauthRefused(cl, cur, refuse(ReasonMissingCredential, "no token in Authentication Data"))
 		return pk, nil
 	}
 	// A device token is checked against the device this connection's client id names: the same device.
 	verified, err := h.verifyCredential(token, cl.ID)
 	if err != nil {
-		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, err)
+		h.reauthRefused(cl, cur, err)
 		return pk, nil
 	}
 	if verified.Provider != cur.Provider && (h.isDeviceProvider(verified.Provider) || h.isDeviceProvider(cur.Provider)) {
 		// A device stays a device: a user's token must not take over a device's connection, nor the reverse.
-		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, &Error{Reason: ReasonIssuerMismatch, Provider: verified.Provider,
+		h.reauthRefused(cl, cur, &Error{Reason: ReasonIssuerMismatch, Provider: verified.Provider,
 			Message: fmt.Sprintf("re-authentication token is from provider %q, the connection's is %q", verified.Provider, cur.Provider)})
 		return pk, nil
 	}
 	if verified.Username != cur.Username {
-		h.reauthRefused(cl, cur, packets.ErrNotAuthorized, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
+		h.reauthRefused(cl, cur, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
 			Message: fmt.Sprintf("re-authentication token is for %q, the connection is %q", verified.Username, cur.Username)})
 		return pk, nil
 	}
@@ -96,10 +98,11 @@ func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	return pk, nil
 }
 
-// reauthRefused disconnects with code; the Reason String is the stable reason name, as in CONNACKs.
-func (h *Hook) reauthRefused(cl *mqtt.Client, cur *Identity, code packets.Code, err error) {
-	reason := ReasonOf(err)
-	h.log.Warn("authhook: re-authentication refused, client disconnected", "provider", cur.Provider, "username", cur.Username,
-		"reason", string(reason), "client", cl.ID, "remote", cl.Net.Remote, "error", err.Error())
-	_ = h.Disconnect(cl, code, reasonText(reason, code))
+// reauthRefused disconnects with the DISCONNECT refusal.Table gives err's Reason (an MQTT 3.1.1 connection is
+// just closed) and logs it at the table's level.
+func (h *Hook) reauthRefused(cl *mqtt.Client, cur *Identity, err error) {
+	kind := ReasonOf(err)
+	h.log.Log(context.Background(), refusal.Lookup(kind).Level, "authhook: re-authentication refused, client disconnected",
+		"provider", cur.Provider, "username", cur.Username, "reason", string(kind), "client", cl.ID, "remote", cl.Net.Remote, "error", err.Error())
+	_ = h.Disconnect(cl, refusal.Disconnect(kind), "")
 }

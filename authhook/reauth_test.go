@@ -143,10 +143,10 @@ func TestReauthRefused(t *testing.T) {
 			}, code: 0x87, reasonIs: string(ReasonTokenExpired)},
 		{name: "another method", connect: func(tok string) *paho.Connect { return jwtConnect("r-method", tok) }, method: "OAUTH2-JWT",
 			token: func() string { tok, _ := mintLocal(t, b.hook, "alice", time.Hour, nil); return tok },
-			code:  0x8C, reasonIs: string(ReasonBadAuthMethod)},
+			code:  0x82, reasonIs: string(ReasonBadAuthMethod)},
 		{name: "connection used the password field", connect: func(tok string) *paho.Connect { return passwordConnect("r-password", "", tok) }, method: "JWT",
 			token: func() string { tok, _ := mintLocal(t, b.hook, "alice", time.Hour, nil); return tok },
-			code:  0x8C, reasonIs: string(ReasonBadAuthMethod)},
+			code:  0x82, reasonIs: string(ReasonBadAuthMethod)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,11 +1,14 @@
 package broker
 
 import (
+	"context"
 	"net"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idmq/idmq/refusal"
 )
 
 // connectLimitHook refuses CONNECTs beyond a per-IP token bucket before any token is verified, so a flood
@@ -42,10 +45,11 @@ func (h *connectLimitHook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 		return nil
 	}
 	h.refused.Inc()
-	h.Log.Warn("connection refused: connect rate exceeded", "remote", cl.Net.Remote, "client", cl.ID)
-	if cl.Properties.ProtocolVersion >= 5 {
-		_ = h.server.SendConnack(cl, packets.ErrConnectionRateExceeded, false, nil)
+	h.Log.Log(context.Background(), refusal.Lookup(refusal.RateLimited).Level, "connection refused: connect rate exceeded",
+		"remote", cl.Net.Remote, "client", cl.ID)
+	// MQTT 3.1.1 has no return code for this: refusal.Table says close without a CONNACK.
+	if code, send := refusal.Connack(refusal.RateLimited, cl.Properties.ProtocolVersion); send {
+		_ = h.server.SendConnack(cl, code, false, nil)
 	}
-	// MQTT 3.1.1 has no return code for this; the connection is closed without a CONNACK.
-	return packets.ErrConnectionRateExceeded
+	return refusal.Err(refusal.RateLimited)
 }
