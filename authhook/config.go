@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/idmq/idmq/internal/fielderr"
 )
 
 // Provider types.
@@ -157,14 +159,9 @@ type ClaimMapping struct {
 	Default   string `yaml:"default"`
 }
 
-// FieldError is a configuration error about one field. Path is relative to the `auth:` section.
-type FieldError struct {
-	Path    string
-	Message string
-}
-
-func (e *FieldError) Error() string     { return e.Path + ": " + e.Message }
-func (e *FieldError) FieldPath() string { return e.Path }
+// FieldError is a configuration error about one field; Path is relative to the `auth:` section. It is the same
+// type as aclhook.FieldError and broker.FieldError.
+type FieldError = fielderr.FieldError
 
 // SetDefaults fills unset fields. Validate expects it to have run.
 func (c *Config) SetDefaults() {
@@ -195,7 +192,7 @@ func (c *Config) SetDefaults() {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: path, Message: fmt.Sprintf(format, args...)})
+		errs = append(errs, fielderr.New(path, format, args...))
 	}
 	if c.Leeway < 0 || c.Leeway > 5*time.Minute {
 		add("leeway", "must be between 0s and 5m, got %s", c.Leeway)
@@ -300,7 +297,7 @@ func hasLocal(ps []ProviderConfig) bool {
 func validateProvider(p *ProviderConfig) []*FieldError {
 	var errs []*FieldError
 	add := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: path, Message: fmt.Sprintf(format, args...)})
+		errs = append(errs, fielderr.New(path, format, args...))
 	}
 	// Fields that belong to one type only; setting them elsewhere is a mistake worth naming.
 	only := func(field string, set bool, types ...string) {
@@ -445,7 +442,7 @@ func validateProvider(p *ProviderConfig) []*FieldError {
 func validateDevices(p *ProviderConfig) []*FieldError {
 	var errs []*FieldError
 	add := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: path, Message: fmt.Sprintf(format, args...)})
+		errs = append(errs, fielderr.New(path, format, args...))
 	}
 	if p.Issuer != "" {
 		add("issuer", "does not apply to type devices: device tokens have no iss (the aud is the project)")

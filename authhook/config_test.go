@@ -190,7 +190,7 @@ revocation_retention: 2h
 			if err != nil {
 				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 					var fe *FieldError
-					if !errors.As(e, &fe) || !strings.HasPrefix(e.Error(), fe.FieldPath()+": ") {
+					if !errors.As(e, &fe) || !strings.HasPrefix(e.Error(), fe.Path+": ") {
 						t.Fatalf("%v is not a FieldError naming its path", e)
 					}
 					got = append(got, e.Error())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/idmq/idmq/aclhook"
 	"github.com/idmq/idmq/authhook"
+	"github.com/idmq/idmq/internal/fielderr"
 )
 
 // DefaultConfigYAML is what `idmq serve` runs on when no config file is given or found.
@@ -168,27 +169,12 @@ func (c *Config) BoltPath() string {
 	return filepath.Join(c.Resolve(c.DataDir), "idmq.db")
 }
 
-// FieldError is a configuration error about one field; Path is dotted from the file's root.
-type FieldError struct {
-	Path string
-	Line int // 0 when unknown
-	Err  error
-}
-
-func (e *FieldError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("line %d: %s: %v", e.Line, e.Path, e.Err)
-	}
-	return fmt.Sprintf("%s: %v", e.Path, e.Err)
-}
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// FieldPath lets sections' errors and ours be handled alike.
-func (e *FieldError) FieldPath() string { return e.Path }
+// FieldError is a configuration error about one field; once Parse has located it, Path is dotted from the
+// file's root and Line is set. It is the same type as authhook.FieldError and aclhook.FieldError.
+type FieldError = fielderr.FieldError
 
 func fieldErr(path string, format string, args ...any) error {
-	return &FieldError{Path: path, Err: fmt.Errorf(format, args...)}
+	return fielderr.New(path, format, args...)
 }
 
 // validate checks the broker's own sections; auth and acl validate themselves.
