@@ -207,7 +207,7 @@ func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.SetDefaults()
 	if c.Leeway != 5*time.Second || c.JWKSRefreshInterval != 15*time.Minute || c.UnknownKIDCooldown != 30*time.Second ||
-		c.CacheSize != DefaultCacheSize || !slices.Equal(c.PlaceholderUsernames, []string{"jwt", "unused"}) ||
+		c.CacheSize != defaultCacheSize || !slices.Equal(c.PlaceholderUsernames, []string{"jwt", "unused"}) ||
 		c.Exchange.TTL != time.Hour || c.RevocationRetention != 7*24*time.Hour {
 		t.Fatalf("defaults = %+v", c)
 	}

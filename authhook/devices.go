@@ -26,7 +26,7 @@ import (
 //
 // Checks, in this order (the first failure is the reason): alg allowed (RS256, ES256 by default; EdDSA by
 // name; never HMAC); device known (unknown_device) and not blocked (device_blocked); the signature, with
-// each of the device's keys that has not expired, at most MaxDeviceKeys (every key expired, or the token
+// each of the device's keys that has not expired, at most maxDeviceKeys (every key expired, or the token
 // verifies only with an expired key: key_expired; else invalid_signature); aud is exactly the project
 // (invalid_audience); iat present and |now - iat| <= iat_skew (iat_skew); exp present and exp - iat <=
 // max_lifetime + leeway (lifetime_too_long); exp + leeway in the future (token_expired); nbf, if present.
@@ -84,10 +84,10 @@ func newDeviceProvider(p ProviderConfig, spec *providerSpec, at, baseDir string,
 		registry:    r,
 	}
 	if dp.maxLifetime == 0 {
-		dp.maxLifetime = DefaultDeviceMaxLifetime
+		dp.maxLifetime = defaultDeviceMaxLifetime
 	}
 	if dp.iatSkew == 0 {
-		dp.iatSkew = DefaultDeviceIATSkew
+		dp.iatSkew = defaultDeviceIATSkew
 	}
 	return dp, nil
 }
@@ -208,7 +208,7 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 	id := &Identity{
 		Provider:   dp.name,
 		Subject:    name.id,
-		Username:   EscapeUsername(name.id),
+		Username:   escapeUsername(name.id),
 		IssuedAt:   iat.Time,
 		ExpiresAt:  exp.Time,
 		Attributes: map[string]string{"device_id": name.id},

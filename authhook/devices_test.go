@@ -337,7 +337,7 @@ func TestDeviceExpiryAndReauth(t *testing.T) {
 		select {
 		case td := <-c.disconnects:
 			checkOnTime(t, "DISCONNECT", td.at, deadline)
-			if td.d.ReasonCode != 0xA0 || td.d.Properties == nil || td.d.Properties.ReasonString != ExpiredReason {
+			if td.d.ReasonCode != 0xA0 || td.d.Properties == nil || td.d.Properties.ReasonString != expiredReason {
 				t.Fatalf("DISCONNECT 0x%02X %+v, want 0xA0", td.d.ReasonCode, td.d.Properties)
 			}
 		case <-time.After(time.Until(deadline) + 2*time.Second):

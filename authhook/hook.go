@@ -21,14 +21,14 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// MaxTokenSize bounds a credential; longer ones are refused before any parsing.
-const MaxTokenSize = 16 << 10
+// maxTokenSize bounds a credential; longer ones are refused before any parsing.
+const maxTokenSize = 16 << 10
 
-// DefaultFetchWait is the longest a CONNECT waits for a key set fetch caused by an unknown kid.
-const DefaultFetchWait = 2 * time.Second
+// defaultFetchWait is the longest a CONNECT waits for a key set fetch caused by an unknown kid.
+const defaultFetchWait = 2 * time.Second
 
-// JWTAuthMethods are the MQTT 5 Authentication Methods that carry a JWT in Authentication Data.
-var JWTAuthMethods = []string{"JWT", "OAUTH2-JWT", "CUSTOM-JWT"}
+// jwtAuthMethods are the MQTT 5 Authentication Methods that carry a JWT in Authentication Data.
+var jwtAuthMethods = []string{"JWT", "OAUTH2-JWT", "CUSTOM-JWT"}
 
 // Options configure a Hook.
 type Options struct {
@@ -135,7 +135,7 @@ func New(opts Options) (*Hook, error) {
 		return nil, err
 	}
 	if opts.DataDir != "" {
-		h.revocationsAt = filepath.Join(opts.DataDir, RevocationsFileName)
+		h.revocationsAt = filepath.Join(opts.DataDir, revocationsFileName)
 	}
 	if err := h.loadRevocations(); err != nil {
 		return nil, err
@@ -176,7 +176,7 @@ func New(opts Options) (*Hook, error) {
 			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, staticKey{key: s.hmacSecret}, cfg.Leeway, h.now)
 		default:
 			for _, iss := range s.issuers {
-				rk, err := newRemoteKeys(h.ctx, s.name, iss, client, h.now, cfg.UnknownKIDCooldown, DefaultFetchWait, h.log)
+				rk, err := newRemoteKeys(h.ctx, s.name, iss, client, h.now, cfg.UnknownKIDCooldown, defaultFetchWait, h.log)
 				if err != nil {
 					h.cancel()
 					return nil, err
@@ -275,8 +275,8 @@ func (h *Hook) Verify(ctx context.Context, token, provider string) (*Identity, e
 // verify checks a token for a client (clientID "" outside CONNECT and AUTH), choosing the provider by the
 // token's iss, or, for a token without iss, by the rules of the devices providers (see devices.go).
 func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
-	if len(token) > MaxTokenSize {
-		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(token), MaxTokenSize)
+	if len(token) > maxTokenSize {
+		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(token), maxTokenSize)
 	}
 	if provider != "" && h.byName[provider] == nil {
 		return nil, refuse(ReasonProviderNotFound, "no provider named %q", clip(provider))
@@ -336,7 +336,7 @@ func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
 // verifyCredential is verify for the bytes of a CONNECT password or Authentication Data: a token found in the
 // cache is neither copied nor parsed, so a reconnect with a cached token allocates nothing for it.
 func (h *Hook) verifyCredential(credential []byte, clientID string) (*Identity, error) {
-	if len(credential) <= MaxTokenSize {
+	if len(credential) <= maxTokenSize {
 		if id := h.cache.getBytes(credential, h.now()); id != nil {
 			if err := h.revoked(id); err != nil {
 				return nil, err
@@ -380,13 +380,13 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 	credential := pk.Connect.Password
 	if cl.Properties.ProtocolVersion == 5 && pk.Properties.AuthenticationMethod != "" {
 		method = pk.Properties.AuthenticationMethod
-		if !slices.Contains(JWTAuthMethods, method) {
+		if !slices.Contains(jwtAuthMethods, method) {
 			return nil, refuse(ReasonBadAuthMethod, "authentication method %q is not supported (use JWT)", clip(method))
 		}
 		credential = pk.Properties.AuthenticationData
 	}
-	if len(credential) > MaxTokenSize {
-		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(credential), MaxTokenSize)
+	if len(credential) > maxTokenSize {
+		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(credential), maxTokenSize)
 	}
 	var verified *Identity
 	if len(credential) == 0 {

@@ -30,15 +30,15 @@ import (
 
 // Claims of local credentials beyond the registered ones. Mint writes them, the local verifier reads them.
 const (
-	LocalAttributesClaim = "attrs"  // object of string attributes -> Identity.Attributes
-	LocalTopicsClaim     = "topics" // {"publish": [...], "subscribe": [...], "all": [...]} -> Identity.Grants
-	// LocalOriginClaim marks a credential minted by the token exchange: the provider that verified the IdP
+	localAttributesClaim = "attrs"  // object of string attributes -> Identity.Attributes
+	localTopicsClaim     = "topics" // {"publish": [...], "subscribe": [...], "all": [...]} -> Identity.Grants
+	// localOriginClaim marks a credential minted by the token exchange: the provider that verified the IdP
 	// token -> Identity.Origin. Its presence binds the credential to its username exactly (no placeholder).
-	LocalOriginClaim = "origin"
+	localOriginClaim = "origin"
 )
 
-// SigningKeyFileName is the generated key of the local provider, inside the data directory.
-const SigningKeyFileName = "idmq-signing-key.pem"
+// signingKeyFileName is the generated key of the local provider, inside the data directory.
+const signingKeyFileName = "idmq-signing-key.pem"
 
 // exchangeKeyInfo labels the HMAC key of exchanged credentials, derived from the local signing key. A new
 // label (v2) would invalidate every outstanding exchanged credential at once.
@@ -220,7 +220,7 @@ func (li *LocalIssuer) mint(sub string, ttl time.Duration, attrs map[string]stri
 		IssuedAt: now.Unix(), Expires: exp, ID: base64.RawURLEncoding.EncodeToString(jti),
 		Attributes: attrs, Origin: origin,
 	}
-	if !grants.Empty() {
+	if !grants.empty() {
 		claims.Topics = grantsClaim(grants)
 	}
 	if origin != "" {
@@ -322,29 +322,29 @@ func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) 
 	if iat, err := claims.GetIssuedAt(); err == nil && iat != nil {
 		id.IssuedAt = iat.Time
 	}
-	if raw, ok := claims[LocalAttributesClaim]; ok {
+	if raw, ok := claims[localAttributesClaim]; ok {
 		m, ok := raw.(map[string]any)
 		if !ok {
-			return nil, &Error{Reason: ReasonMalformed, Claim: LocalAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
+			return nil, &Error{Reason: ReasonMalformed, Claim: localAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
 		}
 		id.Attributes = make(map[string]string, len(m))
 		for k, v := range m {
 			s, ok := v.(string)
 			if !ok {
-				return nil, &Error{Reason: ReasonMalformed, Claim: LocalAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
+				return nil, &Error{Reason: ReasonMalformed, Claim: localAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
 			}
 			id.Attributes[k] = s
 		}
 	}
-	if raw, ok := claims[LocalOriginClaim]; ok {
+	if raw, ok := claims[localOriginClaim]; ok {
 		if id.Origin, _ = raw.(string); id.Origin == "" {
-			return nil, &Error{Reason: ReasonMalformed, Claim: LocalOriginClaim, Message: "claim \"origin\" must be a provider name"}
+			return nil, &Error{Reason: ReasonMalformed, Claim: localOriginClaim, Message: "claim \"origin\" must be a provider name"}
 		}
 	}
-	if raw, ok := claims[LocalTopicsClaim]; ok {
+	if raw, ok := claims[localTopicsClaim]; ok {
 		g, err := parseGrants(raw)
 		if err != nil {
-			return nil, &Error{Reason: ReasonMalformed, Claim: LocalTopicsClaim, Message: "claim \"topics\" " + err.Error()}
+			return nil, &Error{Reason: ReasonMalformed, Claim: localTopicsClaim, Message: "claim \"topics\" " + err.Error()}
 		}
 		id.Grants = g
 	}
@@ -360,7 +360,7 @@ func loadSigningKey(file, dataDir string) (crypto.Signer, error) {
 	if dataDir == "" {
 		return nil, errors.New("authhook: the local provider needs a data directory or auth.signing_key_file")
 	}
-	path := filepath.Join(dataDir, SigningKeyFileName)
+	path := filepath.Join(dataDir, signingKeyFileName)
 	key, err := readSigningKey(path)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return key, err

@@ -24,13 +24,13 @@ import (
 	"time"
 )
 
-// MaxDeviceKeys bounds the keys of one device, as in Cloud IoT Core: a CONNECT costs at most this many
+// maxDeviceKeys bounds the keys of one device, as in Cloud IoT Core: a CONNECT costs at most this many
 // signature checks, whatever the token.
-const MaxDeviceKeys = 3
+const maxDeviceKeys = 3
 
-// DeviceAttributes are the attributes of a device identity: device_id (the device id as it is, unescaped),
+// deviceAttributes are the attributes of a device identity: device_id (the device id as it is, unescaped),
 // registry and region (from a full Cloud IoT client id path; absent for a bare id).
-var DeviceAttributes = []string{"device_id", "registry", "region"}
+var deviceAttributes = []string{"device_id", "registry", "region"}
 
 const (
 	// maxDeviceKeyFile bounds a registry file: three certificates are a few KiB.
@@ -110,8 +110,8 @@ func parseDeviceKeys(data []byte) ([]deviceKey, error) {
 	switch {
 	case len(keys) == 0:
 		return nil, errors.New("no PEM public key or certificate")
-	case len(keys) > MaxDeviceKeys:
-		return nil, fmt.Errorf("%d keys, a device has at most %d", len(keys), MaxDeviceKeys)
+	case len(keys) > maxDeviceKeys:
+		return nil, fmt.Errorf("%d keys, a device has at most %d", len(keys), maxDeviceKeys)
 	}
 	return keys, nil
 }
@@ -222,8 +222,8 @@ func newDeviceRegistry(p ProviderConfig, at, baseDir string, log *slog.Logger, n
 				d.keys = append(d.keys, key)
 			}
 		}
-		if len(d.keys) > MaxDeviceKeys {
-			return nil, fmt.Errorf("authhook: auth.%s.devices[%d].keys: %d keys, a device has at most %d", at, i, len(d.keys), MaxDeviceKeys)
+		if len(d.keys) > maxDeviceKeys {
+			return nil, fmt.Errorf("authhook: auth.%s.devices[%d].keys: %d keys, a device has at most %d", at, i, len(d.keys), maxDeviceKeys)
 		}
 		r.inline[d.id] = d
 	}
