@@ -68,17 +68,17 @@ type deviceProvider struct {
 	registry    *deviceRegistry
 }
 
-func newDeviceProvider(p ProviderConfig, spec *providerSpec, at, baseDir string, leeway time.Duration, now func() time.Time, log *slog.Logger) (*deviceProvider, error) {
-	r, err := newDeviceRegistry(p, at, baseDir, log, now)
+func newDeviceProvider(name string, c *devicesSettings, spec *providerSpec, at, baseDir string, leeway time.Duration, now func() time.Time, log *slog.Logger) (*deviceProvider, error) {
+	r, err := newDeviceRegistry(name, c, at, baseDir, log, now)
 	if err != nil {
 		return nil, err
 	}
 	dp := &deviceProvider{
-		name:        p.Name,
-		project:     p.Project,
+		name:        name,
+		project:     c.Project,
 		algorithms:  spec.algorithms,
-		maxLifetime: p.MaxLifetime,
-		iatSkew:     p.IATSkew,
+		maxLifetime: c.MaxLifetime,
+		iatSkew:     c.IATSkew,
 		leeway:      leeway,
 		now:         now,
 		registry:    r,

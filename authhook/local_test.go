@@ -24,7 +24,7 @@ func newLocalHook(t *testing.T, dataDir string, now func() time.Time) *Hook {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.Close)
+	t.Cleanup(func() { _ = h.Stop() })
 	return h
 }
 
@@ -137,7 +137,7 @@ func TestLocalSigningKeyFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h2.Close()
+	defer h2.Stop()
 	if h2.LocalIssuer().kid != h.LocalIssuer().kid {
 		t.Fatal("signing_key_file gave another key")
 	}

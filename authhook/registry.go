@@ -197,9 +197,9 @@ type registryFile struct {
 // newDeviceRegistry reads the inline devices' key files and scans registry_dir once; a missing directory or
 // an unreadable key file is an error (the broker does not start), while a bad file inside registry_dir is
 // only logged and its device refused.
-func newDeviceRegistry(p ProviderConfig, at, baseDir string, log *slog.Logger, now func() time.Time) (*deviceRegistry, error) {
-	r := &deviceRegistry{provider: p.Name, inline: map[string]*device{}, log: log, now: now, files: map[string]registryFile{}}
-	for i, dc := range p.Devices {
+func newDeviceRegistry(name string, c *devicesSettings, at, baseDir string, log *slog.Logger, now func() time.Time) (*deviceRegistry, error) {
+	r := &deviceRegistry{provider: name, inline: map[string]*device{}, log: log, now: now, files: map[string]registryFile{}}
+	for i, dc := range c.Devices {
 		d := &device{id: dc.ID, blocked: dc.Blocked, source: "config"}
 		for k, kc := range dc.Keys {
 			field := fmt.Sprintf("%s.devices[%d].keys[%d]", at, i, k)
@@ -227,8 +227,8 @@ func newDeviceRegistry(p ProviderConfig, at, baseDir string, log *slog.Logger, n
 		}
 		r.inline[d.id] = d
 	}
-	if p.RegistryDir != "" {
-		r.dir = resolvePath(baseDir, p.RegistryDir)
+	if c.RegistryDir != "" {
+		r.dir = resolvePath(baseDir, c.RegistryDir)
 		fi, err := os.Stat(r.dir)
 		if err == nil && !fi.IsDir() {
 			err = errors.New("not a directory")

@@ -75,7 +75,7 @@ func TestRevokeUsernameRefusesTokensWithoutIAT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	waitReady(t, h)
 	noIAT := baseClaims(idp.srv.URL)(clock.Now())
 	delete(noIAT, "iat")

@@ -111,7 +111,7 @@ func newVerifyFixture(tb testing.TB) *verifyFixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(h.Close)
+	tb.Cleanup(func() { _ = h.Stop() })
 	waitReady(tb, h)
 	jwksProviders := []string{"oidc", "clerk", "auth0", "supabase", "firebase"}
 	remote := func(provider, iss, aud string, k testKey) fuzzSigner {

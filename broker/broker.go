@@ -326,6 +326,6 @@ func (b *Broker) Close(ctx context.Context) error {
 	if err := b.server.Close(); err != nil {
 		errs = append(errs, err)
 	}
-	b.auth.Close()
+	_ = b.auth.Stop() // mochi stopped the hook in server.Close when it was added; Stop is idempotent
 	return errors.Join(errs...)
 }
