@@ -240,15 +240,7 @@ func (c *Config) validate() error {
 	if c.HTTP.Address != "" {
 		claim("http.address", c.HTTP.Address)
 	}
-	add(c.checkKeyPair("http", c.HTTP.CertFile, c.HTTP.KeyFile, false))
-	for i, o := range c.HTTP.CORSOrigins {
-		add(checkOrigin(fmt.Sprintf("http.cors_origins[%d]", i), o))
-	}
-	add(checkKeys("http.api_keys", c.HTTP.APIKeys))
-	add(checkKeys("http.admin_keys", c.HTTP.AdminKeys))
-	if c.HTTP.RateLimit.PerSecond <= 0 || c.HTTP.RateLimit.Burst < 1 {
-		add(fieldErr("http.rate_limit", "per_second must be > 0 and burst >= 1"))
-	}
+	errs = append(errs, c.validateHTTP()...)
 
 	switch c.Storage.Type {
 	case StorageBolt, StorageMemory:
@@ -263,7 +255,34 @@ func (c *Config) validate() error {
 		add(fieldErr("storage.type", "%q is not one of bolt, memory, redis", c.Storage.Type))
 	}
 
-	m := c.MQTT
+	errs = append(errs, c.MQTT.validate()...)
+	return errors.Join(errs...)
+}
+
+// validateHTTP checks the http section but its address, which validate checks against the listeners'.
+func (c *Config) validateHTTP() []error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(c.checkKeyPair("http", c.HTTP.CertFile, c.HTTP.KeyFile, false))
+	for i, o := range c.HTTP.CORSOrigins {
+		add(checkOrigin(fmt.Sprintf("http.cors_origins[%d]", i), o))
+	}
+	add(checkKeys("http.api_keys", c.HTTP.APIKeys))
+	add(checkKeys("http.admin_keys", c.HTTP.AdminKeys))
+	if c.HTTP.RateLimit.PerSecond <= 0 || c.HTTP.RateLimit.Burst < 1 {
+		add(fieldErr("http.rate_limit", "per_second must be > 0 and burst >= 1"))
+	}
+	return errs
+}
+
+// validate checks the mqtt section's limits.
+func (m *MQTTConfig) validate() []error {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
 	if m.MaxClients < 0 {
 		add(fieldErr("mqtt.max_clients", "must be 0 (unlimited) or positive"))
 	}
@@ -294,7 +313,7 @@ func (c *Config) validate() error {
 	if m.ConnectTimeout < 100*time.Millisecond || m.ConnectTimeout > 5*time.Minute {
 		add(fieldErr("mqtt.connect_timeout", "must be between 100ms and 5m"))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 func secureTypeOf(t string) string {
