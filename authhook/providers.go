@@ -91,6 +91,9 @@ func settingsOf(p *ProviderConfig) (typeSettings, problems) {
 			tc = pt.new()
 		}
 	}
+	if tc == nil {
+		return nil, nil // the keys cannot be judged before the type is known: validateProvider names the type
+	}
 	var errs problems
 	src := reflect.ValueOf(p).Elem()
 	for _, k := range providerKeys {
