@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// hookGoroutines lists the goroutines running authhook code, by id, except the calling test's own.
+// hookGoroutines lists the goroutines running authhook code, by id, except the tests' own: the calling
+// test's, and the test IdP's HTTP handlers.
 func hookGoroutines() map[string]string {
 	buf := make([]byte, 1<<20)
 	for {
@@ -25,7 +26,7 @@ func hookGoroutines() map[string]string {
 	out := map[string]string{}
 	for _, g := range bytes.Split(buf, []byte("\n\n")) {
 		stack := string(g)
-		if !strings.Contains(stack, "idmq/authhook.") || strings.Contains(stack, "testing.tRunner") {
+		if !strings.Contains(stack, "idmq/authhook.") || strings.Contains(stack, "testing.tRunner") || strings.Contains(stack, "net/http.(*conn).serve") {
 			continue
 		}
 		id, _, _ := strings.Cut(strings.TrimPrefix(stack, "goroutine "), " ")
