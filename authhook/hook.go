@@ -68,6 +68,8 @@ type Hook struct {
 	revocationsMu sync.Mutex                    // serialises Revoke
 	revocationsAt string                        // file the revocations persist to; "" = memory only
 
+	// Background work (key refreshes, registry polls) runs under ctx and is counted in wg; cleanup
+	// (provision.go) cancels and waits for it.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
