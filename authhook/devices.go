@@ -205,12 +205,17 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 		return nil, refuse(ReasonTokenNotYetValid, "token is not valid yet (nbf in the future)")
 	}
 
+	return dp.identity(name, claims, iat.Time, exp.Time), nil
+}
+
+// identity is the Identity of a verified device token: the device is named by the client id, never the token.
+func (dp *deviceProvider) identity(name deviceName, claims jwt.MapClaims, iat, exp time.Time) *Identity {
 	id := &Identity{
 		Provider:   dp.name,
 		Subject:    name.id,
 		Username:   escapeUsername(name.id),
-		IssuedAt:   iat.Time,
-		ExpiresAt:  exp.Time,
+		IssuedAt:   iat,
+		ExpiresAt:  exp,
 		Attributes: map[string]string{"device_id": name.id},
 	}
 	id.TokenID, _ = claims["jti"].(string)
@@ -220,7 +225,7 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 	if name.region != "" {
 		id.Attributes["region"] = name.region
 	}
-	return id, nil
+	return id
 }
 
 // checkSignature verifies with each unexpired key of the device. Expired keys are tried only after that
