@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/idmq/idmq/internal/fielderr"
 )
 
 // Config is the `acl:` section of the broker's configuration.
@@ -119,15 +121,9 @@ var (
 	ErrEmptyCondition     = errors.New("aclhook: empty `when` condition")
 )
 
-// FieldError is a configuration error in one field. Path is relative to the acl section.
-type FieldError struct {
-	Path string // e.g. "rules[3].topic"
-	Err  error
-}
-
-func (e *FieldError) Error() string     { return e.Path + ": " + e.Err.Error() }
-func (e *FieldError) FieldPath() string { return e.Path }
-func (e *FieldError) Unwrap() error     { return e.Err }
+// FieldError is a configuration error in one field; Path is relative to the acl section ("rules[3].topic").
+// It is the same type as authhook.FieldError and broker.FieldError.
+type FieldError = fielderr.FieldError
 
 // Validate checks the section. err is a *FieldError, or errors.Join of several (each a *FieldError,
 // reachable through Unwrap() []error). Warnings name a `when` condition or %{name} placeholder on an

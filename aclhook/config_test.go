@@ -95,12 +95,12 @@ func TestValidateErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := Config{Rules: []Rule{{Topic: "ok/#", Access: AccessPubSub}, tt.rule}}
 			_, err := c.Validate([]string{"role"})
-			var fe interface{ FieldPath() string }
+			var fe *FieldError
 			if !errors.As(err, &fe) {
 				t.Fatalf("error %v does not name a field", err)
 			}
-			if fe.FieldPath() != tt.path {
-				t.Errorf("FieldPath() = %q, want %q", fe.FieldPath(), tt.path)
+			if fe.Path != tt.path {
+				t.Errorf("Path = %q, want %q", fe.Path, tt.path)
 			}
 			if !errors.Is(err, tt.target) {
 				t.Errorf("error %v is not %v", err, tt.target)
@@ -124,7 +124,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 	}
 	var paths []string
 	for _, e := range multi.Unwrap() {
-		paths = append(paths, e.(*FieldError).FieldPath())
+		paths = append(paths, e.(*FieldError).Path)
 	}
 	if want := []string{"rules[0].topic", "rules[1].access"}; !reflect.DeepEqual(paths, want) {
 		t.Errorf("paths %q, want %q", paths, want)

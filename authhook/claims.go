@@ -78,7 +78,7 @@ func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
 	if from == "email" {
 		username = strings.ToLower(username) // an email used as username is case-insensitive
 	}
-	id.Username = spec.prefix + EscapeUsername(username)
+	id.Username = spec.prefix + escapeUsername(username)
 
 	for _, m := range spec.claims {
 		v, ok := claimAt(claims, m.Path)

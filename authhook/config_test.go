@@ -46,6 +46,12 @@ providers: [{name: dev, type: oidc, issuer: "http://127.0.0.1:5556"}]
 		{name: "missing type and bad name", yaml: `
 providers: [{name: Corp}]
 `, want: []string{`providers[0].name: must be 1-63 lower-case letters, digits, '-' or '_', got "Corp"`, `providers[0].type: is required: one of oidc, clerk, auth0, supabase, firebase, local, devices`}},
+		{name: "unknown type: only the type is named", yaml: `
+providers: [{name: a, type: odic, issuer: https://idp.example.com, domains: [x.clerk.dev]}]
+`, want: []string{`providers[0].type: must be one of oidc, clerk, auth0, supabase, firebase, local, devices, got "odic"`}},
+		{name: "a key of another type is not validated as if it applied", yaml: `
+providers: [{name: l, type: local, claims: [{path: x, attribute: username}]}]
+`, want: []string{`providers[0].claims: only applies to type oidc or clerk or auth0 or supabase or firebase`}},
 		{name: "duplicate name and issuer", yaml: `
 providers:
   - {name: a, type: oidc, issuer: https://idp.example.com}
@@ -190,7 +196,7 @@ revocation_retention: 2h
 			if err != nil {
 				for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 					var fe *FieldError
-					if !errors.As(e, &fe) || !strings.HasPrefix(e.Error(), fe.FieldPath()+": ") {
+					if !errors.As(e, &fe) || !strings.HasPrefix(e.Error(), fe.Path+": ") {
 						t.Fatalf("%v is not a FieldError naming its path", e)
 					}
 					got = append(got, e.Error())
@@ -207,7 +213,7 @@ func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.SetDefaults()
 	if c.Leeway != 5*time.Second || c.JWKSRefreshInterval != 15*time.Minute || c.UnknownKIDCooldown != 30*time.Second ||
-		c.CacheSize != DefaultCacheSize || !slices.Equal(c.PlaceholderUsernames, []string{"jwt", "unused"}) ||
+		c.CacheSize != defaultCacheSize || !slices.Equal(c.PlaceholderUsernames, []string{"jwt", "unused"}) ||
 		c.Exchange.TTL != time.Hour || c.RevocationRetention != 7*24*time.Hour {
 		t.Fatalf("defaults = %+v", c)
 	}

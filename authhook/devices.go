@@ -26,7 +26,7 @@ import (
 //
 // Checks, in this order (the first failure is the reason): alg allowed (RS256, ES256 by default; EdDSA by
 // name; never HMAC); device known (unknown_device) and not blocked (device_blocked); the signature, with
-// each of the device's keys that has not expired, at most MaxDeviceKeys (every key expired, or the token
+// each of the device's keys that has not expired, at most maxDeviceKeys (every key expired, or the token
 // verifies only with an expired key: key_expired; else invalid_signature); aud is exactly the project
 // (invalid_audience); iat present and |now - iat| <= iat_skew (iat_skew); exp present and exp - iat <=
 // max_lifetime + leeway (lifetime_too_long); exp + leeway in the future (token_expired); nbf, if present.
@@ -68,26 +68,26 @@ type deviceProvider struct {
 	registry    *deviceRegistry
 }
 
-func newDeviceProvider(p ProviderConfig, spec *providerSpec, at, baseDir string, leeway time.Duration, now func() time.Time, log *slog.Logger) (*deviceProvider, error) {
-	r, err := newDeviceRegistry(p, at, baseDir, log, now)
+func newDeviceProvider(name string, c *devicesSettings, spec *providerSpec, at, baseDir string, leeway time.Duration, now func() time.Time, log *slog.Logger) (*deviceProvider, error) {
+	r, err := newDeviceRegistry(name, c, at, baseDir, log, now)
 	if err != nil {
 		return nil, err
 	}
 	dp := &deviceProvider{
-		name:        p.Name,
-		project:     p.Project,
+		name:        name,
+		project:     c.Project,
 		algorithms:  spec.algorithms,
-		maxLifetime: p.MaxLifetime,
-		iatSkew:     p.IATSkew,
+		maxLifetime: c.MaxLifetime,
+		iatSkew:     c.IATSkew,
 		leeway:      leeway,
 		now:         now,
 		registry:    r,
 	}
 	if dp.maxLifetime == 0 {
-		dp.maxLifetime = DefaultDeviceMaxLifetime
+		dp.maxLifetime = defaultDeviceMaxLifetime
 	}
 	if dp.iatSkew == 0 {
-		dp.iatSkew = DefaultDeviceIATSkew
+		dp.iatSkew = defaultDeviceIATSkew
 	}
 	return dp, nil
 }
@@ -205,12 +205,17 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 		return nil, refuse(ReasonTokenNotYetValid, "token is not valid yet (nbf in the future)")
 	}
 
+	return dp.identity(name, claims, iat.Time, exp.Time), nil
+}
+
+// identity is the Identity of a verified device token: the device is named by the client id, never the token.
+func (dp *deviceProvider) identity(name deviceName, claims jwt.MapClaims, iat, exp time.Time) *Identity {
 	id := &Identity{
 		Provider:   dp.name,
 		Subject:    name.id,
-		Username:   EscapeUsername(name.id),
-		IssuedAt:   iat.Time,
-		ExpiresAt:  exp.Time,
+		Username:   escapeUsername(name.id),
+		IssuedAt:   iat,
+		ExpiresAt:  exp,
 		Attributes: map[string]string{"device_id": name.id},
 	}
 	id.TokenID, _ = claims["jti"].(string)
@@ -220,7 +225,7 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 	if name.region != "" {
 		id.Attributes["region"] = name.region
 	}
-	return id, nil
+	return id
 }
 
 // checkSignature verifies with each unexpired key of the device. Expired keys are tried only after that

@@ -270,7 +270,7 @@ func TestDeviceProviderSelection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	token := func(k testKey, aud string) string {
 		c := deviceClaims(clock.Now())
 		c["aud"] = aud
@@ -337,7 +337,7 @@ func TestDeviceExpiryAndReauth(t *testing.T) {
 		select {
 		case td := <-c.disconnects:
 			checkOnTime(t, "DISCONNECT", td.at, deadline)
-			if td.d.ReasonCode != 0xA0 || td.d.Properties == nil || td.d.Properties.ReasonString != ExpiredReason {
+			if td.d.ReasonCode != 0xA0 || td.d.Properties == nil || td.d.Properties.ReasonString != expiredReason {
 				t.Fatalf("DISCONNECT 0x%02X %+v, want 0xA0", td.d.ReasonCode, td.d.Properties)
 			}
 		case <-time.After(time.Until(deadline) + 2*time.Second):
@@ -426,7 +426,7 @@ func BenchmarkDeviceVerify(b *testing.B) {
 			if got := len(h.devices[0].registry.set.Load().byID); got != n {
 				b.Fatalf("%d devices loaded, want %d", got, n)
 			}
-			h.Close() // stop the directory poller: this measures the CONNECT path alone (BenchmarkRegistrySweep is the poller)
+			_ = h.Stop() // stop the directory poller: this measures the CONNECT path alone (BenchmarkRegistrySweep is the poller)
 			clientID := devicePath(testProject, fmt.Sprintf("dev-%d", n/2))
 			b.Run(fmt.Sprintf("%s/devices=%d", alg, n), func(b *testing.B) {
 				b.ReportAllocs()

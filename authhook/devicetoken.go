@@ -27,8 +27,8 @@ func MintDeviceToken(key crypto.Signer, project, alg string, ttl time.Duration, 
 	if project == "" {
 		return "", errors.New("authhook: device token: the project (aud) must not be empty")
 	}
-	if ttl < time.Second || ttl > DefaultDeviceMaxLifetime {
-		return "", fmt.Errorf("authhook: device token: ttl must be between 1s and %s, got %s", DefaultDeviceMaxLifetime, ttl)
+	if ttl < time.Second || ttl > defaultDeviceMaxLifetime {
+		return "", fmt.Errorf("authhook: device token: ttl must be between 1s and %s, got %s", defaultDeviceMaxLifetime, ttl)
 	}
 	method, err := deviceSigningMethod(key.Public())
 	if err != nil {

@@ -30,7 +30,7 @@ func TestMintDeviceToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	now := time.Now()
 	tests := []struct {
 		name    string

@@ -38,7 +38,7 @@ func TestExchangedCredentialsUseTheDerivedKeyOnly(t *testing.T) {
 	}
 
 	claims := jwt.MapClaims{"iss": li.issuer, "aud": li.audience, "sub": "mallory", "iat": time.Now().Unix(),
-		"exp": time.Now().Add(time.Hour).Unix(), LocalOriginClaim: "corp"}
+		"exp": time.Now().Add(time.Hour).Unix(), localOriginClaim: "corp"}
 	sign := func(key []byte, kid string, c jwt.MapClaims) string {
 		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
 		tok.Header["kid"] = kid
@@ -56,7 +56,7 @@ func TestExchangedCredentialsUseTheDerivedKeyOnly(t *testing.T) {
 	for k, v := range claims {
 		noOrigin[k] = v
 	}
-	delete(noOrigin, LocalOriginClaim)
+	delete(noOrigin, localOriginClaim)
 	tests := []struct {
 		name   string
 		token  string

@@ -12,8 +12,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// ExpiredReason is the DISCONNECT Reason String sent with 0xA0 when a client's credential expires.
-const ExpiredReason = "token expired"
+// expiredReason is the DISCONNECT Reason String sent with 0xA0 when a client's credential expires.
+const expiredReason = "token expired"
 
 // session is what the hook knows about one connection: its current identity and its place in the hook's
 // expiry queue. Sessions are keyed by *mqtt.Client (weakly), never by client id, so a newer connection that
@@ -93,7 +93,7 @@ func (h *Hook) expired(s *session, id *Identity) {
 	if cl == nil {
 		return
 	}
-	if err := h.Disconnect(cl, packets.ErrMaxConnectTime, ExpiredReason); err == nil {
+	if err := h.Disconnect(cl, packets.ErrMaxConnectTime, expiredReason); err == nil {
 		h.log.Info("authhook: credential expired, client disconnected", "provider", id.Provider, "username", id.Username,
 			"client", cl.ID, "remote", cl.Net.Remote, "expired_at", id.ExpiresAt)
 	}

@@ -285,7 +285,7 @@ func TestNoTimerLeaks(t *testing.T) {
 			t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 		}
 		waitFor(t, func() bool { return b.hook.armed.Load() == 1 })
-		b.hook.Close()
+		_ = b.hook.Stop()
 		if got := b.hook.armed.Load(); got != 0 {
 			t.Fatalf("%d timers armed after Close", got)
 		}

@@ -16,16 +16,16 @@ import (
 // maxFetchBody bounds discovery documents and key sets: both come from a network we do not control.
 const maxFetchBody = 1 << 20
 
-// FetchError explains why a discovery document or key set could not be fetched, precisely enough for
+// fetchError explains why a discovery document or key set could not be fetched, precisely enough for
 // `idmq check` to tell DNS from TLS from an HTTP status from bad JSON.
-type FetchError struct {
+type fetchError struct {
 	URL    string
 	Kind   string // dns, tls, connect, timeout, http_status, too_large, bad_json, no_keys, bad_discovery
 	Status int    // for http_status
 	Err    error
 }
 
-func (e *FetchError) Error() string {
+func (e *fetchError) Error() string {
 	var what string
 	switch e.Kind {
 	case "dns":
@@ -53,7 +53,7 @@ func (e *FetchError) Error() string {
 	return fmt.Sprintf("GET %s: %s", e.URL, what)
 }
 
-func (e *FetchError) Unwrap() error { return e.Err }
+func (e *fetchError) Unwrap() error { return e.Err }
 
 func defaultHTTPClient() *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
@@ -67,27 +67,27 @@ func defaultHTTPClient() *http.Client {
 func getJSON(ctx context.Context, client *http.Client, url string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return &FetchError{URL: url, Kind: "connect", Err: err}
+		return &fetchError{URL: url, Kind: "connect", Err: err}
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return &FetchError{URL: url, Kind: transportKind(err), Err: unwrapURLError(err)}
+		return &fetchError{URL: url, Kind: transportKind(err), Err: unwrapURLError(err)}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return &FetchError{URL: url, Kind: "http_status", Status: resp.StatusCode}
+		return &fetchError{URL: url, Kind: "http_status", Status: resp.StatusCode}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFetchBody+1))
 	if err != nil {
-		return &FetchError{URL: url, Kind: transportKind(err), Err: err}
+		return &fetchError{URL: url, Kind: transportKind(err), Err: err}
 	}
 	if len(body) > maxFetchBody {
-		return &FetchError{URL: url, Kind: "too_large"}
+		return &fetchError{URL: url, Kind: "too_large"}
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return &FetchError{URL: url, Kind: "bad_json", Err: err}
+		return &fetchError{URL: url, Kind: "bad_json", Err: err}
 	}
 	return nil
 }
@@ -113,7 +113,7 @@ func transportKind(err error) string {
 	return "connect"
 }
 
-// unwrapURLError drops *url.Error's "Get \"url\":" prefix; FetchError already names the URL.
+// unwrapURLError drops *url.Error's "Get \"url\":" prefix; fetchError already names the URL.
 func unwrapURLError(err error) error {
 	if u := errors.Unwrap(err); u != nil {
 		return u

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,7 +14,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -24,29 +21,11 @@ import (
 // MaxTokenSize bounds a credential; longer ones are refused before any parsing.
 const MaxTokenSize = 16 << 10
 
-// DefaultFetchWait is the longest a CONNECT waits for a key set fetch caused by an unknown kid.
-const DefaultFetchWait = 2 * time.Second
+// defaultFetchWait is the longest a CONNECT waits for a key set fetch caused by an unknown kid.
+const defaultFetchWait = 2 * time.Second
 
-// JWTAuthMethods are the MQTT 5 Authentication Methods that carry a JWT in Authentication Data.
-var JWTAuthMethods = []string{"JWT", "OAUTH2-JWT", "CUSTOM-JWT"}
-
-// Options configure a Hook.
-type Options struct {
-	Config     Config
-	Server     *mqtt.Server          // sends the refusal CONNACK with a precise reason code; nil only in unit tests of Verify
-	DataDir    string                // where the local provider's generated key lives (0600)
-	Registerer prometheus.Registerer // optional: registers idmq_auth_total
-	Logger     *slog.Logger          // optional
-	HTTPClient *http.Client          // optional: fetches discovery documents and key sets
-	Now        func() time.Time      // optional clock
-	// BaseDir is what relative paths of devices providers (key files, registry_dir) resolve against: the
-	// config file's directory. "" = the working directory.
-	BaseDir string
-	// OnIdentityChange is called after MQTT 5 re-authentication replaced a connected client's identity (new
-	// attributes and grants), on the client's own goroutine, before the AUTH success reply is sent. The broker
-	// recompiles the client's ACL here.
-	OnIdentityChange func(cl *mqtt.Client)
-}
+// jwtAuthMethods are the MQTT 5 Authentication Methods that carry a JWT in Authentication Data.
+var jwtAuthMethods = []string{"JWT", "OAUTH2-JWT", "CUSTOM-JWT"}
 
 // ProviderStatus is the health of one issuer of one provider, for /readyz and `idmq check`.
 type ProviderStatus struct {
@@ -89,123 +68,14 @@ type Hook struct {
 	revocationsMu sync.Mutex                    // serialises Revoke
 	revocationsAt string                        // file the revocations persist to; "" = memory only
 
+	// Background work (key refreshes, registry polls) runs under ctx and is counted in wg; cleanup
+	// (provision.go) cancels and waits for it.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
 var _ mqtt.Hook = (*Hook)(nil)
-
-// New builds every provider's verifier and key set. Remote key sets are fetched in the background: New never
-// waits for an identity provider, and a provider whose keys never arrived is reported as not ready.
-func New(opts Options) (*Hook, error) {
-	cfg := opts.Config
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	h := &Hook{
-		cfg:      cfg,
-		server:   opts.Server,
-		log:      opts.Logger,
-		now:      opts.Now,
-		parser:   jwt.NewParser(jwt.WithJSONNumber()),
-		byIssuer: map[string]*verifier{},
-		byName:   map[string]*providerSpec{},
-		remotes:  map[*providerSpec][]*remoteKeys{},
-		cache:    newTokenCache(cfg.CacheSize),
-
-		devicesByProject: map[string]*deviceProvider{},
-		deviceByName:     map[string]*deviceProvider{},
-
-		onIdentityChange: opts.OnIdentityChange,
-	}
-	if h.log == nil {
-		h.log = slog.Default()
-	}
-	if h.now == nil {
-		h.now = time.Now
-	}
-	client := opts.HTTPClient
-	if client == nil {
-		client = defaultHTTPClient()
-	}
-	var err error
-	if h.metrics, err = newAuthMetrics(opts.Registerer); err != nil {
-		return nil, err
-	}
-	if opts.DataDir != "" {
-		h.revocationsAt = filepath.Join(opts.DataDir, RevocationsFileName)
-	}
-	if err := h.loadRevocations(); err != nil {
-		return nil, err
-	}
-	h.ctx, h.cancel = context.WithCancel(context.Background())
-
-	for i, pc := range cfg.Providers {
-		spec, err := resolveProvider(pc)
-		if err != nil {
-			h.cancel()
-			return nil, err
-		}
-		s := &spec
-		h.specs = append(h.specs, s)
-		h.byName[s.name] = s
-		switch {
-		case s.typ == TypeDevices:
-			dp, err := newDeviceProvider(pc, s, fmt.Sprintf("providers[%d]", i), opts.BaseDir, cfg.Leeway, h.now, h.log)
-			if err != nil {
-				h.cancel()
-				return nil, err
-			}
-			h.devices = append(h.devices, dp)
-			h.devicesByProject[dp.project] = dp
-			h.deviceByName[dp.name] = dp
-		case s.typ == TypeLocal:
-			signer, err := loadSigningKey(cfg.SigningKeyFile, opts.DataDir)
-			if err != nil {
-				h.cancel()
-				return nil, err
-			}
-			if h.local, err = newLocalIssuer(s, signer, h.now); err != nil {
-				h.cancel()
-				return nil, err
-			}
-			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, localKeys{li: h.local}, cfg.Leeway, h.now)
-		case s.hmacSecret != nil:
-			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, staticKey{key: s.hmacSecret}, cfg.Leeway, h.now)
-		default:
-			for _, iss := range s.issuers {
-				rk, err := newRemoteKeys(h.ctx, s.name, iss, client, h.now, cfg.UnknownKIDCooldown, DefaultFetchWait, h.log)
-				if err != nil {
-					h.cancel()
-					return nil, err
-				}
-				h.remotes[s] = append(h.remotes[s], rk)
-				h.byIssuer[iss.issuer] = newVerifier(s, iss.issuer, rk, cfg.Leeway, h.now)
-			}
-		}
-	}
-	for _, rks := range h.remotes {
-		for _, rk := range rks {
-			h.wg.Add(1)
-			go func() {
-				defer h.wg.Done()
-				rk.run(cfg.JWKSRefreshInterval)
-			}()
-		}
-	}
-	for _, dp := range h.devices {
-		if dp.registry.dir != "" {
-			h.wg.Add(1)
-			go func() {
-				defer h.wg.Done()
-				dp.registry.run(h.ctx, registryPollInterval)
-			}()
-		}
-	}
-	return h, nil
-}
 
 // ID implements mqtt.Hook.
 func (h *Hook) ID() string { return "idmq-auth" }
@@ -217,35 +87,6 @@ func (h *Hook) Provides(b byte) bool {
 		return true
 	}
 	return false
-}
-
-// Init implements mqtt.Hook; configuration comes through New, so AddHook's config must be nil.
-func (h *Hook) Init(config any) error {
-	if config != nil {
-		return mqtt.ErrInvalidConfigType
-	}
-	return nil
-}
-
-// Close stops background key refreshes and empties the expiry queue (the server normally ended those
-// connections first).
-func (h *Hook) Close() {
-	h.cancel()
-	h.wg.Wait()
-	h.sessions.Range(func(_, v any) bool {
-		s := v.(*session)
-		s.mu.Lock()
-		s.ending = true
-		s.mu.Unlock()
-		return true
-	})
-	h.expiry.close(h)
-}
-
-// Stop implements mqtt.Hook.
-func (h *Hook) Stop() error {
-	h.Close()
-	return nil
 }
 
 // LocalIssuer is the `local` provider's issuer, or nil when none is configured.
@@ -369,7 +210,7 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 	credential := pk.Connect.Password
 	if cl.Properties.ProtocolVersion == 5 && pk.Properties.AuthenticationMethod != "" {
 		method = pk.Properties.AuthenticationMethod
-		if !slices.Contains(JWTAuthMethods, method) {
+		if !slices.Contains(jwtAuthMethods, method) {
 			return nil, refuse(ReasonBadAuthMethod, "authentication method %q is not supported (use JWT)", clip(method))
 		}
 		credential = pk.Properties.AuthenticationData

@@ -228,7 +228,7 @@ func startBrokerWith(t testing.TB, opts Options, extra ...mqtt.Hook) *testBroker
 	}
 	t.Cleanup(func() {
 		closeTestServer(server)
-		h.Close()
+		_ = h.Stop()
 	})
 	return &testBroker{hook: h, server: server, addr: ln.Addr().String(), logs: logs, reg: reg}
 }
@@ -714,7 +714,7 @@ func TestConnectWaitsAtMostFetchWait(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	waitReady(t, h)
 	for _, rks := range h.remotes {
 		rks[0].fetchWait = 100 * time.Millisecond
@@ -752,7 +752,7 @@ func TestNewDoesNotBlockOnUnreachableIdP(t *testing.T) {
 	if h.Providers()[0].Ready {
 		t.Fatal("provider ready without keys")
 	}
-	h.Close()
+	_ = h.Stop()
 }
 
 func TestAnonymous(t *testing.T) {
@@ -793,7 +793,7 @@ func TestVerifyNamedProvider(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	waitReady(t, h)
 	token := key.sign(t, baseClaims(idp.srv.URL)(clock.Now()))
 	tests := []struct {
@@ -868,7 +868,7 @@ func BenchmarkVerify(b *testing.B) {
 				}
 			}
 		})
-		h.Close()
+		_ = h.Stop()
 	}
 }
 
@@ -879,7 +879,7 @@ func BenchmarkVerifyCacheHit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	waitReady(b, h)
 	token := key.sign(b, baseClaims(idp.srv.URL)(time.Now()))
 	ctx := context.Background()

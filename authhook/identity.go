@@ -30,7 +30,7 @@ type TopicGrants struct {
 	All       []string // publish and subscribe
 }
 
-// Empty reports whether no grant is present.
-func (g TopicGrants) Empty() bool {
+// empty reports whether no grant is present.
+func (g TopicGrants) empty() bool {
 	return len(g.Publish) == 0 && len(g.Subscribe) == 0 && len(g.All) == 0
 }

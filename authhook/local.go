@@ -2,25 +2,17 @@ package authhook
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -30,15 +22,15 @@ import (
 
 // Claims of local credentials beyond the registered ones. Mint writes them, the local verifier reads them.
 const (
-	LocalAttributesClaim = "attrs"  // object of string attributes -> Identity.Attributes
-	LocalTopicsClaim     = "topics" // {"publish": [...], "subscribe": [...], "all": [...]} -> Identity.Grants
-	// LocalOriginClaim marks a credential minted by the token exchange: the provider that verified the IdP
+	localAttributesClaim = "attrs"  // object of string attributes -> Identity.Attributes
+	localTopicsClaim     = "topics" // {"publish": [...], "subscribe": [...], "all": [...]} -> Identity.Grants
+	// localOriginClaim marks a credential minted by the token exchange: the provider that verified the IdP
 	// token -> Identity.Origin. Its presence binds the credential to its username exactly (no placeholder).
-	LocalOriginClaim = "origin"
+	localOriginClaim = "origin"
 )
 
-// SigningKeyFileName is the generated key of the local provider, inside the data directory.
-const SigningKeyFileName = "idmq-signing-key.pem"
+// signingKeyFileName is the generated key of the local provider, inside the data directory.
+const signingKeyFileName = "idmq-signing-key.pem"
 
 // exchangeKeyInfo labels the HMAC key of exchanged credentials, derived from the local signing key. A new
 // label (v2) would invalidate every outstanding exchanged credential at once.
@@ -220,7 +212,7 @@ func (li *LocalIssuer) mint(sub string, ttl time.Duration, attrs map[string]stri
 		IssuedAt: now.Unix(), Expires: exp, ID: base64.RawURLEncoding.EncodeToString(jti),
 		Attributes: attrs, Origin: origin,
 	}
-	if !grants.Empty() {
+	if !grants.empty() {
 		claims.Topics = grantsClaim(grants)
 	}
 	if origin != "" {
@@ -322,159 +314,31 @@ func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) 
 	if iat, err := claims.GetIssuedAt(); err == nil && iat != nil {
 		id.IssuedAt = iat.Time
 	}
-	if raw, ok := claims[LocalAttributesClaim]; ok {
+	if raw, ok := claims[localAttributesClaim]; ok {
 		m, ok := raw.(map[string]any)
 		if !ok {
-			return nil, &Error{Reason: ReasonMalformed, Claim: LocalAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
+			return nil, &Error{Reason: ReasonMalformed, Claim: localAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
 		}
 		id.Attributes = make(map[string]string, len(m))
 		for k, v := range m {
 			s, ok := v.(string)
 			if !ok {
-				return nil, &Error{Reason: ReasonMalformed, Claim: LocalAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
+				return nil, &Error{Reason: ReasonMalformed, Claim: localAttributesClaim, Message: "claim \"attrs\" must be an object of strings"}
 			}
 			id.Attributes[k] = s
 		}
 	}
-	if raw, ok := claims[LocalOriginClaim]; ok {
+	if raw, ok := claims[localOriginClaim]; ok {
 		if id.Origin, _ = raw.(string); id.Origin == "" {
-			return nil, &Error{Reason: ReasonMalformed, Claim: LocalOriginClaim, Message: "claim \"origin\" must be a provider name"}
+			return nil, &Error{Reason: ReasonMalformed, Claim: localOriginClaim, Message: "claim \"origin\" must be a provider name"}
 		}
 	}
-	if raw, ok := claims[LocalTopicsClaim]; ok {
+	if raw, ok := claims[localTopicsClaim]; ok {
 		g, err := parseGrants(raw)
 		if err != nil {
-			return nil, &Error{Reason: ReasonMalformed, Claim: LocalTopicsClaim, Message: "claim \"topics\" " + err.Error()}
+			return nil, &Error{Reason: ReasonMalformed, Claim: localTopicsClaim, Message: "claim \"topics\" " + err.Error()}
 		}
 		id.Grants = g
 	}
 	return id, nil
-}
-
-// loadSigningKey reads signing_key_file, or the generated key in dataDir, generating it (P-256, 0600) on
-// first start.
-func loadSigningKey(file, dataDir string) (crypto.Signer, error) {
-	if file != "" {
-		return readSigningKey(file)
-	}
-	if dataDir == "" {
-		return nil, errors.New("authhook: the local provider needs a data directory or auth.signing_key_file")
-	}
-	path := filepath.Join(dataDir, SigningKeyFileName)
-	key, err := readSigningKey(path)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return key, err
-	}
-	return generateSigningKey(path)
-}
-
-func readSigningKey(path string) (crypto.Signer, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("authhook: signing key: %w", err)
-	}
-	signer, err := parsePrivateKeyPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("authhook: signing key %s: %w", path, err)
-	}
-	if _, err := signingMethodFor(signer); err != nil {
-		return nil, fmt.Errorf("authhook: signing key %s: %w", path, err)
-	}
-	return signer, nil
-}
-
-func generateSigningKey(path string) (crypto.Signer, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("authhook: signing key: %w", err)
-	}
-	// Write to a private temporary file and rename, so a crash never leaves a half-written key behind.
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".signing-key-*")
-	if err != nil {
-		return nil, fmt.Errorf("authhook: signing key: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("authhook: signing key: %w", err)
-	}
-	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		tmp.Close()
-		return nil, fmt.Errorf("authhook: signing key: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	// Link fails if another process created the key meanwhile; then use theirs.
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return readSigningKey(path)
-		}
-		return nil, fmt.Errorf("authhook: signing key: %w", err)
-	}
-	return key, nil
-}
-
-func signingMethodFor(s crypto.Signer) (jwt.SigningMethod, error) {
-	switch k := s.Public().(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return jwt.SigningMethodES256, nil
-		case elliptic.P384():
-			return jwt.SigningMethodES384, nil
-		}
-		return nil, fmt.Errorf("unsupported EC curve %s (want P-256 or P-384)", k.Curve.Params().Name)
-	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return nil, fmt.Errorf("RSA key of %d bits is too small (want at least 2048)", k.N.BitLen())
-		}
-		return jwt.SigningMethodRS256, nil
-	case ed25519.PublicKey:
-		return jwt.SigningMethodEdDSA, nil
-	}
-	return nil, fmt.Errorf("unsupported key type %T", s.Public())
-}
-
-// thumbprint is the RFC 7638 JWK thumbprint, used as the kid.
-func thumbprint(pub any) (string, error) {
-	b64 := base64.RawURLEncoding.EncodeToString
-	var canonical string
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		size := (k.Curve.Params().BitSize + 7) / 8
-		x, y := make([]byte, size), make([]byte, size)
-		k.X.FillBytes(x)
-		k.Y.FillBytes(y)
-		canonical = fmt.Sprintf(`{"crv":%q,"kty":"EC","x":%q,"y":%q}`, k.Curve.Params().Name, b64(x), b64(y))
-	case *rsa.PublicKey:
-		e := big64(k.E)
-		canonical = fmt.Sprintf(`{"e":%q,"kty":"RSA","n":%q}`, b64(e), b64(k.N.Bytes()))
-	case ed25519.PublicKey:
-		canonical = fmt.Sprintf(`{"crv":"Ed25519","kty":"OKP","x":%q}`, b64(k))
-	default:
-		return "", fmt.Errorf("unsupported key type %T", pub)
-	}
-	sum := sha256.Sum256([]byte(canonical))
-	return b64(sum[:]), nil
-}
-
-func big64(e int) []byte {
-	var b []byte
-	for e > 0 {
-		b = append([]byte{byte(e)}, b...)
-		e >>= 8
-	}
-	return b
 }

@@ -24,14 +24,14 @@ func newLocalHook(t *testing.T, dataDir string, now func() time.Time) *Hook {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.Close)
+	t.Cleanup(func() { _ = h.Stop() })
 	return h
 }
 
 func TestLocalKeyGeneratedOnceAndPrivate(t *testing.T) {
 	dir := t.TempDir()
 	h1 := newLocalHook(t, dir, nil)
-	info, err := os.Stat(filepath.Join(dir, SigningKeyFileName))
+	info, err := os.Stat(filepath.Join(dir, signingKeyFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,11 +133,11 @@ func TestLocalSigningKeyFile(t *testing.T) {
 	// A generated key file works as signing_key_file.
 	dir := t.TempDir()
 	h := newLocalHook(t, dir, nil)
-	h2, err := New(Options{Config: Config{SigningKeyFile: filepath.Join(dir, SigningKeyFileName), Providers: []ProviderConfig{{Name: "local", Type: TypeLocal}}}})
+	h2, err := New(Options{Config: Config{SigningKeyFile: filepath.Join(dir, signingKeyFileName), Providers: []ProviderConfig{{Name: "local", Type: TypeLocal}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h2.Close()
+	defer h2.Stop()
 	if h2.LocalIssuer().kid != h.LocalIssuer().kid {
 		t.Fatal("signing_key_file gave another key")
 	}

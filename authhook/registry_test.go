@@ -177,7 +177,7 @@ func TestRegistryDirContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	token := signDevice(t, key, deviceClaims(time.Now()))
 	tests := []struct {
 		clientID string
@@ -247,7 +247,7 @@ func TestDeviceKeyFileRelativeToBaseDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	// The configured expiry is earlier than the certificate's and wins.
 	if _, err := h.verify(signDevice(t, key, deviceClaims(time.Now())), "", "d"); ReasonOf(err) != ReasonKeyExpired {
 		t.Fatalf("err = %v, want key_expired", err)
@@ -275,8 +275,7 @@ func BenchmarkRegistrySweep(b *testing.B) {
 	if err := os.Chtimes(dir, old, old); err != nil {
 		b.Fatal(err)
 	}
-	cfg := ProviderConfig{Name: "fleet", Type: TypeDevices, Project: testProject, RegistryDir: dir}
-	r, err := newDeviceRegistry(cfg, "providers[0]", "", slog.New(slog.DiscardHandler), time.Now)
+	r, err := newDeviceRegistry("fleet", &devicesSettings{Project: testProject, RegistryDir: dir}, "providers[0]", "", slog.New(slog.DiscardHandler), time.Now)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -236,7 +236,7 @@ func (r *remoteKeys) fetch(ctx context.Context) ([]jwkset.JWK, error) {
 		keys = append(keys, jwk)
 	}
 	if len(keys) == 0 {
-		fe := &FetchError{URL: u, Kind: "no_keys"}
+		fe := &fetchError{URL: u, Kind: "no_keys"}
 		if len(skipped) > 0 {
 			fe.Err = errors.New(strings.Join(skipped, "; "))
 		}
@@ -278,7 +278,7 @@ func discoverJWKSURL(ctx context.Context, client *http.Client, issuer string) (s
 		return "", err
 	}
 	bad := func(format string, args ...any) error {
-		return &FetchError{URL: wellKnown, Kind: "bad_discovery", Err: fmt.Errorf(format, args...)}
+		return &fetchError{URL: wellKnown, Kind: "bad_discovery", Err: fmt.Errorf(format, args...)}
 	}
 	if doc.Issuer != issuer {
 		return "", bad("issuer %q does not match the configured issuer %q", clip(doc.Issuer), issuer)

@@ -18,7 +18,7 @@ func newHookFor(t *testing.T, cfg Config, client *http.Client, now func() time.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.Close)
+	t.Cleanup(func() { _ = h.Stop() })
 	return h
 }
 

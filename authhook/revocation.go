@@ -12,14 +12,14 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// RevocationsFileName holds the revocations, inside the data directory (0600).
-const RevocationsFileName = "idmq-revocations.json"
+// revocationsFileName holds the revocations, inside the data directory (0600).
+const revocationsFileName = "idmq-revocations.json"
 
 // maxRevocationKey bounds a revoked username or jti; both come from an operator's HTTP request.
 const maxRevocationKey = 1024
 
-// RevokedReason is the DISCONNECT Reason String sent with 0x98 to clients whose credentials are revoked.
-const RevokedReason = "credentials revoked"
+// revokedReason is the DISCONNECT Reason String sent with 0x98 to clients whose credentials are revoked.
+const revokedReason = "credentials revoked"
 
 // Revocation refuses credentials: by Username, every credential of that user issued before RevokedAt or in
 // the same second (iat has one-second precision; a credential without iat counts as issued before); by
@@ -103,7 +103,7 @@ func (h *Hook) Revoke(r Revocation) (disconnected int, err error) {
 		if h.revoked(id) == nil {
 			return true
 		}
-		if cl := s.client.Value(); cl != nil && h.Disconnect(cl, packets.ErrAdministrativeAction, RevokedReason) == nil {
+		if cl := s.client.Value(); cl != nil && h.Disconnect(cl, packets.ErrAdministrativeAction, revokedReason) == nil {
 			disconnected++
 			h.log.Info("authhook: credentials revoked, client disconnected", "provider", id.Provider, "username", id.Username,
 				"client", cl.ID, "remote", cl.Net.Remote)

@@ -35,8 +35,8 @@ func TestRevokeUsername(t *testing.T) {
 	}
 	select {
 	case td := <-alice5.disconnects:
-		if td.d.ReasonCode != 0x98 || td.d.Properties == nil || td.d.Properties.ReasonString != RevokedReason {
-			t.Fatalf("DISCONNECT 0x%02X %+v, want 0x98 %q", td.d.ReasonCode, td.d.Properties, RevokedReason)
+		if td.d.ReasonCode != 0x98 || td.d.Properties == nil || td.d.Properties.ReasonString != revokedReason {
+			t.Fatalf("DISCONNECT 0x%02X %+v, want 0x98 %q", td.d.ReasonCode, td.d.Properties, revokedReason)
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("alice's v5 connection not disconnected")
@@ -75,7 +75,7 @@ func TestRevokeUsernameRefusesTokensWithoutIAT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer h.Stop()
 	waitReady(t, h)
 	noIAT := baseClaims(idp.srv.URL)(clock.Now())
 	delete(noIAT, "iat")
@@ -164,7 +164,7 @@ func TestRevocationsPersistAndExpire(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	info, err := os.Stat(filepath.Join(dir, RevocationsFileName))
+	info, err := os.Stat(filepath.Join(dir, revocationsFileName))
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("revocations file: %v %v, want mode 0600", info, err)
 	}
@@ -176,8 +176,8 @@ func TestRevocationsPersistAndExpire(t *testing.T) {
 		revoked bool
 	}{
 		{name: "after a restart", after: time.Hour, listed: 2, revoked: true},
-		{name: "just inside the retention", after: DefaultRevocationRetention - time.Second, listed: 2, revoked: true},
-		{name: "past the retention", after: DefaultRevocationRetention + time.Second, listed: 0, revoked: false},
+		{name: "just inside the retention", after: defaultRevocationRetention - time.Second, listed: 2, revoked: true},
+		{name: "past the retention", after: defaultRevocationRetention + time.Second, listed: 0, revoked: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,7 +224,7 @@ func TestRevokeInvalid(t *testing.T) {
 
 func TestRevocationsFileCorrupt(t *testing.T) {
 	dir := t.TempDir()
-	path := filepath.Join(dir, RevocationsFileName)
+	path := filepath.Join(dir, revocationsFileName)
 	if err := os.WriteFile(path, []byte(`{"revocations": [{"username": "a", "jti": "b", "revoked_at": "2026-01-01T00:00:00Z"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}

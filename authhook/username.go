@@ -6,10 +6,10 @@ import (
 	"unicode/utf8"
 )
 
-// EscapeUsername makes a claim value safe to use as an MQTT username and in topics (%u): '+', '#', '/', '%',
+// escapeUsername makes a claim value safe to use as an MQTT username and in topics (%u): '+', '#', '/', '%',
 // control characters, invalid UTF-8 and a leading '$' are percent-encoded byte by byte. Because '%' itself is
 // always encoded, the mapping is injective: two different claim values never give the same username.
-func EscapeUsername(s string) string {
+func escapeUsername(s string) string {
 	if !needsEscape(s) {
 		return s
 	}
@@ -56,7 +56,7 @@ func escapeRune(r rune, size int, first bool) bool {
 }
 
 // safeUsername reports whether s can be used as a username as it is: no wildcard, level separator or control
-// character, no leading '$' (and valid UTF-8). Unlike EscapeUsername's output it may contain '%'.
+// character, no leading '$' (and valid UTF-8). Unlike escapeUsername's output it may contain '%'.
 func safeUsername(s string) bool {
 	for i := 0; i < len(s); {
 		r, size := utf8.DecodeRuneInString(s[i:])

@@ -17,9 +17,9 @@ func TestEscapeUsername(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := EscapeUsername(tt.in)
+			got := escapeUsername(tt.in)
 			if got != tt.want {
-				t.Fatalf("EscapeUsername(%q) = %q, want %q", tt.in, got, tt.want)
+				t.Fatalf("escapeUsername(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 			if !safeUsername(got) {
 				t.Fatalf("%q is not safe", got)
@@ -33,7 +33,7 @@ func TestEscapeUsernameInjective(t *testing.T) {
 	inputs := []string{"a/b", "a%2Fb", "a%2fb", "%", "%25", "$x", "%24x", "+", "%2B", "a\x00", "a%00", "", "a", "a#", "a%23"}
 	seen := map[string]string{}
 	for _, in := range inputs {
-		out := EscapeUsername(in)
+		out := escapeUsername(in)
 		if prev, dup := seen[out]; dup {
 			t.Fatalf("%q and %q both escape to %q", prev, in, out)
 		}
@@ -46,7 +46,7 @@ func FuzzEscapeUsername(f *testing.F) {
 		f.Add(s, s+"x")
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
-		ea, eb := EscapeUsername(a), EscapeUsername(b)
+		ea, eb := escapeUsername(a), escapeUsername(b)
 		if !safeUsername(ea) {
 			t.Fatalf("unsafe output %q for %q", ea, a)
 		}

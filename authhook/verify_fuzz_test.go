@@ -111,7 +111,7 @@ func newVerifyFixture(tb testing.TB) *verifyFixture {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(h.Close)
+	tb.Cleanup(func() { _ = h.Stop() })
 	waitReady(tb, h)
 	jwksProviders := []string{"oidc", "clerk", "auth0", "supabase", "firebase"}
 	remote := func(provider, iss, aud string, k testKey) fuzzSigner {
@@ -389,7 +389,7 @@ func checkLocalIdentity(t *testing.T, id *Identity, claims map[string]any, s fuz
 	if id.Username != sub || sub == "" || !safeUsername(sub) {
 		t.Fatalf("local identity username %q from sub %q", id.Username, sub)
 	}
-	attrs, _ := claims[LocalAttributesClaim].(map[string]any)
+	attrs, _ := claims[localAttributesClaim].(map[string]any)
 	if len(attrs) != len(id.Attributes) {
 		t.Fatalf("attributes %q from attrs %v", id.Attributes, attrs)
 	}
@@ -398,7 +398,7 @@ func checkLocalIdentity(t *testing.T, id *Identity, claims map[string]any, s fuz
 			t.Fatalf("attributes %q from attrs %v", id.Attributes, attrs)
 		}
 	}
-	if origin, _ := claims[LocalOriginClaim].(string); id.Origin != origin || (s.method == jwt.SigningMethodHS256 && origin == "") {
+	if origin, _ := claims[localOriginClaim].(string); id.Origin != origin || (s.method == jwt.SigningMethodHS256 && origin == "") {
 		t.Fatalf("origin %q from claim %q, signed %s", id.Origin, origin, s.method.Alg())
 	}
 }
@@ -413,10 +413,10 @@ func checkDeviceIdentity(t *testing.T, id *Identity, claims map[string]any, clie
 	if aud := audiences(claims); len(aud) != 1 || aud[0] != fuzzProject {
 		t.Fatalf("device token accepted with aud %v", claims["aud"])
 	}
-	if skew := fuzzNow.Sub(id.IssuedAt); skew > DefaultDeviceIATSkew || -skew > DefaultDeviceIATSkew {
+	if skew := fuzzNow.Sub(id.IssuedAt); skew > defaultDeviceIATSkew || -skew > defaultDeviceIATSkew {
 		t.Fatalf("device token accepted with iat %v, now %v", id.IssuedAt, fuzzNow)
 	}
-	if id.ExpiresAt.Sub(id.IssuedAt) > DefaultDeviceMaxLifetime+leeway {
+	if id.ExpiresAt.Sub(id.IssuedAt) > defaultDeviceMaxLifetime+leeway {
 		t.Fatalf("device token accepted with lifetime %v", id.ExpiresAt.Sub(id.IssuedAt))
 	}
 }

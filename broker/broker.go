@@ -129,7 +129,7 @@ func (b *Broker) release() {
 		_ = b.acl.Stop() // the sweeper, started when the hook was added
 	}
 	if b.auth != nil {
-		b.auth.Close() // key and registry refreshes
+		_ = b.auth.Stop() // key and registry refreshes
 	}
 }
 
@@ -279,7 +279,7 @@ func (b *Broker) Close(ctx context.Context) error {
 	if err := b.server.Close(); err != nil {
 		errs = append(errs, err)
 	}
-	b.auth.Close()
+	_ = b.auth.Stop() // mochi stopped the hook in server.Close when it was added; Stop is idempotent
 	if err := b.fixes.Close(); err != nil {
 		errs = append(errs, err)
 	}

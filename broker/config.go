@@ -15,6 +15,7 @@ import (
 
 	"github.com/idmq/idmq/aclhook"
 	"github.com/idmq/idmq/authhook"
+	"github.com/idmq/idmq/internal/fielderr"
 )
 
 // DefaultConfigYAML is what `idmq serve` runs on when no config file is given or found.
@@ -168,27 +169,12 @@ func (c *Config) BoltPath() string {
 	return filepath.Join(c.Resolve(c.DataDir), "idmq.db")
 }
 
-// FieldError is a configuration error about one field; Path is dotted from the file's root.
-type FieldError struct {
-	Path string
-	Line int // 0 when unknown
-	Err  error
-}
-
-func (e *FieldError) Error() string {
-	if e.Line > 0 {
-		return fmt.Sprintf("line %d: %s: %v", e.Line, e.Path, e.Err)
-	}
-	return fmt.Sprintf("%s: %v", e.Path, e.Err)
-}
-
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// FieldPath lets sections' errors and ours be handled alike.
-func (e *FieldError) FieldPath() string { return e.Path }
+// FieldError is a configuration error about one field; once Parse has located it, Path is dotted from the
+// file's root and Line is set. It is the same type as authhook.FieldError and aclhook.FieldError.
+type FieldError = fielderr.FieldError
 
 func fieldErr(path string, format string, args ...any) error {
-	return &FieldError{Path: path, Err: fmt.Errorf(format, args...)}
+	return fielderr.New(path, format, args...)
 }
 
 // validate checks the broker's own sections; auth and acl validate themselves.
@@ -254,15 +240,7 @@ func (c *Config) validate() error {
 	if c.HTTP.Address != "" {
 		claim("http.address", c.HTTP.Address)
 	}
-	add(c.checkKeyPair("http", c.HTTP.CertFile, c.HTTP.KeyFile, false))
-	for i, o := range c.HTTP.CORSOrigins {
-		add(checkOrigin(fmt.Sprintf("http.cors_origins[%d]", i), o))
-	}
-	add(checkKeys("http.api_keys", c.HTTP.APIKeys))
-	add(checkKeys("http.admin_keys", c.HTTP.AdminKeys))
-	if c.HTTP.RateLimit.PerSecond <= 0 || c.HTTP.RateLimit.Burst < 1 {
-		add(fieldErr("http.rate_limit", "per_second must be > 0 and burst >= 1"))
-	}
+	errs = append(errs, c.validateHTTP()...)
 
 	switch c.Storage.Type {
 	case StorageBolt, StorageMemory:
@@ -277,7 +255,34 @@ func (c *Config) validate() error {
 		add(fieldErr("storage.type", "%q is not one of bolt, memory, redis", c.Storage.Type))
 	}
 
-	m := c.MQTT
+	errs = append(errs, c.MQTT.validate()...)
+	return errors.Join(errs...)
+}
+
+// validateHTTP checks the http section but its address, which validate checks against the listeners'.
+func (c *Config) validateHTTP() []error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	add(c.checkKeyPair("http", c.HTTP.CertFile, c.HTTP.KeyFile, false))
+	for i, o := range c.HTTP.CORSOrigins {
+		add(checkOrigin(fmt.Sprintf("http.cors_origins[%d]", i), o))
+	}
+	add(checkKeys("http.api_keys", c.HTTP.APIKeys))
+	add(checkKeys("http.admin_keys", c.HTTP.AdminKeys))
+	if c.HTTP.RateLimit.PerSecond <= 0 || c.HTTP.RateLimit.Burst < 1 {
+		add(fieldErr("http.rate_limit", "per_second must be > 0 and burst >= 1"))
+	}
+	return errs
+}
+
+// validate checks the mqtt section's limits.
+func (m *MQTTConfig) validate() []error {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
 	if m.MaxClients < 0 {
 		add(fieldErr("mqtt.max_clients", "must be 0 (unlimited) or positive"))
 	}
@@ -308,7 +313,7 @@ func (c *Config) validate() error {
 	if m.ConnectTimeout < 100*time.Millisecond || m.ConnectTimeout > 5*time.Minute {
 		add(fieldErr("mqtt.connect_timeout", "must be between 100ms and 5m"))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 func secureTypeOf(t string) string {

@@ -36,7 +36,7 @@ acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer br.auth.Close()
+	defer br.auth.Stop()
 	token := idp.token(&testing.T{}, jwt.MapClaims{})
 	if _, err := br.auth.Verify(b.Context(), token, ""); err != nil {
 		b.Fatal(err) // also warms the key set

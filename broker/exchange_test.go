@@ -100,7 +100,7 @@ acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.auth.Close() })
+	t.Cleanup(func() { b.auth.Stop() })
 	return b, b.routes()
 }
 

@@ -44,7 +44,7 @@ func FuzzParseConfig(f *testing.F) {
 func FuzzExchangeBody(f *testing.F) {
 	idp := newTestIdP(&testing.T{})
 	b, h := newTestBroker(&testing.T{}, idp, "  rate_limit: {per_second: 1000000, burst: 1000000}")
-	defer b.auth.Close()
+	defer b.auth.Stop()
 	good := idp.token(&testing.T{}, jwt.MapClaims{"org_id": "o1"})
 	for _, s := range []string{`{"token": "` + good + `"}`, `{"token": "` + good + `", "provider": "corp"}`, `{}`, `{"token": 5}`,
 		`{"token": "a.b.c"}`, `{"token": "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0."}`, `[]`, `null`, ``, `{"token": "x", "extra": 1}`} {

@@ -285,13 +285,8 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// fieldPather is implemented by the field errors of every config section (broker, authhook, aclhook).
-type fieldPather interface {
-	error
-	FieldPath() string
-}
-
-// located flattens joined errors, prefixes section paths and adds the YAML line of the field each names.
+// located flattens joined errors, makes each FieldError's path absolute by prefixing the section, and adds
+// the YAML line of the field it names.
 func located(root *yaml.Node, section string, err error) []error {
 	var flat []error
 	var walk func(error)
@@ -308,19 +303,13 @@ func located(root *yaml.Node, section string, err error) []error {
 
 	out := make([]error, 0, len(flat))
 	for _, e := range flat {
-		var fp fieldPather
-		if !errors.As(e, &fp) {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
 			out = append(out, fmt.Errorf("%s: %w", orRoot(section), e))
 			continue
 		}
-		full := joinPath(section, fp.FieldPath())
-		msg := e.Error()
-		// Sections format their errors as "<path>: <reason>"; keep only the reason.
-		msg = strings.TrimPrefix(msg, fp.FieldPath()+": ")
-		if fe, ok := e.(*FieldError); ok {
-			msg = fe.Err.Error()
-		}
-		out = append(out, &FieldError{Path: full, Line: lineOf(root, full), Err: errors.New(msg)})
+		full := joinPath(section, fe.Path)
+		out = append(out, &FieldError{Path: full, Line: lineOf(root, full), Err: fe.Err})
 	}
 	return out
 }
@@ -338,6 +327,7 @@ func lineOf(root *yaml.Node, path string) int {
 		if idx, err := strconv.Atoi(seg); err == nil && n.Kind == yaml.SequenceNode {
 			if idx >= 0 && idx < len(n.Content) {
 				next = n.Content[idx]
+				line = next.Line // the item's "- " line, also for a mapping: a key missing from it is reported there
 			}
 		} else if n.Kind == yaml.MappingNode {
 			for i := 0; i+1 < len(n.Content); i += 2 {

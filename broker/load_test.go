@@ -1,12 +1,18 @@
 package broker
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/aclhook"
+	"github.com/idmq/idmq/authhook"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -67,6 +73,31 @@ func TestConfigErrorsNameFieldAndLine(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSectionErrorsAreOneType: an embedder tells a config error of any section apart with one errors.As, and
+// finds the absolute path and line on it.
+func TestSectionErrorsAreOneType(t *testing.T) {
+	yaml := "listeners: [{type: tcp, address: \":1\"}]\nauth:\n  providers:\n    - {name: a, type: oidc, issuer: http://idp.example.com}\nacl:\n  rules:\n    - {topic: x}\n"
+	_, err := Parse([]byte(yaml), t.TempDir())
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	var got []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *authhook.FieldError // the same type as aclhook.FieldError and broker.FieldError
+		if !errors.As(e, &fe) {
+			t.Fatalf("%v is not a FieldError", e)
+		}
+		got = append(got, fmt.Sprintf("%d %s", fe.Line, fe.Path))
+	}
+	if want := []string{"4 auth.providers[0].issuer", "7 acl.rules[0].access"}; !slices.Equal(got, want) {
+		t.Fatalf("errors at %q, want %q", got, want)
+	}
+	var acl *aclhook.FieldError
+	if !errors.As(err, &acl) || !errors.Is(err, aclhook.ErrUnknownAccess) {
+		t.Fatalf("the acl error lost its type or sentinel: %v", err)
 	}
 }
 

@@ -31,7 +31,7 @@ acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { br.auth.Close() })
+	b.Cleanup(func() { br.auth.Stop() })
 	token, err := br.auth.LocalIssuer().Mint("alice", time.Hour, nil, authhook.TopicGrants{})
 	if err != nil {
 		b.Fatal(err)

@@ -206,7 +206,7 @@ func newSoak(t *testing.T, p *idmqProc) *soak {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(hook.Close)
+	t.Cleanup(func() { _ = hook.Stop() })
 	s := &soak{t: t, p: p, li: hook.LocalIssuer(), addr: p.addr("tcp"), stopping: make(chan struct{})}
 	for i := range s.acked {
 		s.acked[i] = map[string]bool{}

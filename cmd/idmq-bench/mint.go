@@ -49,7 +49,7 @@ func runMint(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "idmq-bench mint: %v\n", err)
 		return 1
 	}
-	defer hook.Close()
+	defer hook.Stop()
 	li := hook.LocalIssuer()
 	if li == nil {
 		fmt.Fprintln(stderr, "idmq-bench mint: the config has no provider of type local")

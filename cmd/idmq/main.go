@@ -144,7 +144,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "idmq: %v\n", err)
 		return 1
 	}
-	defer hook.Close()
+	defer hook.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	failed := false
@@ -211,7 +211,7 @@ func token(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "idmq: %v\n", err)
 		return 1
 	}
-	defer hook.Close()
+	defer hook.Stop()
 	li := hook.LocalIssuer()
 	if li == nil {
 		fmt.Fprintln(stderr, "idmq token: the config has no provider of type local")
