@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the cluster's JetStream data; doc.go describes what each holds.
+const (
+	StreamName       = "idmq-msgs"
+	RetainedBucket   = "idmq-retained"
+	SessionsBucket   = "idmq-sessions"
+	OwnersBucket     = "idmq-owners"
+	RevocationBucket = "idmq-revocations"
+	NodesBucket      = "idmq-nodes"
+
+	// PresenceTTL is how long a node's presence key outlives its last heartbeat: a node that dies without
+	// Close drops out of Nodes() within it. Fixed, not configured: every node provisions the same bucket.
+	PresenceTTL = 5 * time.Second
+	// dedupWindow lets a publisher retry a publish with the same message id without a duplicate.
+	dedupWindow = 2 * time.Minute
+)
+
+// ErrReplicas: the configured replicas cannot be placed on the cluster's JetStream servers.
+var ErrReplicas = errors.New("cluster: not enough JetStream servers for the configured replicas")
+
+type buckets struct {
+	stream      jetstream.Stream
+	retained    jetstream.KeyValue
+	sessions    jetstream.KeyValue
+	owners      jetstream.KeyValue
+	revocations jetstream.KeyValue
+	nodes       jetstream.KeyValue
+}
+
+func (c *Cluster) streamConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "idmq: MQTT messages routed between nodes and kept for offline persistent sessions",
+		Subjects:    []string{SubjectPrefix + ">", LongSubjectPrefix + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.cfg.Retention,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.cfg.Replicas,
+		Duplicates:  min(dedupWindow, c.cfg.Retention),
+		AllowDirect: true,
+	}
+}
+
+func (c *Cluster) bucketConfigs() []jetstream.KeyValueConfig {
+	kv := func(name, desc string) jetstream.KeyValueConfig {
+		return jetstream.KeyValueConfig{Bucket: name, Description: desc, History: 1,
+			Storage: jetstream.FileStorage, Replicas: c.cfg.Replicas}
+	}
+	nodes := kv(NodesBucket, "idmq: live nodes (key: node name), renewed by each node's heartbeat")
+	nodes.TTL, nodes.Storage = PresenceTTL, jetstream.MemoryStorage // churns every second, worthless after a restart
+	return []jetstream.KeyValueConfig{
+		kv(RetainedBucket, "idmq: retained messages (key: RetainedKey(topic))"),
+		kv(SessionsBucket, "idmq: persistent sessions (key: ClientKey(client id))"),
+		kv(OwnersBucket, "idmq: which node holds each client's connection (key: ClientKey(client id))"),
+		kv(RevocationBucket, "idmq: credential revocations"),
+		nodes,
+	}
+}
+
+// provision creates or updates the stream and buckets. Every node runs it at start with the same configuration,
+// so it is idempotent and safe to run concurrently; a node with a different retention or replicas updates them
+// for all (the last node started wins, as with any shared setting).
+func (c *Cluster) provision(ctx context.Context) error {
+	s, err := retry(ctx, c.opts.OpTimeout, func(ctx context.Context) (jetstream.Stream, error) {
+		return c.js.CreateOrUpdateStream(ctx, c.streamConfig())
+	})
+	if err != nil {
+		return c.provisionErr("stream "+StreamName, err)
+	}
+	c.b.stream = s
+	for _, cfg := range c.bucketConfigs() {
+		kv, err := retry(ctx, c.opts.OpTimeout, func(ctx context.Context) (jetstream.KeyValue, error) {
+			return c.js.CreateOrUpdateKeyValue(ctx, cfg)
+		})
+		if err != nil {
+			return c.provisionErr("bucket "+cfg.Bucket, err)
+		}
+		switch cfg.Bucket {
+		case RetainedBucket:
+			c.b.retained = kv
+		case SessionsBucket:
+			c.b.sessions = kv
+		case OwnersBucket:
+			c.b.owners = kv
+		case RevocationBucket:
+			c.b.revocations = kv
+		case NodesBucket:
+			c.b.nodes = kv
+		}
+	}
+	return nil
+}
+
+// retry repeats op, each try bounded by timeout and all by ctx, while JetStream reports a transient state:
+// right after an election the meta leader may answer "temporarily unavailable", and two nodes creating the same
+// stream at once may see "already in use" before the other's create is visible.
+func retry[T any](ctx context.Context, timeout time.Duration, op func(context.Context) (T, error)) (T, error) {
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, timeout)
+		v, err := op(callCtx)
+		cancel()
+		if err == nil || !transient(err) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamNameInUse, 10008: // 10008: JetStream system temporarily unavailable
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoHeartbeat)
+}
+
+// provisionErr turns JetStream's placement errors into one that names the setting to change.
+func (c *Cluster) provisionErr(what string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode {
+		case 10074, 10023, 10005: // replicas > 1 in non-clustered mode, insufficient resources, no suitable peers
+			return fmt.Errorf("%w: cluster.replicas is %d, but %s (%s); lower replicas or add nodes",
+				ErrReplicas, c.cfg.Replicas, c.clusterSizeText(), apiErr.Description)
+		}
+	}
+	return fmt.Errorf("cluster: provisioning %s: %w", what, err)
+}
+
+func (c *Cluster) clusterSizeText() string {
+	if c.srv == nil {
+		if c.nc.ConnectedClusterName() == "" {
+			return "the NATS server at nats.url is not clustered"
+		}
+		return "the NATS cluster at nats.url cannot place that many copies"
+	}
+	jsz, err := c.srv.Jsz(&server.JSzOptions{})
+	if err != nil || jsz.Meta == nil {
+		return "this NATS server is not clustered"
+	}
+	return fmt.Sprintf("the JetStream cluster has %d server(s)", jsz.Meta.Size)
+}
