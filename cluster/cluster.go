@@ -138,7 +138,8 @@ func (c *Cluster) start(ctx context.Context) error {
 func (c *Cluster) waitForJetStream(ctx context.Context) error {
 	var last error
 	for {
-		callCtx, cancel := context.WithTimeout(ctx, c.opts.OpTimeout)
+		// Short tries: a request sent before the routes are up is lost, not refused.
+		callCtx, cancel := context.WithTimeout(ctx, min(c.opts.OpTimeout, 500*time.Millisecond))
 		_, err := c.js.AccountInfo(callCtx)
 		cancel()
 		if err == nil {
@@ -173,13 +174,16 @@ func (c *Cluster) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.stop)
 		c.wg.Wait()
+		if c.b.nodes != nil && c.nc.Status() == nats.CONNECTED {
+			// Best effort, briefly: without it the key expires after PresenceTTL anyway.
+			ctx, cancel := context.WithTimeout(context.Background(), min(c.opts.OpTimeout, time.Second))
+			if derr := c.b.nodes.Delete(ctx, c.cfg.Node); derr != nil {
+				c.log.Debug("cluster: removing presence key", "err", derr)
+			}
+			cancel()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.OpTimeout)
 		defer cancel()
-		if c.b.nodes != nil {
-			if derr := c.b.nodes.Delete(ctx, c.cfg.Node); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
-				c.log.Warn("cluster: removing presence key", "err", derr)
-			}
-		}
 		if c.js != nil {
 			select {
 			case <-c.js.PublishAsyncComplete():

@@ -103,12 +103,14 @@ func (c *Cluster) provision(ctx context.Context) error {
 	return nil
 }
 
-// retry repeats op, each try bounded by timeout and all by ctx, while JetStream reports a transient state:
-// right after an election the meta leader may answer "temporarily unavailable", and two nodes creating the same
-// stream at once may see "already in use" before the other's create is visible.
+// retry repeats op while JetStream reports a transient state: right after an election the meta leader may
+// answer "temporarily unavailable", and when several nodes create the same stream at once the meta leader
+// answers only the last of the equal requests (nats-server 2.15 keeps one reply per inflight assignment), so
+// the others time out. Tries are therefore short at first (1s, 2s, ... up to timeout) and all bounded by ctx.
 func retry[T any](ctx context.Context, timeout time.Duration, op func(context.Context) (T, error)) (T, error) {
-	for {
-		callCtx, cancel := context.WithTimeout(ctx, timeout)
+	for attempt := 0; ; {
+		attempt++
+		callCtx, cancel := context.WithTimeout(ctx, min(timeout, time.Duration(attempt)*time.Second))
 		v, err := op(callCtx)
 		cancel()
 		if err == nil || !transient(err) {
