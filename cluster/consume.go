@@ -86,11 +86,15 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 		}
 		fn(Delivery{Message: m, Seq: meta.Sequence.Stream})
 	}
-	cc, err := oc.Consume(handler, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			c.log.Debug("cluster: ordered consumer", "err", err)
-		}
-	}))
+	// The client notices a consumer lost with its server (it lived on the stream leader) after two missed idle
+	// heartbeats and recreates it; nats.go's default of 5s would stall routing for 10s after a leader's loss.
+	hb := min(max(c.opts.Heartbeat, 500*time.Millisecond), 30*time.Second)
+	cc, err := oc.Consume(handler, jetstream.PullHeartbeat(hb), jetstream.PullExpiry(max(5*hb, 2*time.Second)),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				c.log.Debug("cluster: ordered consumer", "err", err)
+			}
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: starting the ordered consumer: %w", err)
 	}

@@ -83,12 +83,22 @@ func clusterConfigs(t testing.TB, n int) []Config {
 // quorum is up) and closes them at the end of the test.
 func startNodes(t testing.TB, cfgs []Config) []*Cluster {
 	t.Helper()
+	return startNodesWith(t, cfgs, nil)
+}
+
+// startNodesWith is startNodes with a chance to adjust each node's options.
+func startNodesWith(t testing.TB, cfgs []Config, adjust func(i int, o *Options)) []*Cluster {
+	t.Helper()
 	nodes := make([]*Cluster, len(cfgs))
 	errs := make([]error, len(cfgs))
 	var wg sync.WaitGroup
 	for i := range cfgs {
+		o := testOptions(t)
+		if adjust != nil {
+			adjust(i, &o)
+		}
 		wg.Go(func() {
-			nodes[i], errs[i] = Start(context.Background(), cfgs[i], testOptions(t))
+			nodes[i], errs[i] = Start(context.Background(), cfgs[i], o)
 		})
 	}
 	wg.Wait()

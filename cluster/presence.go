@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -57,6 +58,9 @@ func (c *Cluster) readyErr() error {
 		c.health.mu.Lock()
 		cause := c.health.lastErr
 		c.health.mu.Unlock()
+		if cause == nil {
+			cause = errors.New("heartbeat unanswered")
+		}
 		return fmt.Errorf("%w: no heartbeat acknowledged for %s: %v", ErrNotReady, age.Round(time.Millisecond), cause)
 	}
 	return nil
