@@ -60,7 +60,9 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 		FilterSubjects: opts.Filters,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    start,
-		NamePrefix:     "idmq-" + c.cfg.Node,
+		// Names show the node in `nats consumer ls`; the random part keeps two consumers of one node apart (a
+		// stopped one lingers on the server until its inactivity threshold).
+		NamePrefix: "idmq-" + c.cfg.Node + "-" + randomToken()[:8],
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: creating the ordered consumer: %w", err)

@@ -84,7 +84,7 @@ func TestRoutingAcrossNodes(t *testing.T) {
 }
 
 // TestConsumeReplayAndFilter: a consumer started at a sequence replays from there (own messages included when
-// asked: a persistent session's queue), and subject filters narrow per level.
+// asked: a persistent session's queue), subject filters narrow per level, and one node runs several consumers.
 func TestConsumeReplayAndFilter(t *testing.T) {
 	nodes, _ := startCluster(t, 3)
 	a, b := nodes[0], nodes[1]
@@ -108,7 +108,8 @@ func TestConsumeReplayAndFilter(t *testing.T) {
 		t.Fatalf("replay from %d: got %d messages starting %+v", seqs[4], len(got), got[0])
 	}
 
-	filtered := consume(t, b, ConsumeOptions{StartSeq: 1, Filters: FilterSubjects("sensors/s1/+")})
+	// A second consumer on the same node, beside the first.
+	filtered := consume(t, a, ConsumeOptions{StartSeq: 1, Filters: FilterSubjects("sensors/s1/+")})
 	got = filtered.waitFor(t, 3, 5*time.Second)
 	if len(got) != 3 {
 		t.Fatalf("filter sensors/s1/+: got %d messages, want 3", len(got))
