@@ -109,7 +109,7 @@ func TestConsumeReplayAndFilter(t *testing.T) {
 	}
 
 	// A second consumer on the same node, beside the first.
-	filtered := consume(t, a, ConsumeOptions{StartSeq: 1, Filters: FilterSubjects("sensors/s1/+")})
+	filtered := consume(t, a, ConsumeOptions{StartSeq: 1, IncludeOwn: true, Filters: FilterSubjects("sensors/s1/+")})
 	got = filtered.waitFor(t, 3, 5*time.Second)
 	if len(got) != 3 {
 		t.Fatalf("filter sensors/s1/+: got %d messages, want 3", len(got))
