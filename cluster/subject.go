@@ -29,6 +29,7 @@ const (
 	// LongSubjectPrefix is the subject space of topics whose subject would exceed maxSubjectLen.
 	LongSubjectPrefix = subjectRoot + "t."
 	maxSubjectLen     = 1024
+	maxClientKeyLen   = 512
 	hashTokLen        = 32
 )
 
@@ -155,6 +156,18 @@ func longSubject(buf []byte, marks []int, topic string) string {
 // RetainedKey is the retained bucket's key of topic: its subject without the "idmq." root, so that
 // FilterSubjects' results, stripped the same way, select retained messages per level.
 func RetainedKey(topic string) string { return strings.TrimPrefix(TopicSubject(topic), subjectRoot) }
+
+// ClientKey is the key of a client id in the sessions and owners buckets: the id encoded as one level token
+// (so any MQTT client id, empty included, is a valid and distinct KV key), or for an id whose token would be
+// longer than maxClientKeyLen, "=" and the SHA-256 of the id ('=' appears in no level token).
+func ClientKey(clientID string) string {
+	tok := appendLevel(make([]byte, 0, len(clientID)+8), clientID)
+	if len(tok) <= maxClientKeyLen {
+		return string(tok)
+	}
+	sum := sha256.Sum256([]byte(clientID))
+	return "=" + hex.EncodeToString(sum[:])
+}
 
 // TopicOf inverts TopicSubject. It fails with ErrTruncatedSubject for the subject of a very long topic.
 func TopicOf(subject string) (string, error) {

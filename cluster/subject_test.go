@@ -232,3 +232,23 @@ func TestFilterSubjectsNarrow(t *testing.T) {
 		}
 	}
 }
+
+// TestClientKey: any client id, hostile or long, is a valid KV key distinct from every other id's key.
+func TestClientKey(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	byKey := map[string]string{}
+	ids := []string{"", "a", "a.b", "a b", "*", ">", "é", "_", "=", strings.Repeat("x", 600), strings.Repeat("x", 601)}
+	for range 20000 {
+		ids = append(ids, randomTopic(r))
+	}
+	for _, id := range ids {
+		k := ClientKey(id)
+		if !kvKey.MatchString(k) || strings.Contains(k, ".") || len(k) > maxClientKeyLen {
+			t.Fatalf("ClientKey(%q) = %q: not a single valid KV key token", id, k)
+		}
+		if prev, ok := byKey[k]; ok && prev != id {
+			t.Fatalf("%q and %q share key %q", prev, id, k)
+		}
+		byKey[k] = id
+	}
+}
