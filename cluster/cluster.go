@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -69,12 +70,16 @@ type Cluster struct {
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	running   atomic.Bool // Start succeeded: readiness callbacks may look at the connection
 }
 
 // Start brings this node into the cluster: it starts the embedded nats-server (or connects to nats.url), waits
 // for JetStream to answer (its meta leader elected), provisions the stream and buckets, and starts the presence
-// heartbeat. cfg must have passed SetDefaults and Validate. On error nothing is left running.
+// heartbeat. cfg must have passed SetDefaults; Start validates it again. On error nothing is left running.
 func Start(ctx context.Context, cfg Config, opts Options) (*Cluster, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	opts.setDefaults()
 	c := &Cluster{cfg: cfg, opts: opts, log: opts.Logger, stop: make(chan struct{})}
 	if c.log == nil {
@@ -87,6 +92,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (*Cluster, error) {
 		c.shutdown()
 		return nil, err
 	}
+	c.running.Store(true)
 	c.wg.Add(1)
 	go c.heartbeatLoop()
 	return c, nil

@@ -26,6 +26,11 @@ type Message struct {
 	ResponseTopic    string
 	CorrelationData  []byte
 	UserProperties   []UserProperty
+
+	// DedupID, if set, makes JetStream store the message once even when published again with the same id within
+	// two minutes (a retry after a lost ack). It must be unique per message, not per MQTT packet id (those are
+	// reused). Not carried to subscribers.
+	DedupID string
 }
 
 // UserProperty is one MQTT 5 user property; order and duplicates are kept [MQTT-3.3.2-18].

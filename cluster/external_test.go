@@ -2,11 +2,13 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,4 +134,22 @@ func TestExternalNATS(t *testing.T) {
 		return countTopic(ra.snapshot(), "ext/again") == 1
 	})
 	t.Logf("routing resumed %s after the first successful publish", took)
+}
+
+// TestExternalReplicasBeyondServers: three copies asked of a standalone server fail at start with an error that
+// names the setting, and leave nothing running.
+func TestExternalReplicasBeyondServers(t *testing.T) {
+	x := &externalNATS{bin: natsServerBinary(t), dir: t.TempDir(), secret: "tok", port: freePort(t)}
+	startExternalNATS(t, x)
+	cfg := Config{Node: "ext", Replicas: 3, NATS: NATSConfig{URL: fmt.Sprintf("nats://tok@127.0.0.1:%d", x.port)}}
+	cfg.SetDefaults("")
+	c, err := Start(context.Background(), cfg, testOptions(t))
+	if err == nil {
+		c.Close()
+		t.Fatal("started with replicas 3 on one server")
+	}
+	if !errors.Is(err, ErrReplicas) || !strings.Contains(err.Error(), "cluster.replicas is 3") {
+		t.Fatalf("err = %v, want ErrReplicas naming cluster.replicas", err)
+	}
+	t.Log(err)
 }

@@ -66,7 +66,11 @@ func (c *Cluster) readyErr() error {
 	return nil
 }
 
-func (c *Cluster) connChanged() { c.notifyReady() }
+func (c *Cluster) connChanged() {
+	if c.running.Load() {
+		c.notifyReady()
+	}
+}
 
 // notifyReady calls OnReadyChange when readiness flipped since the last call.
 func (c *Cluster) notifyReady() {

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"testing"
 
@@ -71,20 +70,4 @@ func TestProvisionIdempotent(t *testing.T) {
 	if err != nil || info.State.Msgs != 1 {
 		t.Fatalf("after restart: %v, %+v", err, info)
 	}
-}
-
-// TestReplicasBeyondClusterSize: a standalone node asked for 3 copies fails with an error naming the setting.
-func TestReplicasBeyondClusterSize(t *testing.T) {
-	cfg := Config{Node: "solo"}
-	cfg.SetDefaults(t.TempDir())
-	cfg.Replicas = 3 // what Validate would refuse; provisioning must refuse it clearly too
-	c, err := Start(context.Background(), cfg, testOptions(t))
-	if err == nil {
-		c.Close()
-		t.Fatal("started with replicas 3 on one server")
-	}
-	if !errors.Is(err, ErrReplicas) {
-		t.Fatalf("err = %v, want ErrReplicas", err)
-	}
-	t.Log(err)
 }

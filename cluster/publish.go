@@ -23,7 +23,11 @@ func (c *Cluster) natsMsg(msg *Message) *nats.Msg {
 	size := 64 + len(m.Origin) + len(m.Topic) + len(m.ClientID) + len(m.Payload) + len(m.ContentType) +
 		len(m.ResponseTopic) + len(m.CorrelationData)
 	// A fresh buffer per message: an async publish keeps it until acknowledged (and for retries).
-	return &nats.Msg{Subject: TopicSubject(m.Topic), Data: m.encode(make([]byte, 0, size))}
+	nm := &nats.Msg{Subject: TopicSubject(m.Topic), Data: m.encode(make([]byte, 0, size))}
+	if m.DedupID != "" {
+		nm.Header = nats.Header{jetstream.MsgIDHeader: []string{m.DedupID}}
+	}
+	return nm
 }
 
 // Publish stores msg in the stream and returns its stream sequence once JetStream acknowledged it, that is once
@@ -39,18 +43,23 @@ func (c *Cluster) Publish(ctx context.Context, msg *Message) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("cluster: publishing to %q: %w", msg.Topic, err)
 	}
-	return ack.Sequence, nil
+	return ack.Sequence, nil // for a duplicate DedupID: the first copy's sequence
 }
 
 // PublishAsync sends msg to the stream without waiting for the acknowledgement; Ack.Wait returns it.
-// JetStream acknowledges the messages of one node in the order they were sent, so a caller that waits for its
-// Acks in order acknowledges its MQTT publishers in order. When MaxPendingAcks messages are unacknowledged,
+// JetStream stores and acknowledges the messages of one node in the order they were sent, so a caller that waits
+// for its Acks in order acknowledges its MQTT publishers in order. Around a leader change an Ack may fail while
+// later ones succeed: a failed message was not stored (or, if its ack alone was lost, is dropped as a duplicate
+// when re-sent with the same DedupID). When MaxPendingAcks messages are unacknowledged,
 // PublishAsync waits up to OpTimeout for room, then fails: backpressure rather than unbounded memory.
 func (c *Cluster) PublishAsync(msg *Message) (*Ack, error) {
 	if c.nc.Status() != nats.CONNECTED {
 		return nil, ErrNotReady
 	}
-	f, err := c.js.PublishMsgAsync(c.natsMsg(msg), jetstream.WithStallWait(c.opts.OpTimeout))
+	// No automatic re-send on "no responders" (a stream leader being elected): a re-sent message would be stored
+	// behind messages sent after it. It fails instead; the caller decides.
+	f, err := c.js.PublishMsgAsync(c.natsMsg(msg), jetstream.WithStallWait(c.opts.OpTimeout),
+		jetstream.WithRetryAttempts(0))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: publishing to %q: %w", msg.Topic, err)
 	}

@@ -60,7 +60,8 @@ func TestPublishAsyncOrder(t *testing.T) {
 	}
 }
 
-// TestPublishWhenClosed: a node that left refuses publishes with ErrNotReady instead of hanging.
+// TestPublishWhenClosed: a one-node cluster publishes (and drops a re-sent duplicate); once it left, it refuses
+// publishes with ErrNotReady instead of hanging.
 func TestPublishWhenClosed(t *testing.T) {
 	cfg := Config{Node: "solo"}
 	cfg.SetDefaults(t.TempDir())
@@ -70,6 +71,14 @@ func TestPublishWhenClosed(t *testing.T) {
 	}
 	if _, err := c.Publish(context.Background(), &Message{Topic: "t"}); err != nil {
 		t.Fatalf("one-node cluster: %v", err)
+	}
+	// A message re-sent with the same DedupID (its ack was lost) is stored once.
+	m := &Message{Topic: "t", Payload: []byte("once"), DedupID: "node-1/conn-7/42"}
+	s1, err1 := c.Publish(context.Background(), m)
+	s2, err2 := c.Publish(context.Background(), m)
+	other, err3 := c.Publish(context.Background(), &Message{Topic: "t", DedupID: "node-1/conn-7/43"})
+	if err1 != nil || err2 != nil || err3 != nil || s1 != s2 || other != s1+1 {
+		t.Fatalf("dedup: seqs %d %d %d, errs %v %v %v; want the same twice, then the next", s1, s2, other, err1, err2, err3)
 	}
 	c.Close()
 	if _, err := c.Publish(context.Background(), &Message{Topic: "t"}); !errors.Is(err, ErrNotReady) {
