@@ -27,8 +27,8 @@ type Options struct {
 	// MaxPendingAcks bounds asynchronous publishes awaiting their ack; PublishAsync waits when it is reached.
 	// Default 4096.
 	MaxPendingAcks int
-	// OnReadyChange, if set, is called when Ready flips (from the heartbeat goroutine or a NATS callback; it must
-	// not block). The broker disconnects its clients after a grace when the node stays not ready.
+	// OnReadyChange, if set, is called when Ready flips after Start returned a ready node (from the heartbeat
+	// goroutine or a NATS callback; it must not block). The broker disconnects its clients after a grace when the node stays not ready.
 	OnReadyChange func(ready bool)
 	// Now is the clock for message timestamps and presence. Default time.Now.
 	Now func() time.Time
@@ -92,6 +92,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (*Cluster, error) {
 		c.shutdown()
 		return nil, err
 	}
+	c.health.wasReady = true // Start returns a ready node: OnReadyChange reports changes from here
 	c.running.Store(true)
 	c.wg.Add(1)
 	go c.heartbeatLoop()
@@ -112,6 +113,7 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	c.nc = nc
+	c.health.up.Store(nc.IsConnected())
 	c.js, err = jetstream.New(nc,
 		jetstream.WithDefaultTimeout(c.opts.OpTimeout),
 		jetstream.WithPublishAsyncTimeout(c.opts.OpTimeout),

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -26,6 +25,7 @@ const readyBeats = 3
 // health tracks readiness; see Cluster.Ready.
 type health struct {
 	now      func() time.Time
+	up       atomic.Bool  // the NATS connection, as its callbacks report it (no lock of the connection's)
 	lastOK   atomic.Int64 // unix nanos of the last acknowledged heartbeat
 	inFlight atomic.Bool
 	mu       sync.Mutex
@@ -50,8 +50,8 @@ func (c *Cluster) Ready() bool { return c.readyErr() == nil }
 func (c *Cluster) ReadyErr() error { return c.readyErr() }
 
 func (c *Cluster) readyErr() error {
-	if st := c.nc.Status(); st != nats.CONNECTED {
-		return fmt.Errorf("%w: NATS connection %s", ErrNotReady, st)
+	if !c.health.up.Load() {
+		return fmt.Errorf("%w: NATS connection lost", ErrNotReady)
 	}
 	last := time.Unix(0, c.health.lastOK.Load())
 	if age := c.health.now().Sub(last); age > readyBeats*c.opts.Heartbeat {
@@ -66,7 +66,8 @@ func (c *Cluster) readyErr() error {
 	return nil
 }
 
-func (c *Cluster) connChanged() {
+func (c *Cluster) connChanged(up bool) {
+	c.health.up.Store(up)
 	if c.running.Load() {
 		c.notifyReady()
 	}
@@ -91,20 +92,22 @@ func (c *Cluster) notifyReady() {
 	}
 }
 
-// heartbeatLoop renews the presence key every Heartbeat. A put runs in its own goroutine so that a put stuck for
-// OpTimeout does not delay noticing that readiness has lapsed.
+// heartbeatLoop renews the presence key every Heartbeat and re-evaluates readiness four times as often, so that
+// OnReadyChange follows a lapse closely. A put runs in its own goroutine so that a put stuck for OpTimeout does
+// not delay noticing that readiness has lapsed.
 func (c *Cluster) heartbeatLoop() {
 	defer c.wg.Done()
-	t := time.NewTicker(c.opts.Heartbeat)
+	const checksPerBeat = 4
+	t := time.NewTicker(c.opts.Heartbeat / checksPerBeat)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-c.stop:
 			return
 		case <-t.C:
 		}
 		c.notifyReady()
-		if !c.health.inFlight.CompareAndSwap(false, true) {
+		if tick%checksPerBeat != 0 || !c.health.inFlight.CompareAndSwap(false, true) {
 			continue
 		}
 		c.wg.Add(1)

@@ -106,7 +106,9 @@ func (c *Cluster) provision(ctx context.Context) error {
 // retry repeats op while JetStream reports a transient state: right after an election the meta leader may
 // answer "temporarily unavailable", and when several nodes create the same stream at once the meta leader
 // answers only the last of the equal requests (nats-server 2.15 keeps one reply per inflight assignment), so
-// the others time out. Tries are therefore short at first (1s, 2s, ... up to timeout) and all bounded by ctx.
+// the others time out. While a cluster forms, the meta leader may know fewer peers than the replicas need for a
+// moment. Tries are therefore short at first (1s, 2s, ... up to timeout) and all bounded by ctx (StartTimeout),
+// after which a placement error becomes ErrReplicas.
 func retry[T any](ctx context.Context, timeout time.Duration, op func(context.Context) (T, error)) (T, error) {
 	for attempt := 0; ; {
 		attempt++
@@ -129,6 +131,8 @@ func transient(err error) bool {
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeStreamNameInUse, 10008: // 10008: JetStream system temporarily unavailable
+			return true
+		case 10005, 10023: // no suitable peers, insufficient resources: peers may still be joining at start
 			return true
 		}
 		return false

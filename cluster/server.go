@@ -104,13 +104,13 @@ func randomToken() string {
 }
 
 // connect opens this node's NATS connection: in-process to the embedded server, or to cfg.NATS.URL.
-// events receives connection state changes (disconnected, reconnected, closed).
-func connect(ctx context.Context, cfg *Config, srv *server.Server, token string, events func()) (*nats.Conn, error) {
+// events receives connection state changes: up false when disconnected or closed, true when reconnected.
+func connect(ctx context.Context, cfg *Config, srv *server.Server, token string, events func(up bool)) (*nats.Conn, error) {
 	common := []nats.Option{
 		nats.Name("idmq " + cfg.Node),
-		nats.DisconnectErrHandler(func(*nats.Conn, error) { events() }),
-		nats.ReconnectHandler(func(*nats.Conn) { events() }),
-		nats.ClosedHandler(func(*nats.Conn) { events() }),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { events(false) }),
+		nats.ReconnectHandler(func(*nats.Conn) { events(true) }),
+		nats.ClosedHandler(func(*nats.Conn) { events(false) }),
 	}
 	if srv != nil {
 		opts := append(common, nats.InProcessServer(srv), nats.MaxReconnects(-1))
