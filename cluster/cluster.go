@@ -131,7 +131,7 @@ func (c *Cluster) start(ctx context.Context) error {
 			c.cfg.Replicas = defaultMaxReplicas
 		}
 	}
-	if err := c.provision(ctx); err != nil {
+	if c.b, err = c.provision(ctx); err != nil {
 		return err
 	}
 	if err := c.beat(ctx); err != nil {

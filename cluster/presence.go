@@ -160,6 +160,42 @@ func (c *Cluster) embeddedMetaLeader() string {
 	return jsz.Meta.Leader
 }
 
+// listNodes reads the presence bucket. A watcher replays the latest value of every key, then a nil marker;
+// keys renewed meanwhile may come twice.
+func (c *Cluster) listNodes(ctx context.Context) (Membership, error) {
+	var m Membership
+	w, err := c.b.nodes.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return m, err
+	}
+	defer w.Stop()
+	seen := map[string]int{}
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				return m, nil
+			}
+			var p presence
+			if json.Unmarshal(e.Value(), &p) != nil {
+				continue
+			}
+			n := NodeInfo{Name: p.Node, Started: p.Started, LastSeen: e.Created()}
+			if i, ok := seen[p.Node]; ok {
+				m.Nodes[i] = n
+				continue
+			}
+			seen[p.Node] = len(m.Nodes)
+			m.Nodes = append(m.Nodes, n)
+			if m.MetaLeader == "" {
+				m.MetaLeader = p.MetaLeader
+			}
+		case <-ctx.Done():
+			return m, ctx.Err()
+		}
+	}
+}
+
 // NodeInfo is one live node.
 type NodeInfo struct {
 	Name     string    `json:"name"`
@@ -177,40 +213,12 @@ type Membership struct {
 // Nodes lists the live nodes and the JetStream leaders. With an external NATS the meta leader is unknown (it is
 // visible only to NATS' system account) unless reported by an embedded node.
 func (c *Cluster) Nodes(ctx context.Context) (Membership, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.OpTimeout)
+	ctx, cancel := context.WithTimeout(ctx, 2*c.opts.OpTimeout)
 	defer cancel()
-	var m Membership
-	// A watcher replays the latest value of every key, then a nil marker; keys renewed meanwhile may come twice.
-	w, err := c.b.nodes.WatchAll(ctx, jetstream.IgnoreDeletes())
+	// A listing started while the bucket's leader moves can hang: short tries, as in provisioning.
+	m, err := retry(ctx, c.opts.OpTimeout, c.listNodes)
 	if err != nil {
 		return m, fmt.Errorf("cluster: listing nodes: %w", err)
-	}
-	defer w.Stop()
-	seen := map[string]int{}
-	for done := false; !done; {
-		select {
-		case e := <-w.Updates():
-			if e == nil {
-				done = true
-				break
-			}
-			var p presence
-			if json.Unmarshal(e.Value(), &p) != nil {
-				continue
-			}
-			n := NodeInfo{Name: p.Node, Started: p.Started, LastSeen: e.Created()}
-			if i, ok := seen[p.Node]; ok {
-				m.Nodes[i] = n
-				continue
-			}
-			seen[p.Node] = len(m.Nodes)
-			m.Nodes = append(m.Nodes, n)
-			if m.MetaLeader == "" {
-				m.MetaLeader = p.MetaLeader
-			}
-		case <-ctx.Done():
-			return m, fmt.Errorf("cluster: listing nodes: %w", ctx.Err())
-		}
 	}
 	if ml := c.embeddedMetaLeader(); ml != "" {
 		m.MetaLeader = ml

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -71,36 +72,43 @@ func (c *Cluster) bucketConfigs() []jetstream.KeyValueConfig {
 
 // provision creates or updates the stream and buckets. Every node runs it at start with the same configuration,
 // so it is idempotent and safe to run concurrently; a node with a different retention or replicas updates them
-// for all (the last node started wins, as with any shared setting).
-func (c *Cluster) provision(ctx context.Context) error {
-	s, err := retry(ctx, c.opts.OpTimeout, func(ctx context.Context) (jetstream.Stream, error) {
-		return c.js.CreateOrUpdateStream(ctx, c.streamConfig())
-	})
-	if err != nil {
-		return c.provisionErr("stream "+StreamName, err)
-	}
-	c.b.stream = s
-	for _, cfg := range c.bucketConfigs() {
-		kv, err := retry(ctx, c.opts.OpTimeout, func(ctx context.Context) (jetstream.KeyValue, error) {
-			return c.js.CreateOrUpdateKeyValue(ctx, cfg)
+// for all (the last node started wins, as with any shared setting). The six are provisioned in parallel: on a
+// cluster's first start, nodes racing to create the same stream wait out lost replies (see retry) once, not six
+// times in a row.
+func (c *Cluster) provision(ctx context.Context) (buckets, error) {
+	var b buckets
+	cfgs := c.bucketConfigs()
+	kvs := make([]jetstream.KeyValue, len(cfgs))
+	errs := make([]error, len(cfgs)+1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		s, err := retry(ctx, c.opts.OpTimeout, func(ctx context.Context) (jetstream.Stream, error) {
+			return c.js.CreateOrUpdateStream(ctx, c.streamConfig())
 		})
 		if err != nil {
-			return c.provisionErr("bucket "+cfg.Bucket, err)
+			errs[0] = c.provisionErr("stream "+StreamName, err)
 		}
-		switch cfg.Bucket {
-		case RetainedBucket:
-			c.b.retained = kv
-		case SessionsBucket:
-			c.b.sessions = kv
-		case OwnersBucket:
-			c.b.owners = kv
-		case RevocationBucket:
-			c.b.revocations = kv
-		case NodesBucket:
-			c.b.nodes = kv
+		b.stream = s
+	})
+	for i, cfg := range cfgs {
+		wg.Go(func() {
+			kv, err := retry(ctx, c.opts.OpTimeout, func(ctx context.Context) (jetstream.KeyValue, error) {
+				return c.js.CreateOrUpdateKeyValue(ctx, cfg)
+			})
+			if err != nil {
+				errs[i+1] = c.provisionErr("bucket "+cfg.Bucket, err)
+			}
+			kvs[i] = kv
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return b, err // the first; the others are alike
 		}
 	}
-	return nil
+	b.retained, b.sessions, b.owners, b.revocations, b.nodes = kvs[0], kvs[1], kvs[2], kvs[3], kvs[4]
+	return b, nil
 }
 
 // retry repeats op while JetStream reports a transient state: right after an election the meta leader may

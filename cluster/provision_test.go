@@ -20,7 +20,7 @@ func TestProvisionIdempotent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
 	for i, n := range nodes {
-		wg.Go(func() { errs[i] = n.provision(ctx) })
+		wg.Go(func() { _, errs[i] = n.provision(ctx) })
 	}
 	wg.Wait()
 	for i, err := range errs {
