@@ -40,8 +40,9 @@ type Consumer struct {
 	bad     atomic.Uint64
 }
 
-// Consume starts delivering messages to fn, one at a time, in stream order, from one goroutine. fn must not
-// block for long: delivery waits for it (the ordered consumer's buffer then fills and the server holds back).
+// Consume starts delivering messages to fn, one at a time, in stream order, from one goroutine, until Stop. ctx
+// bounds the setup only. fn must not block for long: delivery waits for it (the ordered consumer's buffer then
+// fills and the server holds back).
 func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Delivery)) (*Consumer, error) {
 	start := opts.StartSeq
 	if start == 0 {
