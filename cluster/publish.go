@@ -49,9 +49,9 @@ func (c *Cluster) Publish(ctx context.Context, msg *Message) (uint64, error) {
 // PublishAsync sends msg to the stream without waiting for the acknowledgement; Ack.Wait returns it.
 // JetStream stores and acknowledges the messages of one node in the order they were sent, so a caller that waits
 // for its Acks in order acknowledges its MQTT publishers in order. Around a leader change an Ack may fail while
-// later ones succeed: a failed message was not stored (or, if its ack alone was lost, is dropped as a duplicate
-// when re-sent with the same DedupID). When MaxPendingAcks messages are unacknowledged,
-// PublishAsync waits up to OpTimeout for room, then fails: backpressure rather than unbounded memory.
+// later ones succeed; a failed message may still have been stored (only its ack lost): re-sent with the same
+// DedupID it is stored once. When MaxPendingAcks messages are unacknowledged, PublishAsync waits up to
+// OpTimeout for room, then fails: backpressure rather than unbounded memory.
 func (c *Cluster) PublishAsync(msg *Message) (*Ack, error) {
 	if c.nc.Status() != nats.CONNECTED {
 		return nil, ErrNotReady
