@@ -67,7 +67,8 @@ type Cluster struct {
 
 	health    health
 	startedAt time.Time // guarded by health.mu
-	stop      chan struct{}
+	stop      context.Context // cancelled by Close: ends the heartbeat and a put in flight
+	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	running   atomic.Bool // Start succeeded: readiness callbacks may look at the connection
@@ -81,7 +82,8 @@ func Start(ctx context.Context, cfg Config, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	opts.setDefaults()
-	c := &Cluster{cfg: cfg, opts: opts, log: opts.Logger, stop: make(chan struct{})}
+	c := &Cluster{cfg: cfg, opts: opts, log: opts.Logger}
+	c.stop, c.cancel = context.WithCancel(context.Background())
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -89,6 +91,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (*Cluster, error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
 	if err := c.start(ctx); err != nil {
+		c.cancel()
 		c.shutdown()
 		return nil, err
 	}
@@ -179,7 +182,7 @@ func (c *Cluster) MaxPayload() int64 { return c.nc.MaxPayload() - 1024 }
 func (c *Cluster) Close() error {
 	var err error
 	c.closeOnce.Do(func() {
-		close(c.stop)
+		c.cancel()
 		c.wg.Wait()
 		if c.b.nodes != nil && c.nc.Status() == nats.CONNECTED {
 			// Best effort, briefly: without it the key expires after PresenceTTL anyway.

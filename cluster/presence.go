@@ -102,7 +102,7 @@ func (c *Cluster) heartbeatLoop() {
 	defer t.Stop()
 	for tick := 0; ; tick++ {
 		select {
-		case <-c.stop:
+		case <-c.stop.Done():
 			return
 		case <-t.C:
 		}
@@ -114,7 +114,7 @@ func (c *Cluster) heartbeatLoop() {
 		go func() {
 			defer c.wg.Done()
 			defer c.health.inFlight.Store(false)
-			ctx, cancel := context.WithTimeout(context.Background(), c.opts.OpTimeout)
+			ctx, cancel := context.WithTimeout(c.stop, c.opts.OpTimeout)
 			defer cancel()
 			if err := c.beat(ctx); err != nil {
 				c.log.Debug("cluster: heartbeat failed", "err", err)
