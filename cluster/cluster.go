@@ -66,7 +66,7 @@ type Cluster struct {
 	b   buckets
 
 	health    health
-	startedAt time.Time // guarded by health.mu
+	startedAt time.Time       // guarded by health.mu
 	stop      context.Context // cancelled by Close: ends the heartbeat and a put in flight
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
