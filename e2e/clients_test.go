@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -14,6 +13,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
+
+	"github.com/idmq/idmq/internal/wsconn"
 )
 
 // brokerURL is the paho v3 URL of a transport ("tcp", "tls", "ws", "wss").
@@ -93,49 +94,8 @@ func dialTransport(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Con
 		if err != nil {
 			t.Fatalf("websocket dial: %v (%v)", err, resp)
 		}
-		return &wsNetConn{Conn: ws.UnderlyingConn(), ws: ws}
+		return wsconn.New(ws)
 	}
-}
-
-// wsNetConn adapts a gorilla websocket to the byte stream paho expects.
-type wsNetConn struct {
-	net.Conn
-	ws  *websocket.Conn
-	r   io.Reader
-	wmu sync.Mutex
-	rmu sync.Mutex
-}
-
-func (c *wsNetConn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	for {
-		if c.r == nil {
-			_, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if err == io.EOF {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsNetConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 // v5Client is a connected paho v5 client plus everything it received.
