@@ -13,7 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func openTestBolt(t *testing.T, wal *walLog) storageFixes {
@@ -192,7 +192,7 @@ func TestStorageKeepsQueueAcrossSessionTakeover(t *testing.T) {
 
 func writePacket(t *testing.T, c net.Conn, pk *packets.Packet) {
 	t.Helper()
-	if err := mochitest.WritePacket(c, pk); err != nil {
+	if err := testkit.WritePacket(c, pk); err != nil {
 		t.Fatal(err)
 	}
 }
