@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -14,6 +13,7 @@ import (
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
 
+	"github.com/idmq/idmq/internal/testkit"
 	"github.com/idmq/idmq/internal/wsconn"
 )
 
@@ -27,32 +27,24 @@ func (p *idmqProc) brokerURL(transport string) string {
 	return u
 }
 
-// v3Options are the paho 3.1.1 client options the tests share.
+// v3Options are the paho 3.1.1 client options the tests share; handlers may run concurrently.
 func v3Options(url, clientID, username, password string, tlsConf *tls.Config) *mqtt3.ClientOptions {
-	o := mqtt3.NewClientOptions().AddBroker(url).SetClientID(clientID).
-		SetUsername(username).SetPassword(password).SetProtocolVersion(4).
-		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).
-		SetKeepAlive(30 * time.Second).SetOrderMatters(false)
+	o := testkit.V3Options(url, clientID, username, password).SetOrderMatters(false)
 	if tlsConf != nil {
 		o.SetTLSConfig(tlsConf)
 	}
 	return o
 }
 
-// connectV3 connects a paho 3.1.1 client and returns it with the CONNACK return code (0 = accepted).
+// connectV3 connects a paho 3.1.1 client and returns it with the CONNACK return code (0 = accepted); a
+// refused client is nil.
 func connectV3(t *testing.T, o *mqtt3.ClientOptions) (mqtt3.Client, byte) {
 	t.Helper()
-	c := mqtt3.NewClient(o)
-	tok := c.Connect()
-	if !tok.WaitTimeout(15 * time.Second) {
-		t.Fatal("v3 connect timed out")
+	c, code, err := testkit.ConnectV3(t, o)
+	if err != nil {
+		return nil, code
 	}
-	ct, _ := tok.(*mqtt3.ConnectToken)
-	if tok.Error() != nil {
-		return nil, ct.ReturnCode()
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	return c, ct.ReturnCode()
+	return c, code
 }
 
 // dialV5 opens the raw transport a paho v5 client runs over.
@@ -76,11 +68,7 @@ func dialTransport(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Con
 	addr := p.addr(transport)
 	switch transport {
 	case "tcp":
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return testkit.DialTCP(t, addr)
 	case "tls":
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, tlsConf)
 		if err != nil {
@@ -98,58 +86,17 @@ func dialTransport(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Con
 	}
 }
 
-// v5Client is a connected paho v5 client plus everything it received.
-type v5Client struct {
-	*paho.Client
-	conn        net.Conn
-	received    chan *paho.Publish
-	disconnects chan *paho.Disconnect
-}
-
 // connectV5 runs a v5 CONNECT over conn; a refused CONNECT returns the CONNACK and a nil client.
-func connectV5(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack) {
+func connectV5(t *testing.T, conn net.Conn, cp *paho.Connect) (*testkit.V5Client, *paho.Connack) {
 	t.Helper()
-	vc := &v5Client{conn: conn, received: make(chan *paho.Publish, 1000), disconnects: make(chan *paho.Disconnect, 4)}
-	vc.Client = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			vc.received <- pr.Packet
-			return true, nil
-		}},
-		OnServerDisconnect: func(d *paho.Disconnect) { vc.disconnects <- d },
-		OnClientError:      func(error) {},
-	})
-	if cp.KeepAlive == 0 {
-		cp.KeepAlive = 30
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	ca, err := vc.Connect(ctx, cp)
+	c, ca, err := testkit.ConnectV5(t, conn, cp)
 	if err != nil {
 		if ca == nil {
 			t.Fatalf("v5 connect: %v", err)
 		}
 		return nil, ca
 	}
-	t.Cleanup(func() { _ = vc.Disconnect(&paho.Disconnect{ReasonCode: 0}) })
-	return vc, ca
-}
-
-// expectV5 waits for a message on topic and returns its payload.
-func (vc *v5Client) expect(t *testing.T, topic string, within time.Duration) *paho.Publish {
-	t.Helper()
-	deadline := time.After(within)
-	for {
-		select {
-		case pb := <-vc.received:
-			if pb.Topic == topic {
-				return pb
-			}
-		case <-deadline:
-			t.Fatalf("no message on %s within %s", topic, within)
-			return nil
-		}
-	}
+	return c, ca
 }
 
 // collectV3 records every message a v3 client receives.

@@ -93,7 +93,7 @@ func TestDeviceMosquittoTLS(t *testing.T) {
 	registerDevice(t, p, "thermo-rsa", newDeviceKey(t, filepath.Join(p.dir, "thermo-rsa-private.pem"), "RS256"))
 	p.start()
 
-	backend, connack := connectV5(t, dialV5(t, p, "tls", ca.clientTLS()), &paho.Connect{ClientID: "backend", CleanStart: true,
+	backend, connack := connectV5(t, dialV5(t, p, "tls", ca.ClientTLS()), &paho.Connect{ClientID: "backend", CleanStart: true,
 		Password: []byte(p.token("backend", "--claim", "role=backend")), PasswordFlag: true})
 	if backend == nil {
 		t.Fatalf("backend CONNACK 0x%02X", connack.ReasonCode)
@@ -132,7 +132,7 @@ func TestDeviceMosquittoTLS(t *testing.T) {
 			if out, err := mosquittoPub(tc.clientID, deviceToken(tc.device, tc.extra...), tc.version, topic, "21.5"); err != nil {
 				t.Fatalf("mosquitto_pub: %v %s", err, out)
 			}
-			if m := backend.expect(t, topic, 5*time.Second); string(m.Payload) != "21.5" {
+			if m := backend.Expect(t, topic, 5*time.Second); string(m.Payload) != "21.5" {
 				t.Fatalf("payload %q", m.Payload)
 			}
 		})
@@ -147,7 +147,7 @@ func TestDeviceMosquittoTLS(t *testing.T) {
 			t.Fatalf("mosquitto_pub: %v %s", err, out)
 		}
 		select {
-		case m := <-backend.received:
+		case m := <-backend.Received:
 			if m.Topic != "/devices/thermo-rsa/events/after" {
 				t.Fatalf("the backend received %s %q: a device published under another device's id", m.Topic, m.Payload)
 			}

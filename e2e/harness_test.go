@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // idmqBin is built once per test run, with the race detector, from this checkout. Run it through idmqPath.
@@ -132,26 +134,9 @@ type idmqProc struct {
 	config string
 	ports  map[string]int
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *testkit.LogBuffer
 	exited chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newIdmq prepares a broker in a fresh directory. The config template may use {{tcp}}, {{tls}}, {{ws}},
@@ -180,7 +165,7 @@ func (p *idmqProc) start() {
 	p.t.Helper()
 	if p.logs == nil {
 		// One log buffer and one cleanup for every start of this broker, so restarts keep their history.
-		p.logs = &syncBuffer{}
+		p.logs = &testkit.LogBuffer{}
 		p.t.Cleanup(func() {
 			p.stop()
 			if p.t.Failed() {
@@ -208,7 +193,7 @@ func (p *idmqProc) start() {
 			if code, _ := p.get("/readyz"); code == 200 {
 				return
 			}
-		} else if strings.Contains(p.logs.String(), "listening") {
+		} else if p.logs.Contains("listening") {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -275,14 +260,7 @@ func (p *idmqProc) token(sub string, extra ...string) string {
 
 // waitLog waits until the broker's log contains s.
 func (p *idmqProc) waitLog(s string, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if strings.Contains(p.logs.String(), s) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+	return p.logs.Await(s, within)
 }
 
 // metric returns the value of a Prometheus sample line that starts with prefix (name plus labels).

@@ -57,7 +57,7 @@ func TestSessionsEndWhenTokensEnd(t *testing.T) {
 	// Within 1 s after exp + leeway, and not before it.
 	latest := due.Add(time.Second)
 	select {
-	case d := <-v5.disconnects:
+	case d := <-v5.Disconnects:
 		if d.ReasonCode != 0xA0 || d.Properties == nil || d.Properties.ReasonString != "token expired" {
 			t.Fatalf("v5 DISCONNECT 0x%02x %+v, want 0xA0 \"token expired\"", d.ReasonCode, d.Properties)
 		}
@@ -136,11 +136,11 @@ func TestReauthenticationKeepsAClientConnected(t *testing.T) {
 		}
 		topic := fmt.Sprintf("users/alice/tick/%d", i)
 		waitToken(t, pub.Publish(topic, 1, false, "tick"), "publish")
-		c.expect(t, topic, 5*time.Second)
+		c.Expect(t, topic, 5*time.Second)
 		time.Sleep(time.Second)
 	}
 	select {
-	case d := <-c.disconnects:
+	case d := <-c.Disconnects:
 		t.Fatalf("disconnected while refreshing: 0x%02x", d.ReasonCode)
 	default:
 	}
@@ -163,7 +163,7 @@ func TestReauthenticationKeepsAClientConnected(t *testing.T) {
 	// Another user's token: DISCONNECT 0x87.
 	_, _ = c.Authenticate(context.Background(), &paho.Auth{ReasonCode: 0x19, Properties: &paho.AuthProperties{AuthMethod: "JWT", AuthData: []byte(p.token("mallory"))}})
 	select {
-	case d := <-c.disconnects:
+	case d := <-c.Disconnects:
 		if d.ReasonCode != 0x87 {
 			t.Fatalf("re-auth as another user: DISCONNECT 0x%02x, want 0x87", d.ReasonCode)
 		}
@@ -245,7 +245,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 		t.Fatalf("delete: %d", code)
 	}
 	select {
-	case d := <-alice.disconnects:
+	case d := <-alice.Disconnects:
 		if d.ReasonCode != 0x98 {
 			t.Fatalf("DISCONNECT 0x%02x, want 0x98", d.ReasonCode)
 		}
@@ -262,7 +262,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 		t.Fatalf("revoke: %d %v", code, body)
 	}
 	select {
-	case <-bob.disconnects:
+	case <-bob.Disconnects:
 	case <-time.After(5 * time.Second):
 		t.Fatal("revoked user still connected")
 	}
