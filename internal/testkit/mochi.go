@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"testing"
@@ -13,11 +14,8 @@ import (
 	"github.com/idmq/idmq/internal/mochitest"
 )
 
-// MochiOptions says what StartMochi runs.
+// MochiOptions says what kind of mochi server a test runs.
 type MochiOptions struct {
-	// Hooks are added in order, each with a nil config. With none, every client is refused: allowing is
-	// the test's explicit choice (mochi's auth.AllowHook).
-	Hooks []mqtt.Hook
 	// InlineClient lets the test publish from the server itself.
 	InlineClient bool
 	// WebSocket adds a WebSocket listener (any path) beside the TCP one.
@@ -26,32 +24,49 @@ type MochiOptions struct {
 	TLS *tls.Config
 }
 
-// Mochi is a bare mochi server on loopback, serving until the test ends.
+// Mochi is a bare mochi server on loopback.
 type Mochi struct {
 	Server *mqtt.Server
-	TCP    string // host:port of the TCP (or TLS) listener
+	TCP    string // host:port of the TCP (or TLS) listener, once serving
 	WS     string // host:port of the WebSocket listener; empty without MochiOptions.WebSocket
+
+	opts MochiOptions
 }
 
-// StartMochi runs a mochi server with the options' hooks and stops it, clients first, when the test ends.
-// Hooks that hold resources of their own are closed by the test, in a Cleanup registered before this call
-// (cleanups run last-first, so the server is down by then).
-func StartMochi(t testing.TB, o MochiOptions) *Mochi {
+// NewMochi makes the server, logging nowhere, without serving: hooks that need the server (to send a
+// packet, to stop a client) are built with m.Server before Serve adds them.
+func NewMochi(o MochiOptions) *Mochi {
+	return &Mochi{Server: mqtt.New(&mqtt.Options{InlineClient: o.InlineClient, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}), opts: o}
+}
+
+// StartMochi is NewMochi then Serve.
+func StartMochi(t testing.TB, o MochiOptions, hooks ...mqtt.Hook) *Mochi {
 	t.Helper()
-	s := mqtt.New(&mqtt.Options{InlineClient: o.InlineClient, Logger: slog.New(slog.DiscardHandler)})
-	for _, h := range o.Hooks {
+	m := NewMochi(o)
+	m.Serve(t, hooks...)
+	return m
+}
+
+// Serve adds hooks in order, each with a nil config, then the listeners, and serves until the test ends,
+// when it stops the server, clients first. Without hooks every client is refused: allowing is the test's
+// explicit choice (mochi's auth.AllowHook). Hooks that hold resources are closed by the test in a Cleanup
+// registered before Serve (cleanups run last-first, so the server is down by then).
+func (m *Mochi) Serve(t testing.TB, hooks ...mqtt.Hook) {
+	t.Helper()
+	s := m.Server
+	for _, h := range hooks {
 		if err := s.AddHook(h, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0", TLSConfig: o.TLS})
+	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0", TLSConfig: m.opts.TLS})
 	if err := s.AddListener(mochitest.Listener(tcp)); err != nil {
 		t.Fatal(err)
 	}
-	m := &Mochi{Server: s, TCP: tcp.Address()}
-	if o.WebSocket {
+	m.TCP = tcp.Address()
+	if m.opts.WebSocket {
 		m.WS = reservePort(t)
-		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: m.WS, TLSConfig: o.TLS})
+		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: m.WS, TLSConfig: m.opts.TLS})
 		if err := s.AddListener(mochitest.Listener(ws)); err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +78,6 @@ func StartMochi(t testing.TB, o MochiOptions) *Mochi {
 	if m.WS != "" {
 		waitListening(t, m.WS)
 	}
-	return m
 }
 
 // reservePort returns a loopback address that was free a moment ago, for a listener that binds only

@@ -8,7 +8,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
-	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -17,7 +16,7 @@ import (
 
 // A message published by a 3.1.1 client over TCP reaches an MQTT 5 client over WebSocket and a raw client.
 func TestMochiCarriesMessagesAcrossClients(t *testing.T) {
-	m := StartMochi(t, MochiOptions{Hooks: []mqtt.Hook{new(auth.AllowHook)}, WebSocket: true})
+	m := StartMochi(t, MochiOptions{WebSocket: true}, new(auth.AllowHook))
 
 	ws, _, err := websocket.DefaultDialer.Dial("ws://"+m.WS+"/mqtt", nil)
 	if err != nil {
@@ -77,7 +76,7 @@ func TestMochiWithoutHooksRefuses(t *testing.T) {
 
 func TestMochiTLS(t *testing.T) {
 	ca := NewCA(t)
-	m := StartMochi(t, MochiOptions{Hooks: []mqtt.Hook{new(auth.AllowHook)}, TLS: ca.ServerTLS(t)})
+	m := StartMochi(t, MochiOptions{TLS: ca.ServerTLS(t)}, new(auth.AllowHook))
 	if _, err := tls.Dial("tcp", m.TCP, NewCA(t).ClientTLS()); err == nil {
 		t.Fatal("a client trusting another CA completed the handshake")
 	}

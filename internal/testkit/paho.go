@@ -61,7 +61,8 @@ func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.
 	return c, ca, err
 }
 
-// Next waits up to within for the next message, whatever its topic.
+// Next waits up to within for the next message, whatever its topic. Messages reach a client in order, so
+// a test that must see nothing publishes a marker after it and expects the marker next.
 func (c *V5Client) Next(t testing.TB, within time.Duration) *paho.Publish {
 	t.Helper()
 	select {
