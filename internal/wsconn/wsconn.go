@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,8 +19,8 @@ var ErrTextFrame = errors.New("websocket: MQTT requires binary frames")
 
 // Conn is a net.Conn over a WebSocket. Read spans messages, since MQTT packets may be split across
 // messages and a message may hold several packets [MQTT-6.0.0-2]; each Write is one binary message.
-// Addresses and Close are the underlying socket's; deadlines go through gorilla, which sets its own write
-// deadline on the socket before every message, so a deadline set on the socket alone would not hold.
+// Addresses and Close are the underlying socket's. Deadlines go through gorilla, which sets its own write
+// deadline on the socket before every message, so a write deadline set on the socket alone would not hold.
 type Conn struct {
 	net.Conn
 	ws     *websocket.Conn
@@ -27,7 +28,8 @@ type Conn struct {
 	reader io.Reader
 	// wmu makes concurrent writers (a client's pinger beside its publisher, the broker's writer beside its
 	// keepalive) send whole messages: gorilla allows one writer at a time.
-	wmu sync.Mutex
+	wmu           sync.Mutex
+	writeDeadline atomic.Pointer[time.Time]
 }
 
 // New wraps an upgraded or dialled WebSocket.
@@ -64,6 +66,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if d := c.writeDeadline.Load(); d != nil {
+		_ = c.ws.SetWriteDeadline(*d)
+	}
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
@@ -73,11 +78,17 @@ func (c *Conn) Write(p []byte) (int, error) {
 // SetDeadline sets both deadlines, as on a TCP connection: mochi's keepalive deadline then bounds writes to
 // a stalled WebSocket client too.
 func (c *Conn) SetDeadline(t time.Time) error {
-	if err := c.ws.SetReadDeadline(t); err != nil {
+	if err := c.SetReadDeadline(t); err != nil {
 		return err
 	}
-	return c.ws.SetWriteDeadline(t)
+	return c.SetWriteDeadline(t)
 }
 
-func (c *Conn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline applies from the next Write on. gorilla's own setter is not safe beside a write in
+// progress, and mochi sets deadlines from its reading goroutine while another writes.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.writeDeadline.Store(&t)
+	return nil
+}

@@ -70,6 +70,18 @@ func TestConcurrentWritesStayWhole(t *testing.T) {
 	c, s := pair(t)
 	const writers = 8
 	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // mochi moves the deadline from its reading goroutine while another writes
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = c.SetDeadline(time.Now().Add(time.Minute))
+			}
+		}
+	}()
 	for i := range writers {
 		wg.Add(1)
 		go func() {
