@@ -384,7 +384,7 @@ func TestCheckCommand(t *testing.T) {
 		t.Fatalf("idmq check config.example.yaml exit %d: %s", code, errOut)
 	}
 	bad := filepath.Join(p.dir, "bad.yaml")
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	os.WriteFile(bad, []byte(fmt.Sprintf("listeners:\n  - {type: tcp, address: \"127.0.0.1:%d\"}\nmqtt:\n  max_session_expiry: forever\n", port)), 0o600)
 	for _, cmd := range []string{"check", "serve"} {
 		_, errOut, code := p.idmqCmd(cmd, "-c", bad)

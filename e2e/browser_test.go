@@ -54,7 +54,7 @@ func TestBrowserExchangeOverWSS(t *testing.T) {
 	foreignPage := browserPageServer(t, tools.pageDir, tools.mqttJS, idpToken)
 
 	// The API port is not the harness's {{http}}: its readiness probe speaks plain HTTP and this API is HTTPS.
-	apiPort := freePort(t)
+	apiPort := testkit.FreePort(t)
 	p := newIdmq(t, fmt.Sprintf(`
 listeners:
   - {type: tcp, address: "127.0.0.1:{{tcp}}"}

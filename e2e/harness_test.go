@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -78,35 +77,6 @@ func repoRoot() string {
 	return filepath.Dir(wd)
 }
 
-// handedOut holds every port freePort returned in this test binary.
-var handedOut = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
-
-// freePort returns a loopback port that was free a moment ago and that no earlier call returned: the kernel may
-// offer one ephemeral port to two listens in a row, and two listeners of one broker then asked for the same
-// address (seen: "listeners[1].address: address ... is already used by listeners[0].address").
-func freePort(t *testing.T) int {
-	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !handedOut.ports[port] {
-			handedOut.ports[port] = true
-			return port
-		}
-	}
-	t.Fatal("freePort: the kernel offered only ports already handed out, 100 times")
-	return 0
-}
-
 // requireTool finds an external program. Outside CI a missing tool skips the test; in CI it fails it,
 // so a CI machine without the tool never reports green for a test that did not run.
 func requireTool(t *testing.T, name, install string) string {
@@ -148,7 +118,7 @@ func newIdmq(t *testing.T, configTemplate string) *idmqProc {
 	for _, name := range []string{"tcp", "tls", "ws", "wss", "http"} {
 		key := "{{" + name + "}}"
 		if strings.Contains(cfg, key) {
-			p.ports[name] = freePort(t)
+			p.ports[name] = testkit.FreePort(t)
 			cfg = strings.ReplaceAll(cfg, key, fmt.Sprint(p.ports[name]))
 		}
 	}

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -65,7 +66,7 @@ func (m *Mochi) Serve(t testing.TB, hooks ...mqtt.Hook) {
 	}
 	m.TCP = tcp.Address()
 	if m.opts.WebSocket {
-		m.WS = reservePort(t)
+		m.WS = fmt.Sprintf("127.0.0.1:%d", FreePort(t)) // mochi binds it only when serving
 		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: m.WS, TLSConfig: m.opts.TLS})
 		if err := s.AddListener(mochitest.Listener(ws)); err != nil {
 			t.Fatal(err)
@@ -78,18 +79,6 @@ func (m *Mochi) Serve(t testing.TB, hooks ...mqtt.Hook) {
 	if m.WS != "" {
 		waitListening(t, m.WS)
 	}
-}
-
-// reservePort returns a loopback address that was free a moment ago, for a listener that binds only
-// when it serves (mochi's WebSocket listener).
-func reservePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func waitListening(t testing.TB, addr string) {
