@@ -382,13 +382,8 @@ func TestBrokerRefreshDropsForbiddenWill(t *testing.T) {
 	// Re-authenticated as someone whose rules forbid wills/alice: the Will must not be sent.
 	b.reauthenticate(t, alice, "alice", Subject{Username: "someone-else"})
 	alice.TerminateConnectionForTest()
-	deadline := time.Now().Add(5 * time.Second)
-	for countClients(b.hook) != 1 { // alice's rules go after mochi has handled her Will
-		if time.Now().After(deadline) {
-			t.Fatal("alice's connection was not closed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	// alice's rules go after mochi has handled her Will
+	testkit.Eventually(t, 5*time.Second, func() bool { return countClients(b.hook) == 1 }, "alice's connection was not closed")
 	if err := b.server.Publish("wills/marker", []byte("marker"), false, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -409,13 +404,8 @@ func TestBrokerForgetsClients(t *testing.T) {
 	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for countClients(b.hook) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("compiled rules still held 5s after a clean session disconnected")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return countClients(b.hook) == 0 },
+		"compiled rules still held after a clean session disconnected")
 	// A client the subject function does not know is denied everything but may connect.
 	stranger := b.mustDialV5(t, "stranger", "x-1")
 	if code := stranger.SubscribeQoS1(t, "users/stranger/#"); code != 0x87 {
