@@ -3,7 +3,6 @@ package testkit
 import (
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"testing"
@@ -37,7 +36,7 @@ type Mochi struct {
 // NewMochi makes the server, logging nowhere, without serving: hooks that need the server (to send a
 // packet, to stop a client) are built with m.Server before Serve adds them.
 func NewMochi(o MochiOptions) *Mochi {
-	return &Mochi{Server: mqtt.New(&mqtt.Options{InlineClient: o.InlineClient, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}), opts: o}
+	return &Mochi{Server: mqtt.New(&mqtt.Options{InlineClient: o.InlineClient, Logger: slog.New(slog.DiscardHandler)}), opts: o}
 }
 
 // StartMochi is NewMochi then Serve.
