@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"os"
 	"os/exec"
@@ -17,6 +14,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // devicesBroker serves TLS only, with the local provider (for a backend subscriber) and a devices provider
@@ -43,25 +42,19 @@ acl:
 // public key goes into the registry separately.
 func newDeviceKey(t *testing.T, path, alg string) crypto.Signer {
 	t.Helper()
+	key := testkit.NewKey(t, alg, "").Signer
 	var (
-		key crypto.Signer
 		der []byte
 		typ string
 		err error
 	)
-	switch alg {
-	case "ES256": // as `openssl ecparam -genkey -name prime256v1 -noout` writes it
-		var k *ecdsa.PrivateKey
-		if k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err == nil {
-			key, typ = k, "EC PRIVATE KEY"
-			der, err = x509.MarshalECPrivateKey(k)
-		}
-	case "RS256": // as `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` writes it
-		var k *rsa.PrivateKey
-		if k, err = rsa.GenerateKey(rand.Reader, 2048); err == nil {
-			key, typ = k, "PRIVATE KEY"
-			der, err = x509.MarshalPKCS8PrivateKey(k)
-		}
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey: // as `openssl ecparam -genkey -name prime256v1 -noout` writes it
+		typ = "EC PRIVATE KEY"
+		der, err = x509.MarshalECPrivateKey(k)
+	default: // RSA, as `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` writes it
+		typ = "PRIVATE KEY"
+		der, err = x509.MarshalPKCS8PrivateKey(k)
 	}
 	if err != nil {
 		t.Fatal(err)
