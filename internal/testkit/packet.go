@@ -9,33 +9,41 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
+// encoders are mochi's encoders for the packets a raw test client sends.
+var encoders = map[byte]func(*packets.Packet, *bytes.Buffer) error{
+	packets.Connect:   (*packets.Packet).ConnectEncode,
+	packets.Subscribe: (*packets.Packet).SubscribeEncode,
+	packets.Publish:   (*packets.Packet).PublishEncode,
+	packets.Puback:    (*packets.Packet).PubackEncode,
+	packets.Pubrec:    (*packets.Packet).PubrecEncode,
+	packets.Pubrel:    (*packets.Packet).PubrelEncode,
+	packets.Pubcomp:   (*packets.Packet).PubcompEncode,
+}
+
+// decoders are mochi's decoders for the packets a broker sends a client.
+var decoders = map[byte]func(*packets.Packet, []byte) error{
+	packets.Connack:    (*packets.Packet).ConnackDecode,
+	packets.Suback:     (*packets.Packet).SubackDecode,
+	packets.Publish:    (*packets.Packet).PublishDecode,
+	packets.Puback:     (*packets.Packet).PubackDecode,
+	packets.Pubrec:     (*packets.Packet).PubrecDecode,
+	packets.Pubrel:     (*packets.Packet).PubrelDecode,
+	packets.Pubcomp:    (*packets.Packet).PubcompDecode,
+	packets.Disconnect: (*packets.Packet).DisconnectDecode,
+}
+
 // WritePacket encodes pk with mochi's codec and writes it in one write, as a raw test client does. A type
 // it has no encoder for is an error, never a silent no-op.
 func WritePacket(w io.Writer, pk *packets.Packet) error {
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Subscribe:
-		err = pk.SubscribeEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&buf)
-	case packets.Pubrel:
-		err = pk.PubrelEncode(&buf)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&buf)
-	default:
-		err = fmt.Errorf("testkit: no encoder for packet type %d", pk.FixedHeader.Type)
+	encode, ok := encoders[pk.FixedHeader.Type]
+	if !ok {
+		return fmt.Errorf("testkit: no encoder for packet type %d", pk.FixedHeader.Type)
 	}
-	if err != nil {
+	var buf bytes.Buffer
+	if err := encode(pk, &buf); err != nil {
 		return err
 	}
-	_, err = w.Write(buf.Bytes())
+	_, err := w.Write(buf.Bytes())
 	return err
 }
 
@@ -60,23 +68,8 @@ func ReadPacket(r *bufio.Reader, version byte) (packets.Packet, error) {
 	if _, err := io.ReadFull(r, body); err != nil {
 		return pk, err
 	}
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
+	if decode, ok := decoders[pk.FixedHeader.Type]; ok {
+		err = decode(&pk, body)
 	}
 	return pk, err
 }
