@@ -78,10 +78,7 @@ func dialV5(t testing.TB, addr string, cp *paho.Connect) (*v5Client, *paho.Conna
 	return c, ca
 }
 
-func jwtConnect(clientID, token string) *paho.Connect {
-	return &paho.Connect{ClientID: clientID, CleanStart: true,
-		Properties: &paho.ConnectProperties{AuthMethod: "JWT", AuthData: []byte(token)}}
-}
+func jwtConnect(clientID, token string) *paho.Connect { return testkit.JWTConnect(clientID, "", token) }
 
 // subscribeV5 connects a long-lived subscriber to filter.
 func subscribeV5(t testing.TB, b *testBroker, clientID, filter string) *v5Client {

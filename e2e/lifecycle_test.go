@@ -13,6 +13,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 const lifecycleConfig = `
@@ -28,12 +30,6 @@ acl:
     - {topic: "#", access: pubsub, when: {role: admin}}
     - {topic: "users/%u/#", access: pubsub}
 `
-
-func v5Connect(user, token, clientID string) *paho.Connect {
-	return &paho.Connect{ClientID: clientID, CleanStart: true,
-		Properties: &paho.ConnectProperties{AuthMethod: "JWT", AuthData: []byte(token)},
-		Username:   user, UsernameFlag: user != ""}
-}
 
 // TestSessionsEndWhenTokensEnd: at exp + leeway a v5 client gets DISCONNECT 0xA0 "token expired", a 3.1.1
 // client's connection closes, and each one's Will reaches a subscriber.
@@ -117,7 +113,7 @@ func tokenExpiry(t *testing.T, token string) time.Time {
 func TestReauthenticationKeepsAClientConnected(t *testing.T) {
 	p := newIdmq(t, lifecycleConfig)
 	p.start()
-	c, ca := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("", p.token("alice", "--ttl", "3s"), "refresher"))
+	c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("refresher", "", p.token("alice", "--ttl", "3s")))
 	if c == nil {
 		t.Fatalf("CONNACK 0x%02x", ca.ReasonCode)
 	}
@@ -231,7 +227,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 		t.Fatalf("wrong key: %d %v", code, body)
 	}
 
-	alice, _ := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("alice", p.token("alice"), "alice-phone"))
+	alice, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("alice-phone", "alice", p.token("alice")))
 	code, body := p.admin(t, "GET", "/v1/clients", key, "")
 	clients, _ := body["clients"].([]any)
 	if code != 200 || len(clients) != 1 {
@@ -257,7 +253,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 	}
 
 	bobToken := p.token("bob")
-	bob, _ := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("bob", bobToken, "bob-1"))
+	bob, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("bob-1", "bob", bobToken))
 	if code, body := p.admin(t, "POST", "/v1/revocations", key, `{"username": "bob"}`); code != 200 || body["disconnected"] != float64(1) {
 		t.Fatalf("revoke: %d %v", code, body)
 	}
@@ -268,7 +264,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 	}
 	refused := func(when string) {
 		t.Helper()
-		c, ca := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("bob", bobToken, "bob-2"))
+		c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("bob-2", "bob", bobToken))
 		if c != nil || ca.ReasonCode != 0x86 {
 			t.Fatalf("%s: revoked token CONNACK %+v, want 0x86", when, ca)
 		}
@@ -283,7 +279,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 		t.Fatalf("revocations after restart: %d %v", code, body)
 	}
 	time.Sleep(1100 * time.Millisecond) // a token issued in a later second than the revocation
-	if c, ca := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("bob", p.token("bob"), "bob-3")); c == nil {
+	if c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("bob-3", "bob", p.token("bob"))); c == nil {
 		t.Fatalf("a token issued after the revocation: CONNACK 0x%02x", ca.ReasonCode)
 	}
 }

@@ -103,6 +103,13 @@ func (c *V5Client) SubscribeQoS1(t testing.TB, filter string) byte {
 	return sa.Reasons[0]
 }
 
+// JWTConnect is an MQTT 5 CONNECT carrying token as Authentication Data under method "JWT", the form a
+// client can renew with AUTH; username is sent when not empty.
+func JWTConnect(clientID, username, token string) *paho.Connect {
+	return &paho.Connect{ClientID: clientID, CleanStart: true, Username: username, UsernameFlag: username != "",
+		Properties: &paho.ConnectProperties{AuthMethod: "JWT", AuthData: []byte(token)}}
+}
+
 // V3Options are MQTT 3.1.1 client options for a test: no reconnecting, no retrying, 10 s to connect.
 func V3Options(url, clientID, username, password string) *mqtt3.ClientOptions {
 	return mqtt3.NewClientOptions().AddBroker(url).SetClientID(clientID).
