@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,21 +48,6 @@ func connectV3(t *testing.T, o *mqtt3.ClientOptions) (mqtt3.Client, byte) {
 
 // dialV5 opens the raw transport a paho v5 client runs over.
 func dialV5(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Config) net.Conn {
-	t.Helper()
-	return &packetLockedConn{Conn: dialTransport(t, p, transport, tlsConf)}
-}
-
-// packetLockedConn makes paho.golang write each packet whole. paho writes a packet's parts with one Write each
-// (net.Buffers) and its pinger writes PINGREQ from another goroutine; it holds the connection's lock around a
-// packet only when the connection is a sync.Locker. Over TLS and WebSocket, which have no writev, a PINGREQ
-// could otherwise land inside a PUBLISH, and the broker read a corrupt packet (seen: a payload that began with
-// the PINGREQ's bytes, and publishes never acknowledged).
-type packetLockedConn struct {
-	net.Conn
-	sync.Mutex
-}
-
-func dialTransport(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Config) net.Conn {
 	t.Helper()
 	addr := p.addr(transport)
 	switch transport {

@@ -3,6 +3,7 @@ package testkit
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +41,9 @@ type Disconnect struct {
 func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.Connack, error) {
 	t.Helper()
 	c := &V5Client{Conn: conn, Received: make(chan *paho.Publish, 10_000), Disconnects: make(chan Disconnect, 4)}
+	if _, ok := conn.(sync.Locker); !ok {
+		conn = &packetLocked{Conn: conn}
+	}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
@@ -59,6 +63,16 @@ func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.
 		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	}
 	return c, ca, err
+}
+
+// packetLocked makes paho.golang write each packet whole. paho writes a packet's parts with one Write each
+// (net.Buffers) while other goroutines of its own write too (acknowledgements, PINGREQ); it holds the
+// connection's lock around a packet only when the connection is a sync.Locker. Over TLS and WebSocket,
+// which have no writev, parts of two packets could otherwise interleave and the broker read a corrupt
+// packet (seen: a payload that began with a PINGREQ's bytes; a SUBSCRIBE over WebSocket never answered).
+type packetLocked struct {
+	net.Conn
+	sync.Mutex
 }
 
 // Next waits up to within for the next message, whatever its topic. Messages reach a client in order, so
