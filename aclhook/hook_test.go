@@ -1,12 +1,10 @@
 package aclhook
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -15,12 +13,11 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/idmq/idmq/mochifix"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // brokerConfig is what the in-process broker enforces.
@@ -57,30 +54,12 @@ func (r *reauthenticate) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packe
 	})
 }
 
-// lockedBuffer collects the hook's log lines while the broker writes them.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type testBroker struct {
 	server *mqtt.Server
 	hook   *Hook
 	addr   string
 	reg    *prometheus.Registry
-	log    *lockedBuffer
+	log    *testkit.LogBuffer
 
 	mu       sync.Mutex
 	subjects map[string]Subject // by CONNECT username
@@ -90,17 +69,14 @@ func startBroker(t *testing.T) *testBroker {
 	t.Helper()
 	b := &testBroker{
 		reg: prometheus.NewRegistry(),
-		log: &lockedBuffer{},
+		log: &testkit.LogBuffer{},
 		subjects: map[string]Subject{
 			"alice": {Username: "alice", Attributes: map[string]string{"role": "user"}},
 			"bob":   {Username: "bob", Attributes: map[string]string{"role": "user"}},
 			"root":  {Username: "root", Attributes: map[string]string{"role": "admin"}},
 		},
 	}
-	b.server = mqtt.New(&mqtt.Options{
-		InlineClient: true,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	m := testkit.NewMochi(testkit.MochiOptions{InlineClient: true})
 	hook, err := New(Options{
 		Config: brokerConfig,
 		Subject: func(cl *mqtt.Client) (Subject, bool) {
@@ -109,7 +85,7 @@ func startBroker(t *testing.T) *testBroker {
 			s, ok := b.subjects[string(cl.Properties.Username)]
 			return s, ok
 		},
-		Server:     b.server,
+		Server:     m.Server,
 		Registerer: b.reg,
 		Logger:     slog.New(slog.NewTextHandler(b.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -117,24 +93,8 @@ func startBroker(t *testing.T) *testBroker {
 		t.Fatal(err)
 	}
 	b.hook = hook
-	if err := b.server.AddHook(&authenticateAll{}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.server.AddHook(hook, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.server.AddHook(&reauthenticate{acl: hook}, nil); err != nil {
-		t.Fatal(err)
-	}
-	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := b.server.AddListener(mochifix.Listener(tcp, b.server, mochifix.ListenerOptions{})); err != nil {
-		t.Fatal(err)
-	}
-	b.addr = tcp.Address()
-	if err := b.server.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mochifix.CloseServer(b.server) })
+	m.Serve(t, &authenticateAll{}, hook, &reauthenticate{acl: hook})
+	b.server, b.addr = m.Server, m.TCP
 	return b
 }
 
@@ -145,7 +105,7 @@ func (b *testBroker) setSubject(username string, s Subject) {
 }
 
 // reauthenticate makes username's subject s and re-authenticates c, which refreshes its rules.
-func (b *testBroker) reauthenticate(t *testing.T, c *v5Client, username string, s Subject) {
+func (b *testBroker) reauthenticate(t *testing.T, c *testkit.V5Client, username string, s Subject) {
 	t.Helper()
 	b.setSubject(username, s)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -164,39 +124,15 @@ func (b *testBroker) denied(action string) float64 {
 	return m.GetCounter().GetValue()
 }
 
-// v5Client is a paho.golang client and the messages it received.
-type v5Client struct {
-	*paho.Client
-	received chan *paho.Publish
-}
-
-func (b *testBroker) dialV5(t *testing.T, username, clientID string, will *paho.WillMessage) (*v5Client, *paho.Connack, error) {
+func (b *testBroker) dialV5(t *testing.T, username, clientID string, will *paho.WillMessage) (*testkit.V5Client, *paho.Connack, error) {
 	t.Helper()
-	conn, err := net.Dial("tcp", b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	received := make(chan *paho.Publish, 16)
-	c := paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			received <- pr.Packet
-			return true, nil
-		}},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{
+	return testkit.ConnectV5(t, testkit.DialTCP(t, b.addr), &paho.Connect{
 		ClientID: clientID, Username: username, UsernameFlag: true, CleanStart: true, KeepAlive: 30,
 		WillMessage: will,
 	})
-	if err == nil {
-		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	}
-	return &v5Client{Client: c, received: received}, ca, err
 }
 
-func (b *testBroker) mustDialV5(t *testing.T, username, clientID string) *v5Client {
+func (b *testBroker) mustDialV5(t *testing.T, username, clientID string) *testkit.V5Client {
 	t.Helper()
 	c, _, err := b.dialV5(t, username, clientID, nil)
 	if err != nil {
@@ -205,18 +141,7 @@ func (b *testBroker) mustDialV5(t *testing.T, username, clientID string) *v5Clie
 	return c
 }
 
-func subscribeV5(t *testing.T, c *v5Client, filter string) byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
-	if sa == nil {
-		t.Fatalf("subscribe %q: %v", filter, err)
-	}
-	return sa.Reasons[0]
-}
-
-func publishV5(t *testing.T, c *v5Client, p *paho.Publish) byte {
+func publishV5(t *testing.T, c *testkit.V5Client, p *paho.Publish) byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -225,19 +150,6 @@ func publishV5(t *testing.T, c *v5Client, p *paho.Publish) byte {
 		t.Fatalf("publish %q: %v", p.Topic, err)
 	}
 	return pr.ReasonCode
-}
-
-// nextMessage waits for the next message; messages reach a client in order, so tests publish a
-// marker after anything that must not arrive and expect the marker next.
-func nextMessage(t *testing.T, c *v5Client) *paho.Publish {
-	t.Helper()
-	select {
-	case p := <-c.received:
-		return p
-	case <-time.After(5 * time.Second):
-		t.Fatal("no message within 5s")
-		return nil
-	}
 }
 
 func TestBrokerSubscribeV5(t *testing.T) {
@@ -257,7 +169,7 @@ func TestBrokerSubscribeV5(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := b.denied(labelSubscribe)
-			if got := subscribeV5(t, alice, tt.filter); got != tt.code {
+			if got := alice.SubscribeQoS1(t, tt.filter); got != tt.code {
 				t.Fatalf("SUBACK for %q = %#x, want %#x", tt.filter, got, tt.code)
 			}
 			if wantDenied := tt.code == 0x87; (b.denied(labelSubscribe) == before+1) != wantDenied {
@@ -306,10 +218,10 @@ func TestBrokerUsersAndAdmin(t *testing.T) {
 	bob := b.mustDialV5(t, "bob", "bob-1")
 	root := b.mustDialV5(t, "root", "root-1")
 
-	if code := subscribeV5(t, bob, "users/bob/#"); code != 0x01 {
+	if code := bob.SubscribeQoS1(t, "users/bob/#"); code != 0x01 {
 		t.Fatalf("bob subscribing to his tree: %#x", code)
 	}
-	if code := subscribeV5(t, root, "users/bob/#"); code != 0x01 {
+	if code := root.SubscribeQoS1(t, "users/bob/#"); code != 0x01 {
 		t.Fatalf("admin subscribing to bob's tree: %#x", code)
 	}
 	// alice's QoS 0 write to bob is dropped; the admin's write is delivered to bob and to the admin.
@@ -327,8 +239,8 @@ func TestBrokerUsersAndAdmin(t *testing.T) {
 	if code := publishV5(t, root, &paho.Publish{Topic: "users/bob/inbox", QoS: 1, Payload: []byte("from root")}); code != 0x00 {
 		t.Fatalf("admin writing to bob: %#x", code)
 	}
-	for name, c := range map[string]*v5Client{"bob": bob, "root": root} {
-		if p := nextMessage(t, c); string(p.Payload) != "from root" {
+	for name, c := range map[string]*testkit.V5Client{"bob": bob, "root": root} {
+		if p := c.Next(t, 5*time.Second); string(p.Payload) != "from root" {
 			t.Errorf("%s received %q first, want the admin's message", name, p.Payload)
 		}
 	}
@@ -343,18 +255,20 @@ func TestBrokerRetainedNeverLeaks(t *testing.T) {
 	}
 	alice := b.mustDialV5(t, "alice", "alice-1")
 	// news/# is allowed (rules[3]) though it overlaps the denied news/internal/# (rules[2]).
-	if code := subscribeV5(t, alice, "news/#"); code != 0x01 {
+	if code := alice.SubscribeQoS1(t, "news/#"); code != 0x01 {
 		t.Fatalf("subscribe news/#: %#x", code)
 	}
+	// mochi queues retained messages after the SUBACK, from the client's goroutine: a live publish sent
+	// on seeing the SUBACK may overtake them. So the retained one is awaited before the live ones go out.
+	got := []string{alice.Next(t, 5*time.Second).Topic}
 	if err := b.server.Publish("news/internal/live", []byte("internal live"), false, 1); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.server.Publish("news/marker", []byte("marker"), false, 1); err != nil {
 		t.Fatal(err)
 	}
-	var got []string
 	for {
-		p := nextMessage(t, alice)
+		p := alice.Next(t, 5*time.Second)
 		got = append(got, p.Topic)
 		if p.Topic == "news/marker" {
 			break
@@ -398,43 +312,33 @@ func TestBrokerWillV5(t *testing.T) {
 	}
 }
 
-func dialV3(t *testing.T, b *testBroker, username, clientID, willTopic string) (pahov3.Client, pahov3.Token) {
+func dialV3(t *testing.T, b *testBroker, username, clientID, willTopic string) (pahov3.Client, byte, error) {
 	t.Helper()
-	opts := pahov3.NewClientOptions().AddBroker("tcp://" + b.addr).SetClientID(clientID).
-		SetUsername(username).SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false)
+	opts := testkit.V3Options("tcp://"+b.addr, clientID, username, "")
 	if willTopic != "" {
 		opts.SetWill(willTopic, "gone", 1, false)
 	}
-	c := pahov3.NewClient(opts)
-	tok := c.Connect()
-	if !tok.WaitTimeout(5 * time.Second) {
-		t.Fatal("v3 connect timed out")
-	}
-	if tok.Error() == nil {
-		t.Cleanup(func() { c.Disconnect(100) })
-	}
-	return c, tok
+	return testkit.ConnectV3(t, opts)
 }
 
 func TestBrokerV3(t *testing.T) {
 	b := startBroker(t)
 
 	t.Run("forbidden will is refused with 0x05", func(t *testing.T) {
-		_, tok := dialV3(t, b, "alice", "alice-v3-will", "wills/bob")
-		if code := tok.(*pahov3.ConnectToken).ReturnCode(); code != 0x05 {
-			t.Fatalf("CONNACK return code %#x (%v), want 0x05", code, tok.Error())
+		_, code, err := dialV3(t, b, "alice", "alice-v3-will", "wills/bob")
+		if code != 0x05 {
+			t.Fatalf("CONNACK return code %#x (%v), want 0x05", code, err)
 		}
 	})
 	t.Run("allowed will connects", func(t *testing.T) {
-		_, tok := dialV3(t, b, "alice", "alice-v3-will-ok", "wills/alice")
-		if tok.Error() != nil {
-			t.Fatal(tok.Error())
+		if _, _, err := dialV3(t, b, "alice", "alice-v3-will-ok", "wills/alice"); err != nil {
+			t.Fatal(err)
 		}
 	})
 	t.Run("denied subscribe gets 0x80", func(t *testing.T) {
-		c, tok := dialV3(t, b, "alice", "alice-v3", "")
-		if tok.Error() != nil {
-			t.Fatal(tok.Error())
+		c, _, err := dialV3(t, b, "alice", "alice-v3", "")
+		if err != nil {
+			t.Fatal(err)
 		}
 		st := c.SubscribeMultiple(map[string]byte{"users/bob/#": 1, "users/alice/#": 1}, nil)
 		if !st.WaitTimeout(5 * time.Second) {
@@ -470,7 +374,7 @@ func TestBrokerTopicAliasIsChecked(t *testing.T) {
 func TestBrokerRefreshDropsForbiddenWill(t *testing.T) {
 	b := startBroker(t)
 	root := b.mustDialV5(t, "root", "root-1")
-	if code := subscribeV5(t, root, "wills/#"); code != 0x01 {
+	if code := root.SubscribeQoS1(t, "wills/#"); code != 0x01 {
 		t.Fatalf("admin subscribing to wills: %#x", code)
 	}
 	alice, ca, err := b.dialV5(t, "alice", "alice-1", &paho.WillMessage{Topic: "wills/alice", Payload: []byte("alice gone")})
@@ -480,17 +384,12 @@ func TestBrokerRefreshDropsForbiddenWill(t *testing.T) {
 	// Re-authenticated as someone whose rules forbid wills/alice: the Will must not be sent.
 	b.reauthenticate(t, alice, "alice", Subject{Username: "someone-else"})
 	alice.TerminateConnectionForTest()
-	deadline := time.Now().Add(5 * time.Second)
-	for countClients(b.hook) != 1 { // alice's rules go after mochi has handled her Will
-		if time.Now().After(deadline) {
-			t.Fatal("alice's connection was not closed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	// alice's rules go after mochi has handled her Will
+	testkit.Eventually(t, 5*time.Second, func() bool { return countClients(b.hook) == 1 }, "alice's connection was not closed")
 	if err := b.server.Publish("wills/marker", []byte("marker"), false, 0); err != nil {
 		t.Fatal(err)
 	}
-	if p := nextMessage(t, root); p.Topic != "wills/marker" {
+	if p := root.Next(t, 5*time.Second); p.Topic != "wills/marker" {
 		t.Errorf("admin received %q (%q) before the marker: the forbidden Will was sent", p.Topic, p.Payload)
 	}
 	if b.denied(labelWill) != 1 {
@@ -507,16 +406,11 @@ func TestBrokerForgetsClients(t *testing.T) {
 	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for countClients(b.hook) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("compiled rules still held 5s after a clean session disconnected")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return countClients(b.hook) == 0 },
+		"compiled rules still held after a clean session disconnected")
 	// A client the subject function does not know is denied everything but may connect.
 	stranger := b.mustDialV5(t, "stranger", "x-1")
-	if code := subscribeV5(t, stranger, "users/stranger/#"); code != 0x87 {
+	if code := stranger.SubscribeQoS1(t, "users/stranger/#"); code != 0x87 {
 		t.Errorf("unknown subject subscribed: %#x", code)
 	}
 }

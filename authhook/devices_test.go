@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // ---- device fixtures ----
@@ -28,9 +30,9 @@ import (
 const testProject = "my-project"
 
 // signDevice signs claims as a Cloud IoT device does: no kid, no iss.
-func signDevice(t testing.TB, k testKey, claims jwt.MapClaims) string {
+func signDevice(t testing.TB, k testkit.Key, claims jwt.MapClaims) string {
 	t.Helper()
-	s, err := jwt.NewWithClaims(k.method, claims).SignedString(k.priv)
+	s, err := jwt.NewWithClaims(k.Method, claims).SignedString(k.Signer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,18 +44,18 @@ func deviceClaims(now time.Time) jwt.MapClaims {
 }
 
 // selfSignedPEM is a self-signed certificate for k, valid until notAfter, as devices register them.
-func selfSignedPEM(t testing.TB, k testKey, notAfter time.Time) string {
+func selfSignedPEM(t testing.TB, k testkit.Key, notAfter time.Time) string {
 	t.Helper()
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "unused"},
 		NotBefore: notAfter.Add(-48 * time.Hour), NotAfter: notAfter}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.priv.Public(), k.priv)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Signer.Public(), k.Signer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
-func publicPEM(t testing.TB, k testKey) string { return string(rsaPublicPEM(t, k)) }
+func publicPEM(t testing.TB, k testkit.Key) string { return string(k.PublicPEM(t)) }
 
 func devicesConfig(devices ...DeviceConfig) Config {
 	return Config{Providers: []ProviderConfig{{Name: "fleet", Type: TypeDevices, Project: testProject, Devices: devices}}}
@@ -67,12 +69,12 @@ func devicePath(project, id string) string {
 
 func TestDeviceConnackCodes(t *testing.T) {
 	clock := newFakeClock()
-	rsaKey := newTestKey(t, "RS256", "")
-	ecKey := newTestKey(t, "ES256", "")
-	edKey := newTestKey(t, "EdDSA", "")
-	oldKey := newTestKey(t, "ES256", "")
-	newKey := newTestKey(t, "RS256", "")
-	stranger := newTestKey(t, "RS256", "")
+	rsaKey := testkit.NewKey(t, "RS256", "")
+	ecKey := testkit.NewKey(t, "ES256", "")
+	edKey := testkit.NewKey(t, "EdDSA", "")
+	oldKey := testkit.NewKey(t, "ES256", "")
+	newKey := testkit.NewKey(t, "RS256", "")
+	stranger := testkit.NewKey(t, "RS256", "")
 	now := clock.Now()
 	b := startBroker(t, devicesConfig(
 		DeviceConfig{ID: "rsa-dev", Keys: []DeviceKey{{PEM: publicPEM(t, rsaKey)}}},
@@ -87,7 +89,7 @@ func TestDeviceConnackCodes(t *testing.T) {
 		DeviceConfig{ID: "blocked", Keys: []DeviceKey{{PEM: publicPEM(t, rsaKey)}}, Blocked: true},
 	), clock.Now)
 
-	signed := func(k testKey, edit func(c jwt.MapClaims, now time.Time)) func(now time.Time) string {
+	signed := func(k testkit.Key, edit func(c jwt.MapClaims, now time.Time)) func(now time.Time) string {
 		return func(now time.Time) string {
 			c := deviceClaims(now)
 			if edit != nil {
@@ -110,7 +112,7 @@ func TestDeviceConnackCodes(t *testing.T) {
 		signing := enc([]byte(`{"typ":"JWT","alg":"RS256"}`)) + "." +
 			enc(fmt.Appendf(nil, `{"iat":%d,"exp":%d,"aud":%q}`, now.Unix(), now.Add(20*time.Minute).Unix(), testProject))
 		sum := sha256.Sum256([]byte(signing))
-		sig, err := rsa.SignPKCS1v15(rand.Reader, rsaKey.priv.(*rsa.PrivateKey), crypto.SHA256, sum[:])
+		sig, err := rsa.SignPKCS1v15(rand.Reader, rsaKey.Signer.(*rsa.PrivateKey), crypto.SHA256, sum[:])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,7 +211,7 @@ func TestDeviceConnackCodes(t *testing.T) {
 
 func TestDeviceEdDSAOptIn(t *testing.T) {
 	clock := newFakeClock()
-	edKey := newTestKey(t, "EdDSA", "")
+	edKey := testkit.NewKey(t, "EdDSA", "")
 	cfg := devicesConfig(DeviceConfig{ID: "ed-dev", Keys: []DeviceKey{{PEM: selfSignedPEM(t, edKey, clock.Now().Add(time.Hour))}}})
 	cfg.Providers[0].Algorithms = []string{"RS256", "ES256", "EdDSA"}
 	b := startBroker(t, cfg, clock.Now)
@@ -220,7 +222,7 @@ func TestDeviceEdDSAOptIn(t *testing.T) {
 
 func TestDeviceIdentityAndLog(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "ES256", "")
+	key := testkit.NewKey(t, "ES256", "")
 	b := startBroker(t, devicesConfig(DeviceConfig{ID: "thermo+42", Keys: []DeviceKey{{PEM: publicPEM(t, key)}}}), clock.Now)
 	clientID := devicePath(testProject, "thermo+42")
 	claims := deviceClaims(clock.Now())
@@ -261,7 +263,7 @@ func TestDeviceIdentityAndLog(t *testing.T) {
 // may exist in both with different keys.
 func TestDeviceProviderSelection(t *testing.T) {
 	clock := newFakeClock()
-	keyA, keyB := newTestKey(t, "ES256", ""), newTestKey(t, "ES256", "")
+	keyA, keyB := testkit.NewKey(t, "ES256", ""), testkit.NewKey(t, "ES256", "")
 	cfg := Config{Providers: []ProviderConfig{
 		{Name: "fleet-a", Type: TypeDevices, Project: "proj-a", Devices: []DeviceConfig{{ID: "d1", Keys: []DeviceKey{{PEM: publicPEM(t, keyA)}}}}},
 		{Name: "fleet-b", Type: TypeDevices, Project: "proj-b", Devices: []DeviceConfig{{ID: "d1", Keys: []DeviceKey{{PEM: publicPEM(t, keyB)}}}}},
@@ -271,7 +273,7 @@ func TestDeviceProviderSelection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Stop()
-	token := func(k testKey, aud string) string {
+	token := func(k testkit.Key, aud string) string {
 		c := deviceClaims(clock.Now())
 		c["aud"] = aud
 		return signDevice(t, k, c)
@@ -311,7 +313,7 @@ func TestDeviceProviderSelection(t *testing.T) {
 // A device's token expires like a user's (DISCONNECT 0xA0 at exp + leeway) and is renewed by MQTT 5
 // re-authentication, checked against the keys of the device the connection's client id names.
 func TestDeviceExpiryAndReauth(t *testing.T) {
-	devKey, otherKey := newTestKey(t, "ES256", ""), newTestKey(t, "RS256", "")
+	devKey, otherKey := testkit.NewKey(t, "ES256", ""), testkit.NewKey(t, "RS256", "")
 	cfg := Config{Leeway: testLeeway, Providers: []ProviderConfig{
 		{Name: "local", Type: TypeLocal},
 		{Name: "fleet", Type: TypeDevices, Project: testProject, Devices: []DeviceConfig{
@@ -321,7 +323,7 @@ func TestDeviceExpiryAndReauth(t *testing.T) {
 	}}
 	changes := &identityChanges{}
 	b := startBrokerWith(t, Options{Config: cfg, OnIdentityChange: changes.record})
-	mint := func(k testKey, ttl time.Duration) (string, time.Time) {
+	mint := func(k testkit.Key, ttl time.Duration) (string, time.Time) {
 		now := time.Now()
 		c := deviceClaims(now)
 		c["exp"] = now.Add(ttl).Unix()
@@ -408,7 +410,7 @@ func TestDeviceExpiryAndReauth(t *testing.T) {
 // a bare jwt.Parse with the same key. The registry lookup is a map access, so the two sizes should match.
 func BenchmarkDeviceVerify(b *testing.B) {
 	for _, alg := range []string{"ES256", "RS256"} {
-		key := newTestKey(b, alg, "")
+		key := testkit.NewKey(b, alg, "")
 		pub := publicPEM(b, key)
 		token := signDevice(b, key, deviceClaims(time.Now()))
 		for _, n := range []int{10, 10_000} {
@@ -437,7 +439,7 @@ func BenchmarkDeviceVerify(b *testing.B) {
 				}
 			})
 		}
-		pk := key.priv.Public()
+		pk := key.Signer.Public()
 		b.Run(alg+"/jwt.Parse", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

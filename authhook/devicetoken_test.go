@@ -15,11 +15,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // Minted tokens have exactly the Cloud IoT shape and verify through a devices provider.
 func TestMintDeviceToken(t *testing.T) {
-	keys := map[string]testKey{"RS256": newTestKey(t, "RS256", ""), "ES256": newTestKey(t, "ES256", ""), "EdDSA": newTestKey(t, "EdDSA", "")}
+	keys := map[string]testkit.Key{"RS256": testkit.NewKey(t, "RS256", ""), "ES256": testkit.NewKey(t, "ES256", ""), "EdDSA": testkit.NewKey(t, "EdDSA", "")}
 	cfg := devicesConfig(
 		DeviceConfig{ID: "rsa", Keys: []DeviceKey{{PEM: publicPEM(t, keys["RS256"])}}},
 		DeviceConfig{ID: "ec", Keys: []DeviceKey{{PEM: publicPEM(t, keys["ES256"])}}},
@@ -49,7 +51,7 @@ func TestMintDeviceToken(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tok, err := MintDeviceToken(keys[tt.key].priv, testProject, tt.alg, tt.ttl, now)
+			tok, err := MintDeviceToken(keys[tt.key].Signer, testProject, tt.alg, tt.ttl, now)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -98,8 +100,8 @@ func TestReadPrivateKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	ecDER, _ := x509.MarshalECPrivateKey(ec)
-	rsaKey := newTestKey(t, "RS256", "")
-	pkcs8, _ := x509.MarshalPKCS8PrivateKey(rsaKey.priv)
+	rsaKey := testkit.NewKey(t, "RS256", "")
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(rsaKey.Signer)
 	params := pem.EncodeToMemory(&pem.Block{Type: "EC PARAMETERS", Bytes: []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}})
 	tests := []struct {
 		name    string

@@ -2,7 +2,6 @@ package authhook
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -18,6 +17,9 @@ import (
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/internal/testkit"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 // testLeeway is short so that expiry tests with 2-3 s tokens finish quickly.
@@ -77,10 +79,7 @@ func dialV5(t testing.TB, addr string, cp *paho.Connect) (*v5Client, *paho.Conna
 	return c, ca
 }
 
-func jwtConnect(clientID, token string) *paho.Connect {
-	return &paho.Connect{ClientID: clientID, CleanStart: true,
-		Properties: &paho.ConnectProperties{AuthMethod: "JWT", AuthData: []byte(token)}}
-}
+func jwtConnect(clientID, token string) *paho.Connect { return testkit.JWTConnect(clientID, "", token) }
 
 // subscribeV5 connects a long-lived subscriber to filter.
 func subscribeV5(t testing.TB, b *testBroker, clientID, filter string) *v5Client {
@@ -320,49 +319,17 @@ func rawConnect(addr, clientID, token string) (net.Conn, *bufio.Reader, error) {
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 300, ClientIdentifier: clientID,
 			PasswordFlag: true, Password: []byte(token)}}
-	var buf bytes.Buffer
-	if err := pk.ConnectEncode(&buf); err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	if _, err := conn.Write(buf.Bytes()); err != nil {
+	if err := wire.WritePacket(conn, &pk); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}
 	r := bufio.NewReaderSize(conn, 256)
-	ack, err := rawRead(r)
+	ack, err := wire.ReadPacket(r, 5)
 	if err != nil || ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
 		conn.Close()
 		return nil, nil, fmt.Errorf("CONNACK %+v: %v", ack.FixedHeader, err)
 	}
 	return conn, r, nil
-}
-
-func rawRead(r *bufio.Reader) (packets.Packet, error) {
-	pk := packets.Packet{ProtocolVersion: 5}
-	b, err := r.ReadByte()
-	if err != nil {
-		return pk, err
-	}
-	if err := pk.FixedHeader.Decode(b); err != nil {
-		return pk, err
-	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil {
-		return pk, err
-	}
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return pk, err
-	}
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	}
-	return pk, err
 }
 
 // 5,000 connections whose credentials expire over 20 s are each disconnected within a second of exp+leeway,
@@ -411,7 +378,7 @@ func TestExpiryAtScale(t *testing.T) {
 				}
 				go func() {
 					defer conn.Close()
-					pk, err := rawRead(r)
+					pk, err := wire.ReadPacket(r, 5)
 					at := time.Now()
 					if err == nil && pk.FixedHeader.Type != packets.Disconnect {
 						err = fmt.Errorf("got packet type %d, want DISCONNECT", pk.FixedHeader.Type)

@@ -1,146 +1,29 @@
 package authhook
 
 import (
-	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/MicahParks/jwkset"
 	"github.com/eclipse/paho.golang/paho"
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/golang-jwt/jwt/v5"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
-// ---- test fixtures: keys, an identity provider, a clock, a broker, clients ----
-
-type testKey struct {
-	kid    string
-	method jwt.SigningMethod
-	priv   crypto.Signer
-}
-
-func newTestKey(t testing.TB, kind, kid string) testKey {
-	t.Helper()
-	var k testKey
-	var err error
-	k.kid = kid
-	switch kind {
-	case "RS256":
-		k.method = jwt.SigningMethodRS256
-		k.priv, err = rsa.GenerateKey(rand.Reader, 2048)
-	case "ES256":
-		k.method = jwt.SigningMethodES256
-		k.priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "EdDSA":
-		k.method = jwt.SigningMethodEdDSA
-		_, k.priv, err = ed25519.GenerateKey(rand.Reader)
-	default:
-		t.Fatalf("unknown key kind %s", kind)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func (k testKey) sign(t testing.TB, claims jwt.MapClaims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(k.method, claims)
-	tok.Header["kid"] = k.kid
-	s, err := tok.SignedString(k.priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (k testKey) jwk(t testing.TB) jwkset.JWKMarshal {
-	t.Helper()
-	j, err := jwkset.NewJWKFromKey(k.priv.Public(), jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: k.kid, USE: jwkset.UseSig}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return j.Marshal()
-}
-
-// testIdP is an OpenID provider on loopback: discovery document and a JWKS that tests rotate or take down.
-type testIdP struct {
-	t       testing.TB
-	srv     *httptest.Server
-	mu      sync.Mutex
-	keys    []testKey
-	down    bool
-	fetches atomic.Int32
-	gate    chan struct{} // when non-nil, JWKS responses wait for it
-}
-
-func newTestIdP(t testing.TB, keys ...testKey) *testIdP {
-	idp := &testIdP{t: t, keys: keys}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": idp.srv.URL, "jwks_uri": idp.srv.URL + "/jwks"})
-	})
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		idp.fetches.Add(1)
-		idp.mu.Lock()
-		down, gate, keys := idp.down, idp.gate, slices.Clone(idp.keys)
-		idp.mu.Unlock()
-		// Built outside the lock: jwk calls t.Helper, which panics in a handler while fuzzing, and a panic
-		// under the lock would hang every later fetch.
-		var set jwkset.JWKSMarshal
-		for _, k := range keys {
-			set.Keys = append(set.Keys, k.jwk(t))
-		}
-		if gate != nil {
-			<-gate
-		}
-		if down {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(set)
-	})
-	idp.srv = httptest.NewServer(mux)
-	t.Cleanup(idp.srv.Close)
-	return idp
-}
-
-func (idp *testIdP) setKeys(keys ...testKey) {
-	idp.mu.Lock()
-	idp.keys = keys
-	idp.mu.Unlock()
-}
-
-func (idp *testIdP) setDown(down bool) {
-	idp.mu.Lock()
-	idp.down = down
-	idp.mu.Unlock()
-}
+// ---- test fixtures: a clock, a broker, clients (keys and the identity provider are testkit's) ----
 
 type fakeClock struct {
 	mu sync.Mutex
@@ -161,29 +44,11 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer collects log output written from broker goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testBroker struct {
 	hook   *Hook
 	server *mqtt.Server
 	addr   string
-	logs   *syncBuffer
+	logs   *testkit.LogBuffer
 	reg    *prometheus.Registry
 }
 
@@ -196,10 +61,10 @@ func startBroker(t testing.TB, cfg Config, now func() time.Time) *testBroker {
 // in; DataDir too when empty), followed by the extra hooks.
 func startBrokerWith(t testing.TB, opts Options, extra ...mqtt.Hook) *testBroker {
 	t.Helper()
-	logs := &syncBuffer{}
-	server := mqtt.New(&mqtt.Options{InlineClient: false, Logger: slog.New(slog.DiscardHandler)})
+	logs := &testkit.LogBuffer{}
+	m := testkit.NewMochi(testkit.MochiOptions{})
 	reg := prometheus.NewRegistry()
-	opts.Server, opts.Registerer = server, reg
+	opts.Server, opts.Registerer = m.Server, reg
 	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
@@ -208,29 +73,9 @@ func startBrokerWith(t testing.TB, opts Options, extra ...mqtt.Hook) *testBroker
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := server.AddHook(h, nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, x := range extra {
-		if err := server.AddHook(x, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := server.AddListener(listeners.NewNet("test", ln)); err != nil {
-		t.Fatal(err)
-	}
-	if err := server.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		closeTestServer(server)
-		_ = h.Stop()
-	})
-	return &testBroker{hook: h, server: server, addr: ln.Addr().String(), logs: logs, reg: reg}
+	t.Cleanup(func() { _ = h.Stop() }) // after the server has stopped
+	m.Serve(t, append([]mqtt.Hook{h}, extra...)...)
+	return &testBroker{hook: h, server: m.Server, addr: m.TCP, logs: logs, reg: reg}
 }
 
 // allowAllACL lets tests move messages without the ACL hook. Tests only: never beside authhook in a broker.
@@ -263,42 +108,19 @@ func connectV3(t testing.TB, addr, clientID, username, password string) (byte, p
 	if username == "" && password != "" {
 		username = "jwt" // MQTT 3.1.1 sends no password without a username [MQTT-3.1.2-22]
 	}
-	opts := paho3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).
-		SetUsername(username).SetPassword(password).SetProtocolVersion(4).
-		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).SetCleanSession(true)
-	c := paho3.NewClient(opts)
-	tok := c.Connect()
-	if !tok.WaitTimeout(15 * time.Second) {
-		t.Fatal("v3 connect timed out")
-	}
-	code := tok.(*paho3.ConnectToken).ReturnCode()
-	if code == 0 {
-		t.Cleanup(func() { c.Disconnect(0) })
-	}
+	c, code, _ := testkit.ConnectV3(t, testkit.V3Options("tcp://"+addr, clientID, username, password))
 	return code, c
 }
 
-// connectV5 returns the CONNACK a paho.golang MQTT 5 client receives.
+// connectV5 returns the CONNACK a paho.golang MQTT 5 client receives; a refused client's socket is closed.
 func connectV5(t testing.TB, addr string, cp *paho.Connect) *paho.Connack {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if cp.KeepAlive == 0 {
-		cp.KeepAlive = 30
-	}
-	ca, err := c.Connect(ctx, cp)
+	c, ca, err := testkit.ConnectV5(t, testkit.DialTCP(t, addr), cp)
 	if ca == nil {
 		t.Fatalf("v5 connect: no CONNACK: %v", err)
 	}
-	if ca.ReasonCode == 0 {
-		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	} else {
-		_ = conn.Close()
+	if err != nil {
+		_ = c.Conn.Close()
 	}
 	return ca
 }
@@ -335,24 +157,16 @@ func oidcConfig(issuer string) Config {
 	}}}
 }
 
-func rsaPublicPEM(t testing.TB, k testKey) []byte {
-	der, err := x509.MarshalPKIXPublicKey(k.priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-}
-
 func TestConnackCodes(t *testing.T) {
 	clock := newFakeClock()
-	rsaKey := newTestKey(t, "RS256", "rsa-1")
-	ecKey := newTestKey(t, "ES256", "ec-1")
-	edKey := newTestKey(t, "EdDSA", "ed-1")
-	stranger := newTestKey(t, "RS256", "stranger")
-	idp := newTestIdP(t, rsaKey, ecKey, edKey)
-	b := startBroker(t, oidcConfig(idp.srv.URL), clock.Now)
+	rsaKey := testkit.NewKey(t, "RS256", "rsa-1")
+	ecKey := testkit.NewKey(t, "ES256", "ec-1")
+	edKey := testkit.NewKey(t, "EdDSA", "ed-1")
+	stranger := testkit.NewKey(t, "RS256", "stranger")
+	idp := testkit.NewIdP(t, rsaKey, ecKey, edKey)
+	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
 	waitReady(t, b.hook)
-	base := baseClaims(idp.srv.URL)
+	base := baseClaims(idp.Issuer())
 
 	noneToken := func(now time.Time) string {
 		h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
@@ -362,15 +176,15 @@ func TestConnackCodes(t *testing.T) {
 	// The RS256->HS256 key-confusion attack: HMAC over the token with the RSA public key as the secret.
 	confusedToken := func(now time.Time) string {
 		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, base(now))
-		tok.Header["kid"] = rsaKey.kid
-		s, err := tok.SignedString(rsaPublicPEM(t, rsaKey))
+		tok.Header["kid"] = rsaKey.KID
+		s, err := tok.SignedString(rsaKey.PublicPEM(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	signed := func(k testKey, c claimsFn) func(time.Time) string {
-		return func(now time.Time) string { return k.sign(t, c(now)) }
+	signed := func(k testkit.Key, c claimsFn) func(time.Time) string {
+		return func(now time.Time) string { return k.Sign(t, c(now)) }
 	}
 
 	tests := []struct {
@@ -393,7 +207,7 @@ func TestConnackCodes(t *testing.T) {
 		{name: "nbf in the future", token: signed(rsaKey, with(base, func(c jwt.MapClaims, now time.Time) { c["nbf"] = now.Add(time.Minute).Unix() })), v5: 0x86, v3: 0x04, reason: ReasonTokenNotYetValid},
 		{name: "iat in the future", token: signed(rsaKey, with(base, func(c jwt.MapClaims, now time.Time) { c["iat"] = now.Add(time.Minute).Unix() })), v5: 0x86, v3: 0x04, reason: ReasonTokenNotYetValid},
 		{name: "wrong iss", token: signed(rsaKey, with(base, func(c jwt.MapClaims, now time.Time) { c["iss"] = "https://evil.example.com" })), v5: 0x86, v3: 0x04, reason: ReasonIssuerMismatch},
-		{name: "iss with trailing slash", token: signed(rsaKey, with(base, func(c jwt.MapClaims, now time.Time) { c["iss"] = idp.srv.URL + "/" })), v5: 0x86, v3: 0x04, reason: ReasonIssuerMismatch},
+		{name: "iss with trailing slash", token: signed(rsaKey, with(base, func(c jwt.MapClaims, now time.Time) { c["iss"] = idp.Issuer() + "/" })), v5: 0x86, v3: 0x04, reason: ReasonIssuerMismatch},
 		{name: "wrong aud", token: signed(rsaKey, with(base, func(c jwt.MapClaims, now time.Time) { c["aud"] = "other" })), v5: 0x86, v3: 0x04, reason: ReasonInvalidAudience},
 		{name: "wrong azp", token: signed(rsaKey, with(base, func(c jwt.MapClaims, now time.Time) { c["azp"] = "https://evil.example.com" })), v5: 0x86, v3: 0x04, reason: ReasonInvalidAZP},
 		{name: "missing required claim", token: signed(rsaKey, with(base, func(c jwt.MapClaims, now time.Time) { delete(c, "org_id") })), v5: 0x86, v3: 0x04, reason: ReasonMissingClaim},
@@ -401,8 +215,8 @@ func TestConnackCodes(t *testing.T) {
 		{name: "HS256 signed with the RSA public key", token: confusedToken, v5: 0x86, v3: 0x04, reason: ReasonAlgNotAllowed},
 		{name: "signed by a key not in the JWKS under a known kid", token: func(now time.Time) string {
 			k := stranger
-			k.kid = rsaKey.kid
-			return k.sign(t, base(now))
+			k.KID = rsaKey.KID
+			return k.Sign(t, base(now))
 		}, v5: 0x86, v3: 0x04, reason: ReasonInvalidSignature},
 		{name: "unknown kid", token: signed(stranger, base), v5: 0x86, v3: 0x04, reason: ReasonUnknownKID},
 		{name: "malformed base64", token: func(time.Time) string { return "eyJ!!!.e30@@@.sig$$$" }, v5: 0x86, v3: 0x04, reason: ReasonMalformed},
@@ -438,11 +252,11 @@ func TestConnackCodes(t *testing.T) {
 
 func TestConnectAuthenticationMethod(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "ES256", "ec-1")
-	idp := newTestIdP(t, key)
-	b := startBroker(t, oidcConfig(idp.srv.URL), clock.Now)
+	key := testkit.NewKey(t, "ES256", "ec-1")
+	idp := testkit.NewIdP(t, key)
+	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
 	waitReady(t, b.hook)
-	token := key.sign(t, baseClaims(idp.srv.URL)(clock.Now()))
+	token := key.Sign(t, baseClaims(idp.Issuer())(clock.Now()))
 
 	tests := []struct {
 		name   string
@@ -484,16 +298,16 @@ func TestConnectAuthenticationMethod(t *testing.T) {
 
 func TestIdentityAttached(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "RS256", "rsa-1")
-	idp := newTestIdP(t, key)
-	b := startBroker(t, oidcConfig(idp.srv.URL), clock.Now)
+	key := testkit.NewKey(t, "RS256", "rsa-1")
+	idp := testkit.NewIdP(t, key)
+	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
 	waitReady(t, b.hook)
-	claims := baseClaims(idp.srv.URL)(clock.Now())
+	claims := baseClaims(idp.Issuer())(clock.Now())
 	claims["sub"] = "$SYS/a+b#c%d"
 	claims["app_metadata"] = map[string]any{"plan": "pro"}
 	claims["jti"] = "tok-1"
 
-	code, _ := connectV3(t, b.addr, "dev-1", "", key.sign(t, claims))
+	code, _ := connectV3(t, b.addr, "dev-1", "", key.Sign(t, claims))
 	if code != 0 {
 		t.Fatalf("CONNACK 0x%02X", code)
 	}
@@ -528,13 +342,13 @@ func TestIdentityAttached(t *testing.T) {
 
 func TestRejectionLogAndMetric(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "RS256", "rsa-1")
-	idp := newTestIdP(t, key)
-	b := startBroker(t, oidcConfig(idp.srv.URL), clock.Now)
+	key := testkit.NewKey(t, "RS256", "rsa-1")
+	idp := testkit.NewIdP(t, key)
+	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
 	waitReady(t, b.hook)
-	expired := baseClaims(idp.srv.URL)(clock.Now())
+	expired := baseClaims(idp.Issuer())(clock.Now())
 	expired["exp"] = clock.Now().Add(-time.Hour).Unix()
-	token := key.sign(t, expired)
+	token := key.Sign(t, expired)
 
 	if code, _ := connectV3(t, b.addr, "logged-client", "", token); code != 0x04 {
 		t.Fatalf("CONNACK 0x%02X", code)
@@ -564,14 +378,14 @@ func TestRejectionLogAndMetric(t *testing.T) {
 
 func TestSessionTakeoverAcrossUsernames(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "ES256", "ec-1")
-	idp := newTestIdP(t, key)
-	b := startBroker(t, oidcConfig(idp.srv.URL), clock.Now)
+	key := testkit.NewKey(t, "ES256", "ec-1")
+	idp := testkit.NewIdP(t, key)
+	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
 	waitReady(t, b.hook)
 	tokenFor := func(sub string) string {
-		c := baseClaims(idp.srv.URL)(clock.Now())
+		c := baseClaims(idp.Issuer())(clock.Now())
 		c["sub"] = sub
-		return key.sign(t, c)
+		return key.Sign(t, c)
 	}
 	expiry := uint32(3600)
 	alice := &paho.Connect{ClientID: "shared", Password: []byte(tokenFor("alice")), PasswordFlag: true,
@@ -603,38 +417,35 @@ func TestSessionTakeoverAcrossUsernames(t *testing.T) {
 
 func TestUnknownKIDRotationOneFetch(t *testing.T) {
 	clock := newFakeClock()
-	oldKey := newTestKey(t, "RS256", "old")
-	newKey := newTestKey(t, "ES256", "new")
-	idp := newTestIdP(t, oldKey)
-	b := startBroker(t, oidcConfig(idp.srv.URL), clock.Now)
+	oldKey := testkit.NewKey(t, "RS256", "old")
+	newKey := testkit.NewKey(t, "ES256", "new")
+	idp := testkit.NewIdP(t, oldKey)
+	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
 	waitReady(t, b.hook)
-	base := baseClaims(idp.srv.URL)
+	base := baseClaims(idp.Issuer())
 
 	// Before rotation the kid is unknown: one fetch, then refused.
-	before := idp.fetches.Load()
-	if ca := connectV5(t, b.addr, passwordConnect("early", "", newKey.sign(t, base(clock.Now())))); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonUnknownKID) {
+	before := idp.Fetches()
+	if ca := connectV5(t, b.addr, passwordConnect("early", "", newKey.Sign(t, base(clock.Now())))); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonUnknownKID) {
 		t.Fatalf("unknown kid: 0x%02X %q", ca.ReasonCode, ca.Properties.ReasonString)
 	}
-	if got := idp.fetches.Load() - before; got != 1 {
+	if got := idp.Fetches() - before; got != 1 {
 		t.Fatalf("unknown kid caused %d fetches, want 1", got)
 	}
-	idp.setKeys(oldKey, newKey)
+	idp.SetKeys(oldKey, newKey)
 	// Within the cooldown the IdP is not asked again, however often the kid is presented.
-	before = idp.fetches.Load()
-	if ca := connectV5(t, b.addr, passwordConnect("cooldown", "", newKey.sign(t, base(clock.Now())))); ca.ReasonCode != 0x86 {
+	before = idp.Fetches()
+	if ca := connectV5(t, b.addr, passwordConnect("cooldown", "", newKey.Sign(t, base(clock.Now())))); ca.ReasonCode != 0x86 {
 		t.Fatalf("within cooldown: 0x%02X", ca.ReasonCode)
 	}
-	if got := idp.fetches.Load() - before; got != 0 {
+	if got := idp.Fetches() - before; got != 0 {
 		t.Fatalf("fetches within cooldown = %d, want 0", got)
 	}
 
 	clock.Add(31 * time.Second)
 	// Hold the JWKS response until every client is waiting, so they all share one fetch.
-	gate := make(chan struct{})
-	idp.mu.Lock()
-	idp.gate = gate
-	idp.mu.Unlock()
-	before = idp.fetches.Load()
+	release := idp.Hold()
+	before = idp.Fetches()
 	const clients = 200
 	codes := make(chan byte, clients)
 	var wg sync.WaitGroup
@@ -644,13 +455,13 @@ func TestUnknownKIDRotationOneFetch(t *testing.T) {
 			defer wg.Done()
 			c := base(clock.Now())
 			c["sub"] = fmt.Sprintf("user-%d", i) // distinct tokens: no cache hits
-			ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("rot-%d", i), "", newKey.sign(t, c)))
+			ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("rot-%d", i), "", newKey.Sign(t, c)))
 			codes <- ca.ReasonCode
 		}()
 	}
-	waitFor(t, func() bool { return idp.fetches.Load()-before >= 1 })
+	waitFor(t, func() bool { return idp.Fetches()-before >= 1 })
 	time.Sleep(200 * time.Millisecond) // let the other CONNECTs arrive while the fetch is held
-	close(gate)
+	release()
 	wg.Wait()
 	close(codes)
 	ok := 0
@@ -662,18 +473,18 @@ func TestUnknownKIDRotationOneFetch(t *testing.T) {
 	if ok != clients {
 		t.Fatalf("%d of %d CONNECTs succeeded after rotation", ok, clients)
 	}
-	if got := idp.fetches.Load() - before; got != 1 {
+	if got := idp.Fetches() - before; got != 1 {
 		t.Fatalf("%d JWKS fetches for %d concurrent CONNECTs, want 1", got, clients)
 	}
 }
 
 func TestJWKSDownAfterStart(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "EdDSA", "ed-1")
-	idp := newTestIdP(t, key)
-	b := startBroker(t, oidcConfig(idp.srv.URL), clock.Now)
+	key := testkit.NewKey(t, "EdDSA", "ed-1")
+	idp := testkit.NewIdP(t, key)
+	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
 	waitReady(t, b.hook)
-	idp.setDown(true)
+	idp.SetDown(true)
 	st := b.hook.Check(context.Background())
 	if st[0].LastError == "" || !strings.Contains(st[0].LastError, "HTTP status 503") {
 		t.Fatalf("check with the IdP down = %+v", st)
@@ -681,25 +492,25 @@ func TestJWKSDownAfterStart(t *testing.T) {
 	if ps := b.hook.Providers(); !ps[0].Ready || ps[0].Keys != 1 {
 		t.Fatalf("cached keys dropped: %+v", ps)
 	}
-	c := baseClaims(idp.srv.URL)(clock.Now())
+	c := baseClaims(idp.Issuer())(clock.Now())
 	c["sub"] = "fresh-token"
-	if ca := connectV5(t, b.addr, passwordConnect("down-1", "", key.sign(t, c))); ca.ReasonCode != 0 {
+	if ca := connectV5(t, b.addr, passwordConnect("down-1", "", key.Sign(t, c))); ca.ReasonCode != 0 {
 		t.Fatalf("cached key refused while the JWKS endpoint is down: 0x%02X %s", ca.ReasonCode, ca.Properties.ReasonString)
 	}
 }
 
 func TestProviderNeverReachable(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "RS256", "rsa-1")
-	idp := newTestIdP(t, key)
-	idp.setDown(true)
-	b := startBroker(t, oidcConfig(idp.srv.URL), clock.Now)
+	key := testkit.NewKey(t, "RS256", "rsa-1")
+	idp := testkit.NewIdP(t, key)
+	idp.SetDown(true)
+	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
 	waitFor(t, func() bool { return b.hook.Providers()[0].LastError != "" })
 	if ps := b.hook.Providers(); ps[0].Ready {
 		t.Fatalf("provider ready without keys: %+v", ps)
 	}
 	clock.Add(time.Minute) // past the cooldown of the background fetch
-	ca := connectV5(t, b.addr, passwordConnect("nr", "", key.sign(t, baseClaims(idp.srv.URL)(clock.Now()))))
+	ca := connectV5(t, b.addr, passwordConnect("nr", "", key.Sign(t, baseClaims(idp.Issuer())(clock.Now()))))
 	if ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonKeysUnavailable) {
 		t.Fatalf("CONNACK = 0x%02X %q, want 0x86 keys_unavailable", ca.ReasonCode, ca.Properties.ReasonString)
 	}
@@ -707,10 +518,10 @@ func TestProviderNeverReachable(t *testing.T) {
 
 func TestConnectWaitsAtMostFetchWait(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "RS256", "rsa-1")
-	other := newTestKey(t, "RS256", "rsa-2")
-	idp := newTestIdP(t, key)
-	h, err := New(Options{Config: oidcConfig(idp.srv.URL), Now: clock.Now, Logger: slog.New(slog.DiscardHandler)})
+	key := testkit.NewKey(t, "RS256", "rsa-1")
+	other := testkit.NewKey(t, "RS256", "rsa-2")
+	idp := testkit.NewIdP(t, key)
+	h, err := New(Options{Config: oidcConfig(idp.Issuer()), Now: clock.Now, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -719,13 +530,10 @@ func TestConnectWaitsAtMostFetchWait(t *testing.T) {
 	for _, rks := range h.remotes {
 		rks[0].fetchWait = 100 * time.Millisecond
 	}
-	gate := make(chan struct{})
-	idp.mu.Lock()
-	idp.gate = gate
-	idp.mu.Unlock()
-	defer close(gate)
+	release := idp.Hold()
+	defer release()
 	start := time.Now()
-	_, err = h.Verify(context.Background(), other.sign(t, baseClaims(idp.srv.URL)(clock.Now())), "")
+	_, err = h.Verify(context.Background(), other.Sign(t, baseClaims(idp.Issuer())(clock.Now())), "")
 	if ReasonOf(err) != ReasonUnknownKID {
 		t.Fatalf("err = %v", err)
 	}
@@ -785,9 +593,9 @@ func TestAnonymous(t *testing.T) {
 
 func TestVerifyNamedProvider(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "ES256", "ec-1")
-	idp := newTestIdP(t, key)
-	cfg := oidcConfig(idp.srv.URL)
+	key := testkit.NewKey(t, "ES256", "ec-1")
+	idp := testkit.NewIdP(t, key)
+	cfg := oidcConfig(idp.Issuer())
 	cfg.Providers = append(cfg.Providers, ProviderConfig{Name: "local", Type: TypeLocal})
 	h, err := New(Options{Config: cfg, Now: clock.Now, DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -795,7 +603,7 @@ func TestVerifyNamedProvider(t *testing.T) {
 	}
 	defer h.Stop()
 	waitReady(t, h)
-	token := key.sign(t, baseClaims(idp.srv.URL)(clock.Now()))
+	token := key.Sign(t, baseClaims(idp.Issuer())(clock.Now()))
 	tests := []struct {
 		name     string
 		provider string
@@ -820,13 +628,7 @@ func TestVerifyNamedProvider(t *testing.T) {
 
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, cond, "condition not met")
 }
 
 func counterValue(c prometheus.Counter) float64 {
@@ -841,17 +643,17 @@ func counterValue(c prometheus.Counter) float64 {
 // lookup through keyfunc, signature, claims, mapping; cache off) with a bare jwt.Parse using the same key.
 func BenchmarkVerify(b *testing.B) {
 	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
-		key := newTestKey(b, alg, "k1")
-		idp := newTestIdP(b, key)
-		cfg := oidcConfig(idp.srv.URL)
+		key := testkit.NewKey(b, alg, "k1")
+		idp := testkit.NewIdP(b, key)
+		cfg := oidcConfig(idp.Issuer())
 		cfg.CacheSize = -1
 		h, err := New(Options{Config: cfg, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
 		waitReady(b, h)
-		token := key.sign(b, baseClaims(idp.srv.URL)(time.Now()))
-		pub := key.priv.Public()
+		token := key.Sign(b, baseClaims(idp.Issuer())(time.Now()))
+		pub := key.Signer.Public()
 		b.Run(alg+"/idmq", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -873,15 +675,15 @@ func BenchmarkVerify(b *testing.B) {
 }
 
 func BenchmarkVerifyCacheHit(b *testing.B) {
-	key := newTestKey(b, "ES256", "k1")
-	idp := newTestIdP(b, key)
-	h, err := New(Options{Config: oidcConfig(idp.srv.URL), Logger: slog.New(slog.DiscardHandler)})
+	key := testkit.NewKey(b, "ES256", "k1")
+	idp := testkit.NewIdP(b, key)
+	h, err := New(Options{Config: oidcConfig(idp.Issuer()), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer h.Stop()
 	waitReady(b, h)
-	token := key.sign(b, baseClaims(idp.srv.URL)(time.Now()))
+	token := key.Sign(b, baseClaims(idp.Issuer())(time.Now()))
 	ctx := context.Background()
 	if _, err := h.Verify(ctx, token, ""); err != nil {
 		b.Fatal(err)
@@ -925,24 +727,4 @@ func TestCacheHitAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _, _ = h.Verify(ctx, token, "") }); n != 0 {
 		t.Fatalf("cache hit allocates %v times", n)
 	}
-}
-
-// closeTestServer works around mochi v2.7.9's shutdown deadlock: Server.Close walks the clients with
-// GetByListener, which read-locks the map twice and hangs if a client removes itself meanwhile. Clients
-// are stopped first and the map left to settle, so Close finds nobody leaving. (The broker avoids the
-// path entirely: broker/listeners.go.)
-func closeTestServer(server *mqtt.Server) {
-	for _, cl := range server.Clients.GetAll() {
-		cl.Stop(packets.ErrServerShuttingDown)
-	}
-	last := -1
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
-		n := server.Clients.Len()
-		if n == last {
-			break
-		}
-		last = n
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = server.Close()
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func newLocalHook(t *testing.T, dataDir string, now func() time.Time) *Hook {
@@ -184,17 +186,17 @@ func TestLocalJWKSAndDiscoveryHandlers(t *testing.T) {
 
 func TestMintCredential(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "ES256", "ec-1")
-	idp := newTestIdP(t, key)
-	cfg := oidcConfig(idp.srv.URL)
+	key := testkit.NewKey(t, "ES256", "ec-1")
+	idp := testkit.NewIdP(t, key)
+	cfg := oidcConfig(idp.Issuer())
 	cfg.Providers[0].TopicsClaim = "mqtt_topics"
 	cfg.Providers = append(cfg.Providers, ProviderConfig{Name: "local", Type: TypeLocal})
 	b := startBrokerWith(t, Options{Config: cfg, Now: clock.Now})
 	waitReady(t, b.hook)
-	claims := baseClaims(idp.srv.URL)(clock.Now())
+	claims := baseClaims(idp.Issuer())(clock.Now())
 	claims["mqtt_topics"] = map[string]any{"publish": []any{"orders/acme"}, "subscribe": []any{"alerts/#"}}
 	claims["exp"] = clock.Now().Add(time.Minute).Unix() // a short IdP token: the credential outlives it
-	idpID, err := b.hook.Verify(context.Background(), key.sign(t, claims), "")
+	idpID, err := b.hook.Verify(context.Background(), key.Sign(t, claims), "")
 	if err != nil {
 		t.Fatal(err)
 	}

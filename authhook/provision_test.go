@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // hookGoroutines lists the goroutines running authhook code, by id, except the tests' own: the calling
@@ -61,11 +63,10 @@ func checkNoHookGoroutineLeft(t *testing.T, before map[string]string) {
 // backgroundConfig has a remote key set (refreshed in the background, first fetch held at the IdP) and a
 // polled device registry: both kinds of background work a hook starts.
 func backgroundConfig(t *testing.T) Config {
-	idp := newTestIdP(t, newTestKey(t, "RS256", "k1"))
-	idp.gate = make(chan struct{})
-	t.Cleanup(func() { close(idp.gate) }) // runs before the IdP's own cleanup closes its server
+	idp := testkit.NewIdP(t, testkit.NewKey(t, "RS256", "k1"))
+	t.Cleanup(idp.Hold()) // runs before the IdP's own cleanup closes its server
 	return Config{Providers: []ProviderConfig{
-		{Name: "corp", Type: TypeOIDC, Issuer: idp.srv.URL},
+		{Name: "corp", Type: TypeOIDC, Issuer: idp.Issuer()},
 		{Name: "fleet", Type: TypeDevices, Project: "fleet-project", RegistryDir: t.TempDir()},
 	}}
 }

@@ -14,12 +14,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func TestParseDeviceKeys(t *testing.T) {
-	rsaKey := newTestKey(t, "RS256", "")
-	ecKey := newTestKey(t, "ES256", "")
-	edKey := newTestKey(t, "EdDSA", "")
+	rsaKey := testkit.NewKey(t, "RS256", "")
+	ecKey := testkit.NewKey(t, "ES256", "")
+	edKey := testkit.NewKey(t, "EdDSA", "")
 	notAfter := time.Now().Add(time.Hour).Truncate(time.Second)
 	small, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
@@ -39,7 +41,7 @@ func TestParseDeviceKeys(t *testing.T) {
 		}
 		return pemOf("PUBLIC KEY", der)
 	}
-	privDER, _ := x509.MarshalPKCS8PrivateKey(ecKey.priv)
+	privDER, _ := x509.MarshalPKCS8PrivateKey(ecKey.Signer)
 
 	tests := []struct {
 		name     string
@@ -49,7 +51,7 @@ func TestParseDeviceKeys(t *testing.T) {
 		errMatch string
 	}{
 		{name: "RSA public key", data: publicPEM(t, rsaKey), keys: 1},
-		{name: "RSA PKCS#1 public key", data: pemOf("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&rsaKey.priv.(*rsa.PrivateKey).PublicKey)), keys: 1},
+		{name: "RSA PKCS#1 public key", data: pemOf("RSA PUBLIC KEY", x509.MarshalPKCS1PublicKey(&rsaKey.Signer.(*rsa.PrivateKey).PublicKey)), keys: 1},
 		{name: "certificate expires with it", data: selfSignedPEM(t, ecKey, notAfter), keys: 1, expires: notAfter},
 		{name: "three blocks with text between", data: "rsa:\n" + publicPEM(t, rsaKey) + "ec:\n" + publicPEM(t, ecKey) + selfSignedPEM(t, edKey, notAfter), keys: 3},
 		{name: "four blocks", data: strings.Repeat(publicPEM(t, ecKey), 4), errMatch: "4 keys, a device has at most 3"},
@@ -109,10 +111,10 @@ func untilCONNACK(t *testing.T, b *testBroker, clientID string, token func() str
 // A running broker picks up key files dropped into registry_dir, replaced, and removed, without a restart.
 func TestRegistryDirReload(t *testing.T) {
 	dir := t.TempDir()
-	first, second := newTestKey(t, "RS256", ""), newTestKey(t, "ES256", "")
+	first, second := testkit.NewKey(t, "RS256", ""), testkit.NewKey(t, "ES256", "")
 	cfg := Config{Providers: []ProviderConfig{{Name: "fleet", Type: TypeDevices, Project: testProject, RegistryDir: dir}}}
 	b := startBroker(t, cfg, nil)
-	tokenOf := func(k testKey) func() string {
+	tokenOf := func(k testkit.Key) func() string {
 		return func() string { return signDevice(t, k, deviceClaims(time.Now())) }
 	}
 	file := filepath.Join(dir, "sensor-7.pem")
@@ -151,7 +153,7 @@ func TestRegistryDirReload(t *testing.T) {
 
 func TestRegistryDirContents(t *testing.T) {
 	dir := t.TempDir()
-	key := newTestKey(t, "ES256", "")
+	key := testkit.NewKey(t, "ES256", "")
 	files := map[string]string{
 		"good.pem":        publicPEM(t, key),
 		"blocked.pem":     publicPEM(t, key),
@@ -170,7 +172,7 @@ func TestRegistryDirContents(t *testing.T) {
 	if err := os.Symlink(filepath.Join(dir, "linked-to.other"), filepath.Join(dir, "linked.pem")); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	cfg := Config{Providers: []ProviderConfig{{Name: "fleet", Type: TypeDevices, Project: testProject, RegistryDir: dir,
 		Devices: []DeviceConfig{{ID: "blocked", Blocked: true}}}}}
 	h, err := New(Options{Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
@@ -235,7 +237,7 @@ func TestDeviceRegistryStartErrors(t *testing.T) {
 // A key file named relative to BaseDir (the config file's directory) is read from there.
 func TestDeviceKeyFileRelativeToBaseDir(t *testing.T) {
 	dir := t.TempDir()
-	key := newTestKey(t, "RS256", "")
+	key := testkit.NewKey(t, "RS256", "")
 	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +261,7 @@ func TestDeviceKeyFileRelativeToBaseDir(t *testing.T) {
 // of an unchanged directory (one stat), which it does every registryPollInterval.
 func BenchmarkRegistrySweep(b *testing.B) {
 	dir := b.TempDir()
-	key := newTestKey(b, "ES256", "")
+	key := testkit.NewKey(b, "ES256", "")
 	for i := range 10_000 {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("dev-%d.pem", i)), []byte(publicPEM(b, key)), 0o644); err != nil {
 			b.Fatal(err)

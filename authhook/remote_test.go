@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func newHookFor(t *testing.T, cfg Config, client *http.Client, now func() time.Time) *Hook {
@@ -23,8 +25,8 @@ func newHookFor(t *testing.T, cfg Config, client *http.Client, now func() time.T
 }
 
 func TestCheckReportsExactErrors(t *testing.T) {
-	key := newTestKey(t, "ES256", "ec-1")
-	good := newTestIdP(t, key)
+	key := testkit.NewKey(t, "ES256", "ec-1")
+	good := testkit.NewIdP(t, key)
 	mux := http.NewServeMux()
 	var srvURL string
 	mux.HandleFunc("/status/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
@@ -34,7 +36,7 @@ func TestCheckReportsExactErrors(t *testing.T) {
 		_, _ = w.Write([]byte(`{"issuer": `))
 	})
 	mux.HandleFunc("/elsewhere/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": srvURL + "/elsewhere", "jwks_uri": good.srv.URL + "/jwks"})
+		_ = json.NewEncoder(w).Encode(map[string]string{"issuer": srvURL + "/elsewhere", "jwks_uri": good.JWKSURL()})
 	})
 	mux.HandleFunc("/huge/jwks", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`{"keys":[` + strings.Repeat(" ", 1<<20) + `]}`))
@@ -54,11 +56,11 @@ func TestCheckReportsExactErrors(t *testing.T) {
 		client *http.Client
 		want   string // substring of LastError; "" = ok
 	}{
-		{name: "ok via discovery", p: ProviderConfig{Issuer: good.srv.URL}},
+		{name: "ok via discovery", p: ProviderConfig{Issuer: good.Issuer()}},
 		{name: "HTTP status", p: ProviderConfig{Issuer: srv.URL + "/status"}, want: "HTTP status 403"},
 		{name: "bad JSON", p: ProviderConfig{Issuer: srv.URL + "/badjson"}, want: "bad JSON"},
 		{name: "jwks_uri on another host", p: ProviderConfig{Issuer: srv.URL + "/elsewhere"}, want: "is not on the issuer's host"},
-		{name: "jwks_url on another host, configured explicitly", p: ProviderConfig{Issuer: srv.URL + "/elsewhere", JWKSURL: good.srv.URL + "/jwks"}},
+		{name: "jwks_url on another host, configured explicitly", p: ProviderConfig{Issuer: srv.URL + "/elsewhere", JWKSURL: good.JWKSURL()}},
 		{name: "JWKS over 1 MiB", p: ProviderConfig{Issuer: srv.URL + "/x", JWKSURL: srv.URL + "/huge/jwks"}, want: "response larger than 1048576 bytes"},
 		{name: "only symmetric keys", p: ProviderConfig{Issuer: srv.URL + "/x", JWKSURL: srv.URL + "/nokeys/jwks"}, want: "no usable signing keys"},
 		{name: "TLS", p: ProviderConfig{Issuer: "https://idp.example.com", JWKSURL: tlsSrv.URL + "/nokeys/jwks"}, want: "TLS failed"},
@@ -91,13 +93,13 @@ func TestCheckReportsExactErrors(t *testing.T) {
 // A key removed from the JWKS invalidates tokens it signed at the next refresh, cached or not.
 func TestRemovedKeyInvalidatesCachedTokens(t *testing.T) {
 	clock := newFakeClock()
-	keep := newTestKey(t, "RS256", "keep")
-	drop := newTestKey(t, "ES256", "drop")
-	idp := newTestIdP(t, keep, drop)
-	h := newHookFor(t, oidcConfig(idp.srv.URL), nil, clock.Now)
+	keep := testkit.NewKey(t, "RS256", "keep")
+	drop := testkit.NewKey(t, "ES256", "drop")
+	idp := testkit.NewIdP(t, keep, drop)
+	h := newHookFor(t, oidcConfig(idp.Issuer()), nil, clock.Now)
 	waitReady(t, h)
-	claims := baseClaims(idp.srv.URL)(clock.Now())
-	dropped, kept := drop.sign(t, claims), keep.sign(t, claims)
+	claims := baseClaims(idp.Issuer())(clock.Now())
+	dropped, kept := drop.Sign(t, claims), keep.Sign(t, claims)
 	for _, tok := range []string{dropped, kept} {
 		if _, err := h.Verify(context.Background(), tok, ""); err != nil {
 			t.Fatal(err)
@@ -106,7 +108,7 @@ func TestRemovedKeyInvalidatesCachedTokens(t *testing.T) {
 	if n := h.cache.len(); n != 2 {
 		t.Fatalf("cache holds %d tokens, want 2", n)
 	}
-	idp.setKeys(keep)
+	idp.SetKeys(keep)
 	h.Check(context.Background()) // the next refresh
 	if _, err := h.Verify(context.Background(), kept, ""); err != nil {
 		t.Fatalf("token of a kept key: %v", err)

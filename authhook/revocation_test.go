@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func TestRevokeUsername(t *testing.T) {
@@ -69,24 +71,24 @@ func TestRevokeUsername(t *testing.T) {
 
 func TestRevokeUsernameRefusesTokensWithoutIAT(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "ES256", "ec-1")
-	idp := newTestIdP(t, key)
-	h, err := New(Options{Config: oidcConfig(idp.srv.URL), Now: clock.Now, DataDir: t.TempDir()})
+	key := testkit.NewKey(t, "ES256", "ec-1")
+	idp := testkit.NewIdP(t, key)
+	h, err := New(Options{Config: oidcConfig(idp.Issuer()), Now: clock.Now, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Stop()
 	waitReady(t, h)
-	noIAT := baseClaims(idp.srv.URL)(clock.Now())
+	noIAT := baseClaims(idp.Issuer())(clock.Now())
 	delete(noIAT, "iat")
 	tests := []struct {
 		name  string
 		token string
 		want  Reason
 	}{
-		{name: "no iat", token: key.sign(t, noIAT), want: ReasonTokenRevoked},
-		{name: "issued before", token: key.sign(t, baseClaims(idp.srv.URL)(clock.Now())), want: ReasonTokenRevoked},
-		{name: "issued after", token: key.sign(t, baseClaims(idp.srv.URL)(clock.Now().Add(2*time.Second))), want: ""},
+		{name: "no iat", token: key.Sign(t, noIAT), want: ReasonTokenRevoked},
+		{name: "issued before", token: key.Sign(t, baseClaims(idp.Issuer())(clock.Now())), want: ReasonTokenRevoked},
+		{name: "issued after", token: key.Sign(t, baseClaims(idp.Issuer())(clock.Now().Add(2*time.Second))), want: ""},
 	}
 	if _, err := h.Revoke(Revocation{Username: "alice"}); err != nil {
 		t.Fatal(err)

@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func TestSupabaseLegacySecret(t *testing.T) {
 	clock := newFakeClock()
 	secret := "super-secret-jwt-token-with-at-least-32-characters-long"
-	rsaKey := newTestKey(t, "RS256", "rsa")
+	rsaKey := testkit.NewKey(t, "RS256", "rsa")
 	cfg := Config{Providers: []ProviderConfig{{Name: "supa", Type: TypeSupabase, ProjectURL: "https://abc.supabase.co", JWTSecret: secret}}}
 	h := newHookFor(t, cfg, nil, clock.Now)
 	claims := func() map[string]any {
@@ -25,7 +27,7 @@ func TestSupabaseLegacySecret(t *testing.T) {
 	}{
 		{name: "HS256 with the project secret", token: hmacToken(t, secret, claims()), want: ""},
 		{name: "HS256 with another secret", token: hmacToken(t, secret+"x", claims()), want: ReasonInvalidSignature},
-		{name: "RS256 refused", token: rsaKey.sign(t, claims()), want: ReasonAlgNotAllowed},
+		{name: "RS256 refused", token: rsaKey.Sign(t, claims()), want: ReasonAlgNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,16 +52,16 @@ func hmacToken(t *testing.T, secret string, claims map[string]any) string {
 // OAuth access tokens (RFC 9068) carry typ "at+jwt"; many IdPs send them to resource servers such as idmq.
 func TestAccessTokenTypeAccepted(t *testing.T) {
 	clock := newFakeClock()
-	key := newTestKey(t, "RS256", "rsa-1")
-	idp := newTestIdP(t, key)
-	h := newHookFor(t, oidcConfig(idp.srv.URL), nil, clock.Now)
+	key := testkit.NewKey(t, "RS256", "rsa-1")
+	idp := testkit.NewIdP(t, key)
+	h := newHookFor(t, oidcConfig(idp.Issuer()), nil, clock.Now)
 	waitReady(t, h)
 	for _, typ := range []string{"at+jwt", "application/at+jwt", "JWT"} {
 		t.Run(typ, func(t *testing.T) {
-			tok := jwt.NewWithClaims(key.method, jwt.MapClaims(baseClaims(idp.srv.URL)(clock.Now())))
-			tok.Header["kid"] = key.kid
+			tok := jwt.NewWithClaims(key.Method, jwt.MapClaims(baseClaims(idp.Issuer())(clock.Now())))
+			tok.Header["kid"] = key.KID
 			tok.Header["typ"] = typ
-			s, err := tok.SignedString(key.priv)
+			s, err := tok.SignedString(key.Signer)
 			if err != nil {
 				t.Fatal(err)
 			}

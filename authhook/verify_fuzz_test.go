@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // fuzzNow is the verifying hook's clock: fixed, so that the committed seeds' exp, iat and nbf stay
@@ -86,10 +88,10 @@ type verifyFixture struct {
 }
 
 func newVerifyFixture(tb testing.TB) *verifyFixture {
-	rsaKey, ecKey, edKey := newTestKey(tb, "RS256", "rsa-1"), newTestKey(tb, "ES256", "ec-1"), newTestKey(tb, "EdDSA", "ed-1")
-	devRSA, devEC := newTestKey(tb, "RS256", ""), newTestKey(tb, "ES256", "")
-	idp := newTestIdP(handlerTB{tb}, rsaKey, ecKey, edKey)
-	jwks := idp.srv.URL + "/jwks"
+	rsaKey, ecKey, edKey := testkit.NewKey(tb, "RS256", "rsa-1"), testkit.NewKey(tb, "ES256", "ec-1"), testkit.NewKey(tb, "EdDSA", "ed-1")
+	devRSA, devEC := testkit.NewKey(tb, "RS256", ""), testkit.NewKey(tb, "ES256", "")
+	idp := testkit.NewIdP(tb, rsaKey, ecKey, edKey)
+	jwks := idp.JWKSURL()
 	cfg := Config{Providers: []ProviderConfig{
 		{Name: "oidc", Type: TypeOIDC, Issuer: "https://oidc.fuzz.example", JWKSURL: jwks, Audiences: []string{"mqtt"}, UsernamePrefix: "corp:",
 			TopicsClaim: "mqtt_topics", Claims: []ClaimMapping{{Path: "org_id", Attribute: "org_id", Required: true}, {Path: "app_metadata.plan", Attribute: "plan", Default: "free"}}},
@@ -114,8 +116,8 @@ func newVerifyFixture(tb testing.TB) *verifyFixture {
 	tb.Cleanup(func() { _ = h.Stop() })
 	waitReady(tb, h)
 	jwksProviders := []string{"oidc", "clerk", "auth0", "supabase", "firebase"}
-	remote := func(provider, iss, aud string, k testKey) fuzzSigner {
-		return fuzzSigner{provider: provider, trusted: jwksProviders, iss: iss, aud: aud, method: k.method, kid: k.kid, key: k.priv}
+	remote := func(provider, iss, aud string, k testkit.Key) fuzzSigner {
+		return fuzzSigner{provider: provider, trusted: jwksProviders, iss: iss, aud: aud, method: k.Method, kid: k.KID, key: k.Signer}
 	}
 	li := h.LocalIssuer()
 	return &verifyFixture{h: h, signers: []fuzzSigner{
@@ -128,16 +130,10 @@ func newVerifyFixture(tb testing.TB) *verifyFixture {
 		remote("firebase", "https://firebase.fuzz.example/fuzz-proj", "fuzz-proj", ecKey),
 		{provider: "local", trusted: []string{"local"}, iss: li.issuer, aud: li.audience, method: li.method, kid: li.kid, key: li.signer},
 		{provider: "exchange", trusted: []string{"local"}, iss: li.issuer, aud: li.audience, method: jwt.SigningMethodHS256, kid: li.exchangeKID, key: li.exchangeKey},
-		{provider: "fleet", trusted: []string{"fleet"}, aud: fuzzProject, method: devRSA.method, key: devRSA.priv, device: "dev-1", clientID: "dev-1"},
-		{provider: "fleet", trusted: []string{"fleet"}, aud: fuzzProject, method: devEC.method, key: devEC.priv, device: "dev-ec", clientID: fuzzDevicePath + "dev-ec"},
+		{provider: "fleet", trusted: []string{"fleet"}, aud: fuzzProject, method: devRSA.Method, key: devRSA.Signer, device: "dev-1", clientID: "dev-1"},
+		{provider: "fleet", trusted: []string{"fleet"}, aud: fuzzProject, method: devEC.Method, key: devEC.Signer, device: "dev-ec", clientID: fuzzDevicePath + "dev-ec"},
 	}}
 }
-
-// handlerTB lets the test IdP's handlers, which call Helper, serve key fetches that a fuzz target's
-// verification causes: testing.F panics on any call made while its fuzz function runs.
-type handlerTB struct{ testing.TB }
-
-func (handlerTB) Helper() {}
 
 // checkRefusal: every refusal is a typed *Error with a bounded message that never repeats the token.
 func checkRefusal(t *testing.T, token string, err error) {
@@ -171,7 +167,7 @@ func FuzzVerifyToken(f *testing.F) {
 		device string
 	}
 	genuine := map[string]signed{} // header.payload -> what accepting it must give
-	attacker := newTestKey(f, "RS256", "rsa-1")
+	attacker := testkit.NewKey(f, "RS256", "rsa-1")
 	for _, s := range fx.signers {
 		payload, err := json.Marshal(s.claims())
 		if err != nil {
@@ -192,11 +188,11 @@ func FuzzVerifyToken(f *testing.F) {
 		none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
 		f.Add(none+"."+parts[1]+".", s.clientID)
 		forged := s
-		forged.key = attacker.priv
-		forged.method = attacker.method
+		forged.key = attacker.Signer
+		forged.method = attacker.Method
 		f.Add(forged.sign(f, payload), s.clientID)
 		confused := s
-		confused.method, confused.key = jwt.SigningMethodHS256, rsaPublicPEM(f, attacker)
+		confused.method, confused.key = jwt.SigningMethodHS256, attacker.PublicPEM(f)
 		f.Add(confused.sign(f, payload), s.clientID)
 	}
 	f.Fuzz(func(t *testing.T, token, clientID string) {

@@ -3,7 +3,6 @@ package broker
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -16,8 +15,8 @@ import (
 // encode the response) with verifying the IdP token alone, in the same process. The verified-token cache
 // is off so every iteration pays the full signature check, as a fresh IdP token would.
 func BenchmarkExchange(b *testing.B) {
-	idp := newTestIdP(&testing.T{})
-	cfg, err := Parse([]byte(fmt.Sprintf(`
+	idp := newTestIdP(b)
+	br := brokerFromYAML(b, fmt.Sprintf(`
 data_dir: %s
 listeners: [{type: tcp, address: "127.0.0.1:0"}]
 http: {address: "127.0.0.1:0", rate_limit: {per_second: 1e9, burst: 1000000000}}
@@ -28,16 +27,8 @@ auth:
     - {name: local, type: local}
     - {name: corp, type: oidc, issuer: %s, jwks_url: %s, audiences: [mqtt], username_claim: email}
 acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
-`, b.TempDir(), idp.issuer, idp.issuer)), b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	br, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer br.auth.Stop()
-	token := idp.token(&testing.T{}, jwt.MapClaims{})
+`, b.TempDir(), idp.Issuer(), idp.JWKSURL()))
+	token := idp.token(b, jwt.MapClaims{})
 	if _, err := br.auth.Verify(b.Context(), token, ""); err != nil {
 		b.Fatal(err) // also warms the key set
 	}

@@ -1,14 +1,10 @@
 package broker
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,37 +14,18 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/idmq/idmq/authhook"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
-// testIdP is an identity provider for broker tests: an RSA key and its JWKS served over real HTTP.
-type testIdP struct {
-	key    *rsa.PrivateKey
-	issuer string
-}
+// testIdP is the test kit's IdP (one RS256 key) minting the tokens broker tests start from.
+type testIdP struct{ *testkit.IdP }
 
-func newTestIdP(t *testing.T) *testIdP {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idp := &testIdP{key: key}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		jwk := map[string]string{
-			"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
-			"n": base64.RawURLEncoding.EncodeToString(key.N.Bytes()),
-			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(key.E)).Bytes()),
-		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{jwk}})
-	}))
-	t.Cleanup(srv.Close)
-	idp.issuer = srv.URL
-	return idp
-}
+func newTestIdP(t testing.TB) *testIdP { return &testIdP{testkit.NewIdP(t)} }
 
-func (idp *testIdP) token(t *testing.T, claims jwt.MapClaims) string {
+// token signs a token for user-1 from the IdP, valid for a minute; claims add to it, a nil value removes.
+func (idp *testIdP) token(t testing.TB, claims jwt.MapClaims) string {
 	t.Helper()
-	base := jwt.MapClaims{"iss": idp.issuer, "aud": "mqtt", "sub": "user-1", "email": "Alice@Example.com",
+	base := jwt.MapClaims{"iss": idp.Issuer(), "aud": "mqtt", "sub": "user-1", "email": "Alice@Example.com",
 		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Minute).Unix()}
 	for k, v := range claims {
 		if v == nil {
@@ -57,13 +34,7 @@ func (idp *testIdP) token(t *testing.T, claims jwt.MapClaims) string {
 			base[k] = v
 		}
 	}
-	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, base)
-	tok.Header["kid"] = "k1"
-	s, err := tok.SignedString(idp.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return idp.Sign(t, base)
 }
 
 // newTestBroker builds a broker (nothing bound) whose HTTP routes tests call directly.
@@ -91,17 +62,25 @@ auth:
       username_claim: email
       claims: [{path: org_id, attribute: org_id, required: true}]
 acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
-`, t.TempDir(), extraHTTP, idp.issuer, idp.issuer)
-	cfg, err := Parse([]byte(yaml), t.TempDir())
+`, t.TempDir(), extraHTTP, idp.Issuer(), idp.JWKSURL())
+	b := brokerFromYAML(t, yaml)
+	return b, b.routes()
+}
+
+// brokerFromYAML builds a broker (nothing bound, logging nowhere) from a config; its hooks close when the
+// test ends.
+func brokerFromYAML(tb testing.TB, yaml string) *Broker {
+	tb.Helper()
+	cfg, err := Parse([]byte(yaml), tb.TempDir())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	b, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { b.auth.Stop() })
-	return b, b.routes()
+	tb.Cleanup(func() { _ = b.auth.Stop() })
+	return b
 }
 
 type httpResult struct {

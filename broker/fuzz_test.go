@@ -42,10 +42,10 @@ func FuzzParseConfig(f *testing.F) {
 // FuzzExchangeBody: any request body gets a JSON answer with a stable error code (or credentials for a
 // valid token); never a panic or a 500.
 func FuzzExchangeBody(f *testing.F) {
-	idp := newTestIdP(&testing.T{})
+	idp := newTestIdP(f)
 	b, h := newTestBroker(&testing.T{}, idp, "  rate_limit: {per_second: 1000000, burst: 1000000}")
-	defer b.auth.Stop()
-	good := idp.token(&testing.T{}, jwt.MapClaims{"org_id": "o1"})
+	defer func() { _ = b.auth.Stop() }()
+	good := idp.token(f, jwt.MapClaims{"org_id": "o1"})
 	for _, s := range []string{`{"token": "` + good + `"}`, `{"token": "` + good + `", "provider": "corp"}`, `{}`, `{"token": 5}`,
 		`{"token": "a.b.c"}`, `{"token": "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0."}`, `[]`, `null`, ``, `{"token": "x", "extra": 1}`} {
 		f.Add(s)

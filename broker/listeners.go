@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/idmq/idmq/internal/wsconn"
 	"github.com/idmq/idmq/mochifix"
 )
 
@@ -110,7 +110,7 @@ func (l *wsListener) withEstablish(establish listeners.EstablishFn) http.Handler
 		}
 		defer c.Close()
 		c.SetReadLimit(l.readLimit)
-		conn := &wsConn{Conn: c.UnderlyingConn(), ws: c}
+		conn := wsconn.New(c)
 		_ = conn.SetDeadline(time.Now().Add(l.timeout))
 		if err := establish(l.id, conn); err != nil {
 			l.log.Debug("websocket client ended", "listener", l.id, "error", err)
@@ -126,46 +126,4 @@ func (l *wsListener) Close(listeners.CloseFn) {
 		_ = l.server.Shutdown(ctx)
 	})
 	l.stopClients(l.id)
-}
-
-// wsConn presents a websocket as the byte stream mochi reads packets from. MQTT packets may span
-// websocket messages and a message may hold several packets [MQTT-6.0.0-2].
-type wsConn struct {
-	net.Conn
-	ws     *websocket.Conn
-	reader io.Reader
-	wmu    sync.Mutex
-}
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.reader == nil {
-			op, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if op != websocket.BinaryMessage {
-				return 0, errors.New("websocket: MQTT requires binary frames") // [MQTT-6.0.0-1]
-			}
-			c.reader = r
-		}
-		n, err := c.reader.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.reader = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }

@@ -2,8 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -17,21 +15,13 @@ import (
 // verified-token cache, and to its disconnect: the cache hit, identity, session and expiry queue (auth), the
 // compiled rules and Will check (ACL). mochi's own work is left out; bench/compare.sh measures the whole.
 func BenchmarkCachedReconnectHooks(b *testing.B) {
-	cfg, err := Parse([]byte(fmt.Sprintf(`
+	br := brokerFromYAML(b, fmt.Sprintf(`
 data_dir: %s
 listeners: [{type: tcp, address: "127.0.0.1:0"}]
 storage: {type: memory}
 auth: {providers: [{name: local, type: local}]}
 acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
-`, b.TempDir())), b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	br, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { br.auth.Stop() })
+`, b.TempDir()))
 	token, err := br.auth.LocalIssuer().Mint("alice", time.Hour, nil, authhook.TopicGrants{})
 	if err != nil {
 		b.Fatal(err)

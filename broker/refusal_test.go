@@ -120,7 +120,7 @@ auth:
     - name: corp
       type: oidc
       issuer: %[1]s
-      jwks_url: %[1]s
+      jwks_url: %[1]s/jwks
       audiences: [mqtt]
       authorized_parties: ["https://app.example.com"]
       claims: [{path: org_id, attribute: org_id, required: true}]
@@ -131,7 +131,7 @@ auth:
       devices:
         - {id: dev-1, keys: [{file: %[4]s}, {file: %[5]s, expires: "2020-01-01T00:00:00Z"}]}
         - {id: dev-blocked, blocked: true}
-`, w.idp.issuer, w.deadIssuer, walkProject, devPEM, oldPEM))
+`, w.idp.Issuer(), w.deadIssuer, walkProject, devPEM, oldPEM))
 	w.limited = startWalkBroker(t, `
 mqtt: {max_connect_rate: {per_second: 0.001, burst: 1}}
 auth: {providers: [{name: local, type: local}]}
@@ -221,7 +221,7 @@ func (w *refusalWorld) cases(t *testing.T) map[refusal.Kind]refusalCase {
 		}
 	}
 	noneAlg := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." +
-		base64.RawURLEncoding.EncodeToString(mustJSON(t, jwt.MapClaims{"iss": w.idp.issuer, "sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})) + "."
+		base64.RawURLEncoding.EncodeToString(mustJSON(t, jwt.MapClaims{"iss": w.idp.Issuer(), "sub": "alice", "exp": time.Now().Add(time.Hour).Unix()})) + "."
 	mintLocal := func(sub string) string {
 		tok, err := w.main.auth.LocalIssuer().Mint(sub, time.Hour, nil, authhook.TopicGrants{})
 		if err != nil {
@@ -250,11 +250,11 @@ func (w *refusalWorld) cases(t *testing.T) map[refusal.Kind]refusalCase {
 		refusal.IssuerMismatch:    cred(refusal.IssuerMismatch, "alice", w.user(t, "alice", jwt.MapClaims{"iss": "https://evil.example.com"})),
 		refusal.TokenExpired:      cred(refusal.TokenExpired, "alice", w.user(t, "alice", jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix()})),
 		refusal.TokenNotYetValid:  cred(refusal.TokenNotYetValid, "alice", w.user(t, "alice", jwt.MapClaims{"nbf": time.Now().Add(time.Hour).Unix()})),
-		refusal.InvalidSignature:  cred(refusal.InvalidSignature, "alice", w.forged(t, w.idp.issuer, "k1")),
+		refusal.InvalidSignature:  cred(refusal.InvalidSignature, "alice", w.forged(t, w.idp.Issuer(), "k1")),
 		refusal.InvalidAudience:   cred(refusal.InvalidAudience, "alice", w.user(t, "alice", jwt.MapClaims{"aud": "another-api"})),
 		refusal.InvalidAZP:        cred(refusal.InvalidAZP, "alice", w.user(t, "alice", jwt.MapClaims{"azp": "https://evil.example.com"})),
 		refusal.MissingClaim:      cred(refusal.MissingClaim, "alice", w.user(t, "alice", jwt.MapClaims{"org_id": nil})),
-		refusal.UnknownKID:        cred(refusal.UnknownKID, "alice", w.forged(t, w.idp.issuer, "k-unknown")),
+		refusal.UnknownKID:        cred(refusal.UnknownKID, "alice", w.forged(t, w.idp.Issuer(), "k-unknown")),
 		refusal.Malformed:         cred(refusal.Malformed, "alice", "hunter2"),
 		refusal.TokenTooLarge:     cred(refusal.TokenTooLarge, "alice", strings.Repeat("a", authhook.MaxTokenSize+1)),
 		refusal.AlgNotAllowed:     cred(refusal.AlgNotAllowed, "alice", noneAlg),

@@ -15,6 +15,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // allTransports is a broker with TCP, TLS, WS and WSS listeners, the local issuer and the quick-start rule.
@@ -50,7 +52,7 @@ func TestTransportsPubSubV3(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			var tlsConf *tls.Config
 			if transport == "tls" || transport == "wss" {
-				tlsConf = ca.clientTLS()
+				tlsConf = ca.ClientTLS()
 			}
 			url := p.brokerURL(transport)
 			got := newCollectV3()
@@ -92,7 +94,7 @@ func TestTransportsPubSubV5AndWill(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			var tlsConf *tls.Config
 			if transport == "tls" || transport == "wss" {
-				tlsConf = ca.clientTLS()
+				tlsConf = ca.ClientTLS()
 			}
 			sub, ca5 := connectV5(t, dialV5(t, p, transport, tlsConf), &paho.Connect{
 				ClientID: "sub5-" + transport, CleanStart: true,
@@ -114,7 +116,7 @@ func TestTransportsPubSubV5AndWill(t *testing.T) {
 				if _, err := pub.Publish(context.Background(), &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(topic)}); err != nil {
 					t.Fatal(err)
 				}
-				if pb := sub.expect(t, topic, 5*time.Second); string(pb.Payload) != topic {
+				if pb := sub.Expect(t, topic, 5*time.Second); string(pb.Payload) != topic {
 					t.Fatalf("payload %q", pb.Payload)
 				}
 			}
@@ -130,7 +132,7 @@ func TestTransportsPubSubV5AndWill(t *testing.T) {
 				t.Fatal("will client refused")
 			}
 			conn.Close()
-			if pb := sub.expect(t, prefix+"/will", 5*time.Second); string(pb.Payload) != "gone" {
+			if pb := sub.Expect(t, prefix+"/will", 5*time.Second); string(pb.Payload) != "gone" {
 				t.Fatalf("will payload %q", pb.Payload)
 			}
 		})
@@ -232,7 +234,7 @@ func TestMosquittoClients(t *testing.T) {
 			defer cancel()
 			subArgs := append(append([]string{}, tc.args...), "-u", "alice", "-P", tok, "-t", topic, "-q", "1", "-C", "1", "-W", "15", "-i", "msub-"+tc.name)
 			sub := exec.CommandContext(ctx, subBin, subArgs...)
-			out := &syncBuffer{}
+			out := &testkit.LogBuffer{}
 			sub.Stdout, sub.Stderr = out, out
 			if err := sub.Start(); err != nil {
 				t.Fatal(err)
@@ -300,7 +302,7 @@ func TestTLSCertificateReloadOnSIGHUP(t *testing.T) {
 	p, ca := startAllTransports(t)
 	tok := p.token("alice")
 	serial := func() int64 {
-		c, err := tls.Dial("tcp", p.addr("tls"), ca.clientTLS())
+		c, err := tls.Dial("tcp", p.addr("tls"), ca.ClientTLS())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +312,7 @@ func TestTLSCertificateReloadOnSIGHUP(t *testing.T) {
 	if s := serial(); s != 100 {
 		t.Fatalf("initial serial %d", s)
 	}
-	old, code := connectV3(t, v3Options(p.brokerURL("tls"), "before-reload", "alice", tok, ca.clientTLS()))
+	old, code := connectV3(t, v3Options(p.brokerURL("tls"), "before-reload", "alice", tok, ca.ClientTLS()))
 	if code != 0 {
 		t.Fatalf("CONNACK %d", code)
 	}
@@ -337,7 +339,7 @@ func TestServeOnEmbeddedDefaults(t *testing.T) {
 	}
 	p := &idmqProc{t: t, dir: t.TempDir(), ports: map[string]int{"tcp": 1883, "ws": 8083, "http": 8080}}
 	p.config = "" // no -c and no ./idmq.yaml: embedded defaults
-	p.logs = &syncBuffer{}
+	p.logs = &testkit.LogBuffer{}
 	p.cmd = exec.Command(idmqPath(), "serve")
 	p.cmd.Env = raceEnv()
 	p.cmd.Dir = p.dir
@@ -382,7 +384,7 @@ func TestCheckCommand(t *testing.T) {
 		t.Fatalf("idmq check config.example.yaml exit %d: %s", code, errOut)
 	}
 	bad := filepath.Join(p.dir, "bad.yaml")
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	os.WriteFile(bad, []byte(fmt.Sprintf("listeners:\n  - {type: tcp, address: \"127.0.0.1:%d\"}\nmqtt:\n  max_session_expiry: forever\n", port)), 0o600)
 	for _, cmd := range []string{"check", "serve"} {
 		_, errOut, code := p.idmqCmd(cmd, "-c", bad)

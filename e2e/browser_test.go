@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // The browser proof of the token exchange: a static page (e2e/browser/page) in Debian's Chromium, driven by
@@ -52,7 +54,7 @@ func TestBrowserExchangeOverWSS(t *testing.T) {
 	foreignPage := browserPageServer(t, tools.pageDir, tools.mqttJS, idpToken)
 
 	// The API port is not the harness's {{http}}: its readiness probe speaks plain HTTP and this API is HTTPS.
-	apiPort := freePort(t)
+	apiPort := testkit.FreePort(t)
 	p := newIdmq(t, fmt.Sprintf(`
 listeners:
   - {type: tcp, address: "127.0.0.1:{{tcp}}"}
@@ -221,7 +223,7 @@ func browserArtifactsDir(t *testing.T) string {
 }
 
 func browserHTTPClient(ca *testCA) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.clientTLS()}}
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: ca.ClientTLS()}}
 }
 
 // browserWaitReady polls the HTTPS API's /readyz; the harness's start returns at the first "listening" line.
@@ -266,7 +268,7 @@ func browserMetric(t *testing.T, api string, ca *testCA, name string) string {
 type browserDriver struct {
 	stdin   io.WriteCloser
 	replies chan browserReply
-	stderr  *syncBuffer
+	stderr  *testkit.LogBuffer
 }
 
 type browserReply struct {
@@ -297,7 +299,7 @@ func startBrowser(t *testing.T, tools browserTools, spki string) *browserDriver 
 	)
 	// Its own process group, so a driver that does not exit on stdin EOF is killed together with Chromium.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	b := &browserDriver{replies: make(chan browserReply, 16), stderr: &syncBuffer{}}
+	b := &browserDriver{replies: make(chan browserReply, 16), stderr: &testkit.LogBuffer{}}
 	cmd.Stderr = b.stderr
 	var err error
 	if b.stdin, err = cmd.StdinPipe(); err != nil {

@@ -1,19 +1,19 @@
 package e2e
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gorilla/websocket"
+
+	"github.com/idmq/idmq/internal/testkit"
+	"github.com/idmq/idmq/internal/wsconn"
 )
 
 // brokerURL is the paho v3 URL of a transport ("tcp", "tls", "ws", "wss").
@@ -26,60 +26,33 @@ func (p *idmqProc) brokerURL(transport string) string {
 	return u
 }
 
-// v3Options are the paho 3.1.1 client options the tests share.
+// v3Options are the paho 3.1.1 client options the tests share; handlers may run concurrently.
 func v3Options(url, clientID, username, password string, tlsConf *tls.Config) *mqtt3.ClientOptions {
-	o := mqtt3.NewClientOptions().AddBroker(url).SetClientID(clientID).
-		SetUsername(username).SetPassword(password).SetProtocolVersion(4).
-		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second).
-		SetKeepAlive(30 * time.Second).SetOrderMatters(false)
+	o := testkit.V3Options(url, clientID, username, password).SetOrderMatters(false)
 	if tlsConf != nil {
 		o.SetTLSConfig(tlsConf)
 	}
 	return o
 }
 
-// connectV3 connects a paho 3.1.1 client and returns it with the CONNACK return code (0 = accepted).
+// connectV3 connects a paho 3.1.1 client and returns it with the CONNACK return code (0 = accepted); a
+// refused client is nil.
 func connectV3(t *testing.T, o *mqtt3.ClientOptions) (mqtt3.Client, byte) {
 	t.Helper()
-	c := mqtt3.NewClient(o)
-	tok := c.Connect()
-	if !tok.WaitTimeout(15 * time.Second) {
-		t.Fatal("v3 connect timed out")
+	c, code, err := testkit.ConnectV3(t, o)
+	if err != nil {
+		return nil, code
 	}
-	ct, _ := tok.(*mqtt3.ConnectToken)
-	if tok.Error() != nil {
-		return nil, ct.ReturnCode()
-	}
-	t.Cleanup(func() { c.Disconnect(100) })
-	return c, ct.ReturnCode()
+	return c, code
 }
 
 // dialV5 opens the raw transport a paho v5 client runs over.
 func dialV5(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Config) net.Conn {
 	t.Helper()
-	return &packetLockedConn{Conn: dialTransport(t, p, transport, tlsConf)}
-}
-
-// packetLockedConn makes paho.golang write each packet whole. paho writes a packet's parts with one Write each
-// (net.Buffers) and its pinger writes PINGREQ from another goroutine; it holds the connection's lock around a
-// packet only when the connection is a sync.Locker. Over TLS and WebSocket, which have no writev, a PINGREQ
-// could otherwise land inside a PUBLISH, and the broker read a corrupt packet (seen: a payload that began with
-// the PINGREQ's bytes, and publishes never acknowledged).
-type packetLockedConn struct {
-	net.Conn
-	sync.Mutex
-}
-
-func dialTransport(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Config) net.Conn {
-	t.Helper()
 	addr := p.addr(transport)
 	switch transport {
 	case "tcp":
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return testkit.DialTCP(t, addr)
 	case "tls":
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, tlsConf)
 		if err != nil {
@@ -93,103 +66,21 @@ func dialTransport(t *testing.T, p *idmqProc, transport string, tlsConf *tls.Con
 		if err != nil {
 			t.Fatalf("websocket dial: %v (%v)", err, resp)
 		}
-		return &wsNetConn{Conn: ws.UnderlyingConn(), ws: ws}
+		return wsconn.New(ws)
 	}
-}
-
-// wsNetConn adapts a gorilla websocket to the byte stream paho expects.
-type wsNetConn struct {
-	net.Conn
-	ws  *websocket.Conn
-	r   io.Reader
-	wmu sync.Mutex
-	rmu sync.Mutex
-}
-
-func (c *wsNetConn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	for {
-		if c.r == nil {
-			_, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if err == io.EOF {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsNetConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// v5Client is a connected paho v5 client plus everything it received.
-type v5Client struct {
-	*paho.Client
-	conn        net.Conn
-	received    chan *paho.Publish
-	disconnects chan *paho.Disconnect
 }
 
 // connectV5 runs a v5 CONNECT over conn; a refused CONNECT returns the CONNACK and a nil client.
-func connectV5(t *testing.T, conn net.Conn, cp *paho.Connect) (*v5Client, *paho.Connack) {
+func connectV5(t *testing.T, conn net.Conn, cp *paho.Connect) (*testkit.V5Client, *paho.Connack) {
 	t.Helper()
-	vc := &v5Client{conn: conn, received: make(chan *paho.Publish, 1000), disconnects: make(chan *paho.Disconnect, 4)}
-	vc.Client = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			vc.received <- pr.Packet
-			return true, nil
-		}},
-		OnServerDisconnect: func(d *paho.Disconnect) { vc.disconnects <- d },
-		OnClientError:      func(error) {},
-	})
-	if cp.KeepAlive == 0 {
-		cp.KeepAlive = 30
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	ca, err := vc.Connect(ctx, cp)
+	c, ca, err := testkit.ConnectV5(t, conn, cp)
 	if err != nil {
 		if ca == nil {
 			t.Fatalf("v5 connect: %v", err)
 		}
 		return nil, ca
 	}
-	t.Cleanup(func() { _ = vc.Disconnect(&paho.Disconnect{ReasonCode: 0}) })
-	return vc, ca
-}
-
-// expectV5 waits for a message on topic and returns its payload.
-func (vc *v5Client) expect(t *testing.T, topic string, within time.Duration) *paho.Publish {
-	t.Helper()
-	deadline := time.After(within)
-	for {
-		select {
-		case pb := <-vc.received:
-			if pb.Topic == topic {
-				return pb
-			}
-		case <-deadline:
-			t.Fatalf("no message on %s within %s", topic, within)
-			return nil
-		}
-	}
+	return c, ca
 }
 
 // collectV3 records every message a v3 client receives.

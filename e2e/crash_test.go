@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -19,7 +18,7 @@ import (
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 // TestKill9LosesNoAcknowledgedMessage kills the broker (SIGKILL) at a random moment under QoS 1 and QoS 2
@@ -314,7 +313,7 @@ func crashDial(t *testing.T, addr, clientID, password string) (net.Conn, *bufio.
 func (s *crashSub) read(conn net.Conn, r *bufio.Reader, done chan struct{}) {
 	defer close(done)
 	for {
-		pk, err := crashReadPacket(r)
+		pk, err := wire.ReadPacket(r, 4)
 		if err != nil {
 			return
 		}
@@ -335,7 +334,7 @@ func (s *crashSub) read(conn net.Conn, r *bufio.Reader, done chan struct{}) {
 			reply = &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID, ProtocolVersion: 4}
 		}
 		if reply != nil {
-			if err := mochitest.WritePacket(conn, reply); err != nil {
+			if err := wire.WritePacket(conn, reply); err != nil {
 				return
 			}
 		}
@@ -446,10 +445,10 @@ func (c *crashResumer) connect(t *testing.T, addr string) bool {
 	c.mu.Lock()
 	c.conn = conn
 	for id := range c.released {
-		_ = mochitest.WritePacket(conn, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id, ProtocolVersion: 4})
+		_ = wire.WritePacket(conn, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: id, ProtocolVersion: 4})
 	}
 	for id, payload := range c.sent {
-		_ = mochitest.WritePacket(conn, c.publishPacket(id, payload, true))
+		_ = wire.WritePacket(conn, c.publishPacket(id, payload, true))
 	}
 	c.mu.Unlock()
 	c.done = make(chan struct{})
@@ -476,7 +475,7 @@ func (c *crashResumer) publish(stop <-chan struct{}) {
 		c.mu.Lock()
 		c.nextID++
 		c.sent[c.nextID] = payload
-		err := mochitest.WritePacket(c.conn, c.publishPacket(c.nextID, payload, false))
+		err := wire.WritePacket(c.conn, c.publishPacket(c.nextID, payload, false))
 		c.mu.Unlock()
 		if err != nil {
 			return
@@ -487,7 +486,7 @@ func (c *crashResumer) publish(stop <-chan struct{}) {
 func (c *crashResumer) read(r *bufio.Reader, done chan struct{}) {
 	defer close(done)
 	for {
-		pk, err := crashReadPacket(r)
+		pk, err := wire.ReadPacket(r, 4)
 		if err != nil {
 			return
 		}
@@ -498,7 +497,7 @@ func (c *crashResumer) read(r *bufio.Reader, done chan struct{}) {
 				delete(c.sent, pk.PacketID)
 				c.released[pk.PacketID] = payload
 			}
-			_ = mochitest.WritePacket(c.conn, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID, ProtocolVersion: 4})
+			_ = wire.WritePacket(c.conn, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID, ProtocolVersion: 4})
 		case packets.Pubcomp:
 			if payload, ok := c.released[pk.PacketID]; ok {
 				delete(c.released, pk.PacketID)
@@ -519,53 +518,16 @@ func (c *crashResumer) unfinished() int {
 
 func crashWrite(t *testing.T, conn net.Conn, pk *packets.Packet) {
 	t.Helper()
-	if err := mochitest.WritePacket(conn, pk); err != nil {
+	if err := wire.WritePacket(conn, pk); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func crashRead(t *testing.T, r *bufio.Reader) packets.Packet {
 	t.Helper()
-	pk, err := crashReadPacket(r)
+	pk, err := wire.ReadPacket(r, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pk
-}
-
-// crashReadPacket reads one MQTT 3.1.1 packet of the kinds a subscriber receives.
-func crashReadPacket(r *bufio.Reader) (packets.Packet, error) {
-	hb, err := r.ReadByte()
-	if err != nil {
-		return packets.Packet{}, err
-	}
-	var fh packets.FixedHeader
-	if err := fh.Decode(hb); err != nil {
-		return packets.Packet{}, err
-	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil {
-		return packets.Packet{}, err
-	}
-	fh.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return packets.Packet{}, err
-	}
-	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: 4}
-	switch fh.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Pubrel:
-		err = pk.PubrelDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	}
-	return pk, err
 }

@@ -4,9 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"os"
 	"os/exec"
@@ -17,6 +14,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // devicesBroker serves TLS only, with the local provider (for a backend subscriber) and a devices provider
@@ -43,25 +42,19 @@ acl:
 // public key goes into the registry separately.
 func newDeviceKey(t *testing.T, path, alg string) crypto.Signer {
 	t.Helper()
+	key := testkit.NewKey(t, alg, "").Signer
 	var (
-		key crypto.Signer
 		der []byte
 		typ string
 		err error
 	)
-	switch alg {
-	case "ES256": // as `openssl ecparam -genkey -name prime256v1 -noout` writes it
-		var k *ecdsa.PrivateKey
-		if k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err == nil {
-			key, typ = k, "EC PRIVATE KEY"
-			der, err = x509.MarshalECPrivateKey(k)
-		}
-	case "RS256": // as `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` writes it
-		var k *rsa.PrivateKey
-		if k, err = rsa.GenerateKey(rand.Reader, 2048); err == nil {
-			key, typ = k, "PRIVATE KEY"
-			der, err = x509.MarshalPKCS8PrivateKey(k)
-		}
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey: // as `openssl ecparam -genkey -name prime256v1 -noout` writes it
+		typ = "EC PRIVATE KEY"
+		der, err = x509.MarshalECPrivateKey(k)
+	default: // RSA, as `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` writes it
+		typ = "PRIVATE KEY"
+		der, err = x509.MarshalPKCS8PrivateKey(k)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +86,7 @@ func TestDeviceMosquittoTLS(t *testing.T) {
 	registerDevice(t, p, "thermo-rsa", newDeviceKey(t, filepath.Join(p.dir, "thermo-rsa-private.pem"), "RS256"))
 	p.start()
 
-	backend, connack := connectV5(t, dialV5(t, p, "tls", ca.clientTLS()), &paho.Connect{ClientID: "backend", CleanStart: true,
+	backend, connack := connectV5(t, dialV5(t, p, "tls", ca.ClientTLS()), &paho.Connect{ClientID: "backend", CleanStart: true,
 		Password: []byte(p.token("backend", "--claim", "role=backend")), PasswordFlag: true})
 	if backend == nil {
 		t.Fatalf("backend CONNACK 0x%02X", connack.ReasonCode)
@@ -132,7 +125,7 @@ func TestDeviceMosquittoTLS(t *testing.T) {
 			if out, err := mosquittoPub(tc.clientID, deviceToken(tc.device, tc.extra...), tc.version, topic, "21.5"); err != nil {
 				t.Fatalf("mosquitto_pub: %v %s", err, out)
 			}
-			if m := backend.expect(t, topic, 5*time.Second); string(m.Payload) != "21.5" {
+			if m := backend.Expect(t, topic, 5*time.Second); string(m.Payload) != "21.5" {
 				t.Fatalf("payload %q", m.Payload)
 			}
 		})
@@ -147,7 +140,7 @@ func TestDeviceMosquittoTLS(t *testing.T) {
 			t.Fatalf("mosquitto_pub: %v %s", err, out)
 		}
 		select {
-		case m := <-backend.received:
+		case m := <-backend.Received:
 			if m.Topic != "/devices/thermo-rsa/events/after" {
 				t.Fatalf("the backend received %s %q: a device published under another device's id", m.Topic, m.Payload)
 			}

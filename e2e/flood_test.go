@@ -5,16 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +25,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/internal/testkit"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 // floodCooldown is the unknown_kid_cooldown the flood test configures: short, so the bound on refreshes
@@ -92,9 +91,9 @@ auth:
   providers:
     - {name: corp, type: oidc, issuer: %q, jwks_url: %q, audiences: [%q]}
 acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
-`, floodCooldown, idp.issuer(), idp.issuer()+"/jwks", floodAudience))
+`, floodCooldown, idp.Issuer(), idp.JWKSURL(), floodAudience))
 			p.start()
-			if got := idp.fetches.Load(); got != 1 {
+			if got := idp.Fetches(); got != 1 {
 				t.Fatalf("key set fetched %d times at start, want 1", got)
 			}
 
@@ -106,7 +105,7 @@ acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
 			during := idp.measureValidConnects(t, p, floodStart.Add(over))
 			got := <-tally
 			window := time.Since(floodStart)
-			fetches := idp.fetches.Load()
+			fetches := idp.Fetches()
 
 			pb, pd := latencyPercentile(before, 0.50), latencyPercentile(during, 0.50)
 			t.Logf("%d bad CONNECTs over %s from %d address(es): sent in %s, done in %s; answers %v",
@@ -181,69 +180,29 @@ func useBinary(t *testing.T, bin string) {
 
 const floodAudience = "mqtt://idmq"
 
-// floodIdP is an OIDC-style issuer on httptest: one RS256 key ("k1") in a key set whose fetches it counts.
+// floodIdP is the test kit's IdP (one RS256 key, "k1"), answering key fetches floodJWKSDelay late, and
+// numbering the tokens it mints so that none is ever in the broker's cache.
 type floodIdP struct {
-	srv     *httptest.Server
-	key     *rsa.PrivateKey
-	fetches atomic.Int64
-	jti     atomic.Int64
+	*testkit.IdP
+	jti atomic.Int64
 }
 
 func newFloodIdP(t *testing.T) *floodIdP {
 	t.Helper()
-	idp := &floodIdP{key: newFloodRSAKey(t)}
-	set, err := json.Marshal(map[string]any{"keys": []map[string]string{{
-		"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
-		"n": base64.RawURLEncoding.EncodeToString(idp.key.N.Bytes()),
-		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(idp.key.E)).Bytes()),
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		idp.fetches.Add(1)
-		time.Sleep(floodJWKSDelay)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(set)
-	})
-	idp.srv = httptest.NewServer(mux)
-	t.Cleanup(idp.srv.Close)
+	idp := &floodIdP{IdP: testkit.NewIdP(t)}
+	idp.SetDelay(floodJWKSDelay)
 	return idp
 }
-
-func newFloodRSAKey(t *testing.T) *rsa.PrivateKey {
-	t.Helper()
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func (idp *floodIdP) issuer() string { return idp.srv.URL }
 
 // claims are those of a token the broker accepts, for sub; extra adds to them.
 func (idp *floodIdP) claims(sub string, extra map[string]any) jwt.MapClaims {
 	now := time.Now()
-	c := jwt.MapClaims{"iss": idp.issuer(), "aud": floodAudience, "sub": sub, "iat": now.Unix(),
+	c := jwt.MapClaims{"iss": idp.Issuer(), "aud": floodAudience, "sub": sub, "iat": now.Unix(),
 		"exp": now.Add(10 * time.Minute).Unix(), "jti": strconv.FormatInt(idp.jti.Add(1), 10)}
 	for k, v := range extra {
 		c[k] = v
 	}
 	return c
-}
-
-// sign signs claims with key under kid k1: the IdP's own key makes a valid token, any other a wrong signature.
-func signFlood(t *testing.T, key *rsa.PrivateKey, claims jwt.MapClaims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
-	tok.Header["kid"] = "k1"
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // measureValidConnects connects a real MQTT 5 client with a fresh valid token (never seen, so never in the
@@ -254,7 +213,7 @@ func (idp *floodIdP) measureValidConnects(t *testing.T, p *idmqProc, end time.Ti
 	var out []time.Duration
 	for i := 0; time.Now().Before(end); i++ {
 		next := time.Now().Add(50 * time.Millisecond)
-		token := signFlood(t, idp.key, idp.claims(fmt.Sprintf("valid-%d", i), nil))
+		token := idp.Sign(t, idp.claims(fmt.Sprintf("valid-%d", i), nil))
 		conn, err := net.DialTimeout("tcp", p.addr("tcp"), 5*time.Second)
 		if err != nil {
 			t.Fatalf("valid client %d: dial: %v", i, err)
@@ -322,10 +281,10 @@ type floodTokens struct {
 
 func newFloodTokens(t *testing.T, idp *floodIdP) *floodTokens {
 	t.Helper()
-	attacker := newFloodRSAKey(t)
+	attacker := testkit.NewKey(t, "RS256", "k1") // the IdP's kid, another key: a wrong signature
 	ft := &floodTokens{idp: idp}
 	for i := 0; i < 16; i++ {
-		ft.wrongSig = append(ft.wrongSig, signFlood(t, attacker, idp.claims(fmt.Sprintf("mallory-%d", i), nil)))
+		ft.wrongSig = append(ft.wrongSig, attacker.Sign(t, idp.claims(fmt.Sprintf("mallory-%d", i), nil)))
 	}
 	// Claims padded so the token lands just under, or just over, MaxTokenSize (16 KiB).
 	for _, target := range []int{16<<10 - 200, 17 << 10} {
@@ -334,10 +293,10 @@ func newFloodTokens(t *testing.T, idp *floodIdP) *floodTokens {
 			extra[fmt.Sprintf("claim_%04d", j)] = strings.Repeat("x", 16)
 		}
 		// One more claim fills the rest: base64 makes 3 bytes of JSON 4 bytes of token.
-		probe := signFlood(t, attacker, idp.claims("huge-0", extra))
+		probe := attacker.Sign(t, idp.claims("huge-0", extra))
 		extra["pad"] = strings.Repeat("p", (target-len(probe))*3/4-8)
 		for i := 0; i < 4; i++ {
-			tok := signFlood(t, attacker, idp.claims(fmt.Sprintf("huge-%d", i), extra))
+			tok := attacker.Sign(t, idp.claims(fmt.Sprintf("huge-%d", i), extra))
 			if target < 16<<10 {
 				if len(tok) >= 16<<10 || len(tok) < 15<<10 {
 					t.Fatalf("huge token is %d bytes, want just under 16 KiB", len(tok))
@@ -461,37 +420,17 @@ func rawConnect(addr string, src net.IP, version byte, clientID string, token []
 	if _, err := conn.Write(buf.Bytes()); err != nil {
 		return 0, errors.New("write error")
 	}
-	r := bufio.NewReader(conn)
-	first, err := r.ReadByte()
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return 0, errors.New("no answer within 15s")
-		}
+	ca, err := wire.ReadPacket(bufio.NewReader(conn), version)
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return 0, errors.New("no answer within 15s")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne):
 		return 0, errNoConnack
-	}
-	if first>>4 != packets.Connack {
-		return 0, fmt.Errorf("packet type %d instead of CONNACK", first>>4)
-	}
-	var length, shift int
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, errNoConnack
-		}
-		length |= int(b&0x7f) << shift
-		shift += 7
-		if b&0x80 == 0 || shift > 21 {
-			break
-		}
-	}
-	body := make([]byte, length)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, errNoConnack
-	}
-	ca := packets.Packet{ProtocolVersion: version, FixedHeader: packets.FixedHeader{Type: packets.Connack, Remaining: length}}
-	if err := ca.ConnackDecode(body); err != nil {
+	case err != nil:
 		return 0, err
+	case ca.FixedHeader.Type != packets.Connack:
+		return 0, fmt.Errorf("packet type %d instead of CONNACK", ca.FixedHeader.Type)
 	}
 	return ca.ReasonCode, nil
 }

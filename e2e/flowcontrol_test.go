@@ -58,7 +58,7 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 	deadline := time.After(60 * time.Second)
 	for got < publishers*each {
 		select {
-		case <-sub.received:
+		case <-sub.Received:
 			got++
 		case <-deadline:
 			t.Fatalf("subscriber received %d of %d QoS 1 messages: its connection is stuck", got, publishers*each)

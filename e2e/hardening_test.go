@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // TestSilentConnectionsAreClosedAndDoNotBlockOthers: 2,000 sockets that never send CONNECT neither stop a
@@ -80,11 +82,11 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 	p.start()
 	tok := p.token("alice")
 	for i := 0; i < 3; i++ {
-		if c, ca := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("alice", tok, "burst")); c == nil {
+		if c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("burst", "alice", tok)); c == nil {
 			t.Fatalf("connect %d inside the burst: 0x%02x", i, ca.ReasonCode)
 		}
 	}
-	if c, ca := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("alice", tok, "over")); c != nil || ca.ReasonCode != 0x9F {
+	if c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("over", "alice", tok)); c != nil || ca.ReasonCode != 0x9F {
 		t.Fatalf("v5 connect over the rate: %+v, want CONNACK 0x9F", ca)
 	}
 	o := v3Options(p.brokerURL("tcp"), "over-v3", "alice", tok, nil).SetConnectTimeout(3 * time.Second)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // idmqBin is built once per test run, with the race detector, from this checkout. Run it through idmqPath.
@@ -76,35 +77,6 @@ func repoRoot() string {
 	return filepath.Dir(wd)
 }
 
-// handedOut holds every port freePort returned in this test binary.
-var handedOut = struct {
-	sync.Mutex
-	ports map[int]bool
-}{ports: map[int]bool{}}
-
-// freePort returns a loopback port that was free a moment ago and that no earlier call returned: the kernel may
-// offer one ephemeral port to two listens in a row, and two listeners of one broker then asked for the same
-// address (seen: "listeners[1].address: address ... is already used by listeners[0].address").
-func freePort(t *testing.T) int {
-	t.Helper()
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !handedOut.ports[port] {
-			handedOut.ports[port] = true
-			return port
-		}
-	}
-	t.Fatal("freePort: the kernel offered only ports already handed out, 100 times")
-	return 0
-}
-
 // requireTool finds an external program. Outside CI a missing tool skips the test; in CI it fails it,
 // so a CI machine without the tool never reports green for a test that did not run.
 func requireTool(t *testing.T, name, install string) string {
@@ -132,26 +104,9 @@ type idmqProc struct {
 	config string
 	ports  map[string]int
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *testkit.LogBuffer
 	exited chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newIdmq prepares a broker in a fresh directory. The config template may use {{tcp}}, {{tls}}, {{ws}},
@@ -163,7 +118,7 @@ func newIdmq(t *testing.T, configTemplate string) *idmqProc {
 	for _, name := range []string{"tcp", "tls", "ws", "wss", "http"} {
 		key := "{{" + name + "}}"
 		if strings.Contains(cfg, key) {
-			p.ports[name] = freePort(t)
+			p.ports[name] = testkit.FreePort(t)
 			cfg = strings.ReplaceAll(cfg, key, fmt.Sprint(p.ports[name]))
 		}
 	}
@@ -180,7 +135,7 @@ func (p *idmqProc) start() {
 	p.t.Helper()
 	if p.logs == nil {
 		// One log buffer and one cleanup for every start of this broker, so restarts keep their history.
-		p.logs = &syncBuffer{}
+		p.logs = &testkit.LogBuffer{}
 		p.t.Cleanup(func() {
 			p.stop()
 			if p.t.Failed() {
@@ -208,7 +163,7 @@ func (p *idmqProc) start() {
 			if code, _ := p.get("/readyz"); code == 200 {
 				return
 			}
-		} else if strings.Contains(p.logs.String(), "listening") {
+		} else if p.logs.Contains("listening") {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -275,14 +230,7 @@ func (p *idmqProc) token(sub string, extra ...string) string {
 
 // waitLog waits until the broker's log contains s.
 func (p *idmqProc) waitLog(s string, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if strings.Contains(p.logs.String(), s) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+	return p.logs.Await(s, within)
 }
 
 // metric returns the value of a Prometheus sample line that starts with prefix (name plus labels).

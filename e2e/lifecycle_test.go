@@ -13,6 +13,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 const lifecycleConfig = `
@@ -28,12 +30,6 @@ acl:
     - {topic: "#", access: pubsub, when: {role: admin}}
     - {topic: "users/%u/#", access: pubsub}
 `
-
-func v5Connect(user, token, clientID string) *paho.Connect {
-	return &paho.Connect{ClientID: clientID, CleanStart: true,
-		Properties: &paho.ConnectProperties{AuthMethod: "JWT", AuthData: []byte(token)},
-		Username:   user, UsernameFlag: user != ""}
-}
 
 // TestSessionsEndWhenTokensEnd: at exp + leeway a v5 client gets DISCONNECT 0xA0 "token expired", a 3.1.1
 // client's connection closes, and each one's Will reaches a subscriber.
@@ -57,7 +53,7 @@ func TestSessionsEndWhenTokensEnd(t *testing.T) {
 	// Within 1 s after exp + leeway, and not before it.
 	latest := due.Add(time.Second)
 	select {
-	case d := <-v5.disconnects:
+	case d := <-v5.Disconnects:
 		if d.ReasonCode != 0xA0 || d.Properties == nil || d.Properties.ReasonString != "token expired" {
 			t.Fatalf("v5 DISCONNECT 0x%02x %+v, want 0xA0 \"token expired\"", d.ReasonCode, d.Properties)
 		}
@@ -117,7 +113,7 @@ func tokenExpiry(t *testing.T, token string) time.Time {
 func TestReauthenticationKeepsAClientConnected(t *testing.T) {
 	p := newIdmq(t, lifecycleConfig)
 	p.start()
-	c, ca := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("", p.token("alice", "--ttl", "3s"), "refresher"))
+	c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("refresher", "", p.token("alice", "--ttl", "3s")))
 	if c == nil {
 		t.Fatalf("CONNACK 0x%02x", ca.ReasonCode)
 	}
@@ -136,11 +132,11 @@ func TestReauthenticationKeepsAClientConnected(t *testing.T) {
 		}
 		topic := fmt.Sprintf("users/alice/tick/%d", i)
 		waitToken(t, pub.Publish(topic, 1, false, "tick"), "publish")
-		c.expect(t, topic, 5*time.Second)
+		c.Expect(t, topic, 5*time.Second)
 		time.Sleep(time.Second)
 	}
 	select {
-	case d := <-c.disconnects:
+	case d := <-c.Disconnects:
 		t.Fatalf("disconnected while refreshing: 0x%02x", d.ReasonCode)
 	default:
 	}
@@ -163,7 +159,7 @@ func TestReauthenticationKeepsAClientConnected(t *testing.T) {
 	// Another user's token: DISCONNECT 0x87.
 	_, _ = c.Authenticate(context.Background(), &paho.Auth{ReasonCode: 0x19, Properties: &paho.AuthProperties{AuthMethod: "JWT", AuthData: []byte(p.token("mallory"))}})
 	select {
-	case d := <-c.disconnects:
+	case d := <-c.Disconnects:
 		if d.ReasonCode != 0x87 {
 			t.Fatalf("re-auth as another user: DISCONNECT 0x%02x, want 0x87", d.ReasonCode)
 		}
@@ -231,7 +227,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 		t.Fatalf("wrong key: %d %v", code, body)
 	}
 
-	alice, _ := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("alice", p.token("alice"), "alice-phone"))
+	alice, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("alice-phone", "alice", p.token("alice")))
 	code, body := p.admin(t, "GET", "/v1/clients", key, "")
 	clients, _ := body["clients"].([]any)
 	if code != 200 || len(clients) != 1 {
@@ -245,7 +241,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 		t.Fatalf("delete: %d", code)
 	}
 	select {
-	case d := <-alice.disconnects:
+	case d := <-alice.Disconnects:
 		if d.ReasonCode != 0x98 {
 			t.Fatalf("DISCONNECT 0x%02x, want 0x98", d.ReasonCode)
 		}
@@ -257,18 +253,18 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 	}
 
 	bobToken := p.token("bob")
-	bob, _ := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("bob", bobToken, "bob-1"))
+	bob, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("bob-1", "bob", bobToken))
 	if code, body := p.admin(t, "POST", "/v1/revocations", key, `{"username": "bob"}`); code != 200 || body["disconnected"] != float64(1) {
 		t.Fatalf("revoke: %d %v", code, body)
 	}
 	select {
-	case <-bob.disconnects:
+	case <-bob.Disconnects:
 	case <-time.After(5 * time.Second):
 		t.Fatal("revoked user still connected")
 	}
 	refused := func(when string) {
 		t.Helper()
-		c, ca := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("bob", bobToken, "bob-2"))
+		c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("bob-2", "bob", bobToken))
 		if c != nil || ca.ReasonCode != 0x86 {
 			t.Fatalf("%s: revoked token CONNACK %+v, want 0x86", when, ca)
 		}
@@ -283,7 +279,7 @@ func TestAdminAPIAndRevocationSurvivesRestart(t *testing.T) {
 		t.Fatalf("revocations after restart: %d %v", code, body)
 	}
 	time.Sleep(1100 * time.Millisecond) // a token issued in a later second than the revocation
-	if c, ca := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("bob", p.token("bob"), "bob-3")); c == nil {
+	if c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("bob-3", "bob", p.token("bob"))); c == nil {
 		t.Fatalf("a token issued after the revocation: CONNACK 0x%02x", ca.ReasonCode)
 	}
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // The local OpenID Connect provider is e2e/oidc/provider.js: npm oidc-provider (OpenID Certified), configured to
@@ -111,7 +113,7 @@ func startOIDCProvider(t *testing.T, opts oidcOptions) *oidcProvider {
 		t.Fatalf("oidc provider stdin: %v", err)
 	}
 	stdout := newOIDCFirstLine()
-	stderr := &oidcLockedBuffer{}
+	stderr := &testkit.LogBuffer{Max: oidcMaxBody}
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
 
@@ -334,27 +336,6 @@ func (w *oidcFirstLine) Write(p []byte) (int, error) {
 		return 0, errors.New("oidc provider stdout: no newline in the first MiB")
 	}
 	return len(p), nil
-}
-
-// oidcLockedBuffer collects stderr, written by exec's copying goroutine and read by the test.
-type oidcLockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *oidcLockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > oidcMaxBody {
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-func (b *oidcLockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestOIDCProviderIssuesVerifiableJWT(t *testing.T) {

@@ -8,13 +8,15 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // TestRedisStoreKeepsSessionsAcrossRestart: with `storage: {type: redis}`, a persistent session and its
 // queued QoS 1 messages live in Redis, so a restarted idmq (or another node on the same Redis) resumes them.
 func TestRedisStoreKeepsSessionsAcrossRestart(t *testing.T) {
 	bin := requireTool(t, "redis-server", "apt-get install redis-server")
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	redis := exec.CommandContext(ctx, bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--save", "", "--appendonly", "no", "--requirepass", "s3cret-for-tests", "--dir", t.TempDir())

@@ -12,7 +12,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 // readPacket reads one packet from r and decodes its fixed header; body is the rest.
@@ -50,7 +50,7 @@ func TestDisconnectWritesReasonAndPublishesWill(t *testing.T) {
 	if fh, _ := readPacket(t, watcher, wr); fh.Type != packets.Connack {
 		t.Fatalf("watcher: packet type %d, want CONNACK", fh.Type)
 	}
-	if err := mochitest.WritePacket(watcher, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
+	if err := wire.WritePacket(watcher, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
 		PacketID: 1, Filters: packets.Subscriptions{{Filter: "will/#", Qos: 0}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestDisconnectWritesReasonAndPublishesWill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := mochitest.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+	if err := wire.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
 		Properties: packets.Properties{RequestProblemInfo: 0, RequestProblemInfoFlag: true},
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "dev", Keepalive: 60, Clean: true,
 			WillFlag: true, WillTopic: "will/dev", WillPayload: []byte("gone")}}); err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 // recordingClose is a listener whose Close notes the callback it was handed.
@@ -54,7 +54,7 @@ func dialConnect(t *testing.T, addr, id string) net.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if err := mochitest.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+	if err := wire.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Keepalive: 60, Clean: true}}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 func openTestBolt(t *testing.T, wal *walLog) *store {
@@ -196,7 +196,7 @@ func TestStoreKeepsQueueAcrossSessionTakeover(t *testing.T) {
 
 func writePacket(t *testing.T, c net.Conn, pk *packets.Packet) {
 	t.Helper()
-	if err := mochitest.WritePacket(c, pk); err != nil {
+	if err := wire.WritePacket(c, pk); err != nil {
 		t.Fatal(err)
 	}
 }

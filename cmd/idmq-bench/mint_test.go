@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func typeName(v any) string { return reflect.TypeOf(v).String() }
@@ -25,7 +27,7 @@ func TestMintTokensAreAcceptedByTheBroker(t *testing.T) {
 			if code := runKeygen([]string{"--alg", alg, "-o", keyFile}, new(bytes.Buffer)); code != 0 {
 				t.Fatal("keygen failed")
 			}
-			port := freePort(t)
+			port := testkit.FreePort(t)
 			cfg := writeIdmqConfig(t, dir, port, keyFile)
 			tokens := filepath.Join(dir, "tokens.txt")
 			var stderr bytes.Buffer

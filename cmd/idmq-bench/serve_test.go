@@ -4,25 +4,15 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-)
 
-// freePort reserves a loopback port for a broker config (the broker binds it itself).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+	"github.com/idmq/idmq/internal/testkit"
+)
 
 // writeIdmqConfig is a loopback idmq config with a local provider and the users/%u/# rule.
 func writeIdmqConfig(t *testing.T, dir string, tcp int, keyFile string) string {
@@ -55,7 +45,7 @@ acl:
 func startServe(t *testing.T, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr lockedBuffer
+	var stderr testkit.LogBuffer
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -68,37 +58,7 @@ func startServe(t *testing.T, args ...string) string {
 		cancel()
 		wg.Wait()
 	})
-	return stderr.wait(t, "idmq-bench serve: ready")
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// wait returns the log once it contains want (10 s at most).
-func (b *lockedBuffer) wait(t *testing.T, want string) string {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(b.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in the log:\n%s", want, b.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return b.String()
+	return stderr.WaitFor(t, "idmq-bench serve: ready", 10*time.Second)
 }
 
 // Without --allow-all the broker is idmq's: a client without a token is refused. With it, the same client
@@ -114,7 +74,7 @@ func TestServeAllowAllReplacesAuthAndACL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			port := freePort(t)
+			port := testkit.FreePort(t)
 			args := []string{"-c", writeIdmqConfig(t, t.TempDir(), port, "")}
 			if tt.allowAll {
 				args = append(args, "--allow-all")
@@ -161,10 +121,10 @@ func TestServeAllowAllVerifyChecksEachPassword(t *testing.T) {
 			t.Fatal("keygen failed")
 		}
 	}
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	cfg := writeIdmqConfig(t, dir, port, keyFile)
 	mint := func(key, out string) string {
-		c := writeIdmqConfig(t, t.TempDir(), freePort(t), key)
+		c := writeIdmqConfig(t, t.TempDir(), testkit.FreePort(t), key)
 		var stderr bytes.Buffer
 		if code := runMint([]string{"-c", c, "-n", "3", "-o", out}, new(bytes.Buffer), &stderr); code != 0 {
 			t.Fatalf("mint: %s", stderr.String())

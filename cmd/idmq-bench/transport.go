@@ -4,17 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/idmq/idmq/internal/wsconn"
 )
 
 // dialer opens one broker connection over the configured transport, rotating the local source address.
@@ -103,54 +102,7 @@ func (d *dialer) Dial(ctx context.Context) (net.Conn, error) {
 			}
 			return nil, fmt.Errorf("websocket: %w", err)
 		}
-		return &wsConn{Conn: ws}, nil
+		return wsconn.New(ws), nil
 	}
 	return d.dialTCP(ctx, "tcp", d.addr)
-}
-
-// wsConn presents a websocket as a byte stream: each Write is one binary message, Read spans messages
-// ([MQTT-6.0.0-2]: a control packet may be split across frames).
-type wsConn struct {
-	*websocket.Conn
-	r io.Reader
-}
-
-var errTextFrame = errors.New("websocket: broker sent a text frame")
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			kind, r, err := c.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if kind != websocket.BinaryMessage {
-				return 0, errTextFrame // [MQTT-6.0.0-1]
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	if err := c.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsConn) SetDeadline(t time.Time) error {
-	if err := c.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.SetWriteDeadline(t)
 }

@@ -1,0 +1,92 @@
+package testkit
+
+import (
+	"bufio"
+	"crypto/tls"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/internal/wsconn"
+
+	"github.com/idmq/idmq/internal/testkit/wire"
+)
+
+// A message published by a 3.1.1 client over TCP reaches an MQTT 5 client over WebSocket and a raw client.
+func TestMochiCarriesMessagesAcrossClients(t *testing.T) {
+	m := StartMochi(t, MochiOptions{WebSocket: true}, new(auth.AllowHook))
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+m.WS+"/mqtt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v5, ca, err := ConnectV5(t, wsconn.New(ws), &paho.Connect{ClientID: "v5", CleanStart: true})
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("v5 connect: %v %+v", err, ca)
+	}
+	if code := v5.SubscribeQoS1(t, "news/#"); code != 1 {
+		t.Fatalf("SUBACK 0x%02X, want QoS 1 granted", code)
+	}
+
+	raw := DialTCP(t, m.TCP)
+	defer raw.Close()
+	r := bufio.NewReader(raw)
+	for _, pk := range []*packets.Packet{
+		{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: "raw"}},
+		{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4, PacketID: 7,
+			Filters: packets.Subscriptions{{Filter: "news/#", Qos: 1}}},
+	} {
+		if err := wire.WritePacket(raw, pk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for _, want := range []byte{packets.Connack, packets.Suback} {
+		pk, err := wire.ReadPacket(r, 4)
+		if err != nil || pk.FixedHeader.Type != want || pk.ReasonCode != 0 {
+			t.Fatalf("read type %d code 0x%02X (%v), want type %d accepted", pk.FixedHeader.Type, pk.ReasonCode, err, want)
+		}
+	}
+
+	v3, code, err := ConnectV3(t, V3Options("tcp://"+m.TCP, "v3", "", ""))
+	if err != nil || code != 0 {
+		t.Fatalf("v3 connect: code %d, %v", code, err)
+	}
+	if tok := v3.Publish("news/today", 1, false, "hello"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	if p := v5.Expect(t, "news/today", 5*time.Second); string(p.Payload) != "hello" {
+		t.Fatalf("v5 received %q", p.Payload)
+	}
+	pk, err := wire.ReadPacket(r, 4)
+	if err != nil || pk.FixedHeader.Type != packets.Publish || pk.TopicName != "news/today" || string(pk.Payload) != "hello" {
+		t.Fatalf("raw client read type %d %q %q: %v", pk.FixedHeader.Type, pk.TopicName, pk.Payload, err)
+	}
+}
+
+func TestMochiWithoutHooksRefuses(t *testing.T) {
+	m := StartMochi(t, MochiOptions{})
+	if _, code, err := ConnectV3(t, V3Options("tcp://"+m.TCP, "nobody", "", "")); err == nil || code == 0 {
+		t.Fatalf("connected to a broker with no auth hook: code %d", code)
+	}
+}
+
+func TestMochiTLS(t *testing.T) {
+	ca := NewCA(t)
+	m := StartMochi(t, MochiOptions{TLS: ca.ServerTLS(t)}, new(auth.AllowHook))
+	if _, err := tls.Dial("tcp", m.TCP, NewCA(t).ClientTLS()); err == nil {
+		t.Fatal("a client trusting another CA completed the handshake")
+	}
+	conn, err := tls.Dial("tcp", m.TCP, ca.ClientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ca, err := ConnectV5(t, conn, &paho.Connect{ClientID: "tls", CleanStart: true}); err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect over TLS: %v %+v", err, ca)
+	}
+}
