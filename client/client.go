@@ -62,6 +62,11 @@ type connState struct {
 // ErrAuth)) or a failing token source (*TokenError) returns at once, because retrying would not change them.
 // After Connect returns, the client stays connected until Disconnect, whatever happens to the network.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	return connect(ctx, cfg, nil)
+}
+
+// connect is Connect with a hook that may replace the clock and random source before anything runs.
+func connect(ctx context.Context, cfg Config, adjust func(*Client)) (*Client, error) {
 	cfg, urls, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -74,6 +79,9 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 		after:   time.After,
 		fatal:   make(chan error, 1),
 		subs:    map[string]byte{},
+	}
+	if adjust != nil {
+		adjust(c)
 	}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	cm, err := autopaho.NewConnection(c.ctx, c.pahoConfig(urls))
