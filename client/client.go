@@ -298,7 +298,9 @@ func (c *Client) shutdown() {
 	c.stop()
 }
 
-// noExchange answers nothing: idmq never sends AUTH 0x18 (continue), so there is no exchange to continue.
+// noExchange is the AuthHandler paho requires once a CONNACK names a method. idmq never sends AUTH 0x18
+// (continue authentication), so Authenticate is not reached against idmq; a broker that did would get an
+// AUTH without a method and end the exchange.
 type noExchange struct{}
 
 func (noExchange) Authenticate(*paho.Auth) *paho.Auth { return &paho.Auth{ReasonCode: 0x18} }
