@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/idmq/idmq/client"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // goClientBroker: devices on TCP with the shortest practical leeway (1 s), so a token of 3 s is really over
@@ -47,12 +48,12 @@ type goClientDevice struct {
 	connects chan *paho.Connack
 	lost     chan error
 	refresh  chan time.Time
-	logs     *syncBuffer
+	logs     *testkit.LogBuffer
 }
 
 func newGoClientDevice() *goClientDevice {
 	return &goClientDevice{commands: make(chan *paho.Publish, 1000), connects: make(chan *paho.Connack, 10),
-		lost: make(chan error, 10), refresh: make(chan time.Time, 100), logs: &syncBuffer{}}
+		lost: make(chan error, 10), refresh: make(chan time.Time, 100), logs: &testkit.LogBuffer{}}
 }
 
 func (d *goClientDevice) config(p *idmqProc, id string, source client.TokenSource) client.Config {
@@ -86,7 +87,7 @@ func (d *goClientDevice) minted() []string {
 
 // exchange: the device publishes an event the backend must receive, and the backend a command the device
 // must receive.
-func (d *goClientDevice) exchange(t *testing.T, c *client.Client, backend *v5Client, id string, n int) {
+func (d *goClientDevice) exchange(t *testing.T, c *client.Client, backend *testkit.V5Client, id string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -94,7 +95,7 @@ func (d *goClientDevice) exchange(t *testing.T, c *client.Client, backend *v5Cli
 	if err := c.Publish(ctx, &paho.Publish{Topic: event, QoS: 1, Payload: []byte("21.5")}); err != nil {
 		t.Fatalf("device publish %d: %v", n, err)
 	}
-	backend.expect(t, event, 5*time.Second)
+	backend.Expect(t, event, 5*time.Second)
 	command := fmt.Sprintf("/devices/%s/commands/%d", id, n)
 	if _, err := backend.Publish(ctx, &paho.Publish{Topic: command, QoS: 1, Payload: []byte("reboot")}); err != nil {
 		t.Fatalf("backend publish %d: %v", n, err)
@@ -111,7 +112,7 @@ func (d *goClientDevice) exchange(t *testing.T, c *client.Client, backend *v5Cli
 	}
 }
 
-func goClientBackend(t *testing.T, p *idmqProc, id string) *v5Client {
+func goClientBackend(t *testing.T, p *idmqProc, id string) *testkit.V5Client {
 	t.Helper()
 	backend, ack := connectV5(t, dialV5(t, p, "tcp", nil), &paho.Connect{ClientID: id, CleanStart: true,
 		Password: []byte(p.token("backend", "--claim", "role=backend")), PasswordFlag: true})
