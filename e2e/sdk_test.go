@@ -88,11 +88,12 @@ type sdkNode struct {
 	received map[string]bool // payloads of messages delivered to the SDK client
 }
 
-func startSDKNode(t *testing.T, brokerURL, exchangeURL, tokenURL string) *sdkNode {
+func startSDKNode(t *testing.T, brokerURL, exchangeURL, tokenURL string, env ...string) *sdkNode {
 	t.Helper()
 	cmd := exec.Command("node", filepath.Join(repoRoot(), "e2e", "sdk", "node-client.mjs"))
 	cmd.Env = append(os.Environ(), "SDK_BROKER_URL="+brokerURL, "SDK_EXCHANGE_URL="+exchangeURL,
 		"SDK_TOKEN_URL="+tokenURL, "SDK_REFRESH_BEFORE="+sdkRefreshBefore)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	n := &sdkNode{events: make(chan sdkEvent, 1024), exited: make(chan struct{}), cmd: cmd, stderr: &syncBuffer{},
 		received: map[string]bool{}}
@@ -229,10 +230,19 @@ func TestSDKNode(t *testing.T) {
 		"ws":  "ws://" + p.addr("ws") + "/mqtt",
 	}
 
-	for _, transport := range []string{"tcp", "ws"} {
-		t.Run("three in-place refreshes over "+transport, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, transport string
+		protocol        int
+	}{
+		{"three in-place refreshes over tcp", "tcp", 5},
+		{"three in-place refreshes over ws", "ws", 5},
+		// MQTT 3.1.1 has no AUTH: each refresh reconnects on the persistent session.
+		{"MQTT 3.1.1 refreshes by reconnecting and loses nothing", "tcp", 4},
+	} {
+		transport, inPlace := tc.transport, tc.protocol == 5
+		t.Run(tc.name, func(t *testing.T) {
 			connectsBefore := scrapeInt(t, p, `idmq_connects_total{result="success"}`)
-			n := startSDKNode(t, urls[transport], exchangeURL, tokens.URL)
+			n := startSDKNode(t, urls[transport], exchangeURL, tokens.URL, fmt.Sprintf("SDK_PROTOCOL_VERSION=%d", tc.protocol))
 			sub := n.expect(t, "subscribed", 20*time.Second)
 			if sub.Username != sdkUser {
 				t.Fatalf("client.username %q, want %q", sub.Username, sdkUser)
@@ -251,7 +261,7 @@ func TestSDKNode(t *testing.T) {
 						return
 					case <-time.After(50 * time.Millisecond):
 					}
-					payload := fmt.Sprintf("%s-%d", transport, i)
+					payload := fmt.Sprintf("%s-v%d-%d", transport, tc.protocol, i)
 					tok := pub.Publish("users/"+sdkUser+"/in", 1, false, payload)
 					if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 						pubErr = fmt.Errorf("publish %s: %v", payload, tok.Error())
@@ -263,11 +273,11 @@ func TestSDKNode(t *testing.T) {
 
 			started := time.Now()
 			for i := 1; i <= 3; i++ {
-				e := n.expect(t, "refreshed", 30*time.Second, "expiring")
-				if !e.InPlace {
-					t.Fatalf("refresh %d reconnected instead of refreshing in place", i)
+				e := n.expect(t, "refreshed", 30*time.Second, "expiring", "close", "reconnected")
+				if e.InPlace != inPlace {
+					t.Fatalf("refresh %d in place: %v, want %v", i, e.InPlace, inPlace)
 				}
-				t.Logf("in-place refresh %d after %s", i, time.Since(started).Round(time.Millisecond))
+				t.Logf("refresh %d (in place: %v) after %s", i, e.InPlace, time.Since(started).Round(time.Millisecond))
 			}
 			close(stop)
 			<-pubDone
@@ -291,12 +301,16 @@ func TestSDKNode(t *testing.T) {
 			if len(lost) > 0 {
 				t.Errorf("%d of %d QoS 1 messages never reached the SDK client, e.g. %q", len(lost), len(sent), lost[0])
 			}
-			t.Logf("%d QoS 1 messages delivered across 3 in-place refreshes in %s", len(sent), time.Since(started).Round(time.Millisecond))
-			if d := scrapeInt(t, p, `idmq_connects_total{result="success"}`) - connectsBefore; d != 1 {
-				t.Errorf("%d successful CONNECTs while the SDK client ran, want 1: it reconnected", d)
+			t.Logf("%d QoS 1 messages delivered across 3 refreshes in %s", len(sent), time.Since(started).Round(time.Millisecond))
+			want := int64(1) // in place: the one connection stays
+			if !inPlace {
+				want = 4 // the first connection and one per refresh
+			}
+			if d := scrapeInt(t, p, `idmq_connects_total{result="success"}`) - connectsBefore; d != want {
+				t.Errorf("%d successful CONNECTs while the SDK client ran, want %d", d, want)
 			}
 			n.send(t, "signout")
-			n.expect(t, "signedOut", 10*time.Second, "expiring", "close")
+			n.expect(t, "signedOut", 10*time.Second, "expiring", "close", "reconnected")
 		})
 	}
 

@@ -26,6 +26,7 @@ try {
       return r.text();
     },
     refreshBefore: Number(env('SDK_REFRESH_BEFORE')),
+    protocolVersion: Number(process.env.SDK_PROTOCOL_VERSION ?? 5),
     onTokenRefreshed: (e) => out('refreshed', { inPlace: e.inPlace, expiresAt: e.expiresAt.toISOString() }),
     onTokenExpiring: (e) => out('expiring', { expiresIn: e.expiresIn }),
     onTokenError: (e) => out('tokenError', { code: e.code, action: e.action, message: e.message }),

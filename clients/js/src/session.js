@@ -26,6 +26,7 @@ export class Session {
     this.refreshTimer = null;
     this.reconnectTimer = null;
     this.attempt = 0;
+    this.plannedClose = false;
     this.lastServerReason = null; // the refusing CONNACK or the DISCONNECT of the connection that just ended
     this.stats = { refreshes: 0, inPlace: 0, reconnects: 0 };
   }
@@ -159,6 +160,7 @@ export class Session {
   }
 
   onClose() {
+    if (this.plannedClose) { this.plannedClose = false; return; } // reconnect() closed it to connect anew
     if (this.stopped || this.reconnectTimer) return;
     this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
@@ -200,6 +202,7 @@ export class Session {
 
   reconnect() {
     this.stats.reconnects++;
+    this.plannedClose = this.client.connected;
     // Keeping the stores keeps unacknowledged QoS 1/2 messages: MQTT.js resends them on the resumed session.
     this.client.reconnect({ incomingStore: this.client.incomingStore, outgoingStore: this.client.outgoingStore });
   }
