@@ -151,7 +151,8 @@ func (n *sdkNode) next(t *testing.T, within time.Duration, skip ...string) sdkEv
 		select {
 		case e, ok := <-n.events:
 			if !ok {
-				t.Fatalf("node SDK client exited:\n%s", n.stderr.String())
+				<-n.exited
+				t.Fatalf("node SDK client exited (%s):\n%s", n.cmd.ProcessState, n.stderr.String())
 			}
 			if !slices.Contains(skip, e.Event) {
 				return e
@@ -333,6 +334,14 @@ func TestSDKNode(t *testing.T) {
 		}
 		n.send(t, "signout")
 		n.expect(t, "signedOut", 10*time.Second, "expiring", "close")
+	})
+
+	t.Run("a set-up error rejects connectWithToken with the exchange's code", func(t *testing.T) {
+		n := startSDKNode(t, urls["tcp"], exchangeURL, tokens.URL, "SDK_PROVIDER=no-such-provider")
+		e := n.expect(t, "connectFailed", 20*time.Second)
+		if e.Code != "provider_not_found" || strings.Contains(e.Message, idpToken) {
+			t.Errorf("connectWithToken rejected with code %q (%s), want provider_not_found without the token", e.Code, e.Message)
+		}
 	})
 
 	t.Run("sign-out ends the session and leaves nothing running", func(t *testing.T) {

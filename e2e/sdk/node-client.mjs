@@ -20,6 +20,7 @@ try {
   client = await connectWithToken({
     brokerUrl: env('SDK_BROKER_URL'),
     exchangeUrl: env('SDK_EXCHANGE_URL'),
+    provider: process.env.SDK_PROVIDER || undefined,
     getToken: async () => {
       const r = await fetch(tokenURL, { cache: 'no-store' });
       if (!r.ok) throw new Error(`token source: HTTP ${r.status}`);

@@ -73,8 +73,9 @@ export class Session {
     client.on('connect', () => { this.attempt = 0; this.lastServerReason = null; this.scheduleRefresh(); });
     client.on('close', () => this.onClose());
     client.on('error', () => { /* refusals arrive as 'close' after the CONNACK, handled there */ });
+    this.starting = true;
     await new Promise((resolve, reject) => {
-      const onConnect = () => { client.removeListener('close', onClose); resolve(); };
+      const onConnect = () => { this.starting = false; client.removeListener('close', onClose); resolve(); };
       const onClose = () => {
         client.removeListener('connect', onConnect);
         this.stop();
@@ -161,7 +162,7 @@ export class Session {
 
   onClose() {
     if (this.plannedClose) { this.plannedClose = false; return; } // reconnect() closed it to connect anew
-    if (this.stopped || this.reconnectTimer) return;
+    if (this.starting || this.stopped || this.reconnectTimer) return; // start() rejects instead
     this.clock.clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
     const err = this.closeError();
