@@ -59,6 +59,10 @@ export class Session {
       properties,
       reconnectPeriod: 0, // reconnects are ours: MQTT.js would reconnect with the expired credentials
       manualConnect: true,
+      // Stores that survive end(): MQTT.js's default ones drop their unacknowledged packets when closed, and
+      // a refresh by reconnecting closes the connection with end() and then resumes with the same stores.
+      incomingStore: o.mqttOptions?.incomingStore ?? new mqtt.Store({ clean: false }),
+      outgoingStore: o.mqttOptions?.outgoingStore ?? new mqtt.Store({ clean: false }),
     };
   }
 
@@ -203,9 +207,16 @@ export class Session {
 
   reconnect() {
     this.stats.reconnects++;
-    this.plannedClose = this.client.connected;
+    const client = this.client;
     // Keeping the stores keeps unacknowledged QoS 1/2 messages: MQTT.js resends them on the resumed session.
-    this.client.reconnect({ incomingStore: this.client.incomingStore, outgoingStore: this.client.outgoingStore });
+    const stores = { incomingStore: client.incomingStore, outgoingStore: client.outgoingStore };
+    if (!client.connected) {
+      client.reconnect(stores);
+      return;
+    }
+    // end(false) waits for in-flight messages to be acknowledged, then sends DISCONNECT (no Will).
+    this.plannedClose = true;
+    client.end(false, {}, () => { if (!this.stopped) client.reconnect(stores); });
   }
 
   emit(event, arg) {
