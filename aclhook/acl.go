@@ -24,7 +24,8 @@ func (a Action) String() string {
 
 // Rules is a validated Config, parsed once; Compile turns it into one client's ClientRules.
 type Rules struct {
-	rules []ruleTemplate
+	rules  []ruleTemplate
+	config []Rule // as written, for Explain
 }
 
 type ruleTemplate struct {
@@ -45,7 +46,7 @@ func NewRules(c Config) (*Rules, error) {
 	if _, err := c.Validate(nil); err != nil {
 		return nil, err
 	}
-	r := &Rules{rules: make([]ruleTemplate, len(c.Rules))}
+	r := &Rules{rules: make([]ruleTemplate, len(c.Rules)), config: c.Rules}
 	for i, cr := range c.Rules {
 		tmpl, _ := parseTemplate(cr.Topic) // Validate parsed it already
 		rt := ruleTemplate{index: i, access: cr.Access, tmpl: tmpl}
@@ -64,18 +65,36 @@ func NewRules(c Config) (*Rules, error) {
 // whose placeholders have no safe value. The returned errors describe grants that were ignored
 // because they are not valid filters; the caller logs them.
 func (r *Rules) Compile(s Subject) (*ClientRules, []error) {
+	return r.compile(s, nil)
+}
+
+// compile is Compile; t (Explain's, nil otherwise) records why each rule applies or not.
+func (r *Rules) compile(s Subject, t *compileTrace) (*ClientRules, []error) {
 	c := &ClientRules{}
 	for i := range r.rules {
 		rt := &r.rules[i]
 		if !s.satisfies(rt.when) {
+			if t != nil {
+				t.skip(rt.index, s.unmet(rt.when))
+			}
 			continue
 		}
 		filter := rt.static
 		if filter == nil {
 			// A deny rule is widened rather than dropped when a value is unsafe (see fill).
-			if filter, _ = rt.tmpl.fill(s, rt.access == AccessDeny); filter == nil {
+			var how substitution
+			if filter, how = rt.tmpl.fill(s, rt.access == AccessDeny); filter == nil {
+				if t != nil {
+					t.skip(rt.index, how.String())
+				}
 				continue // a rule whose placeholder has no (safe) value does not apply
 			}
+			if t != nil && how == unsafeValue {
+				t.widened(rt.index)
+			}
+		}
+		if t != nil {
+			t.apply(rt.index, filter)
 		}
 		c.rules = append(c.rules, newEntry(filter, rt.access, SourceRule, rt.index))
 	}

@@ -117,6 +117,9 @@ func New(opts Options) (*Hook, error) {
 	return h, nil
 }
 
+// Rules are the rules in force.
+func (h *Hook) Rules() *Rules { return h.rules }
+
 // ID returns "idmq-acl".
 func (h *Hook) ID() string { return ID }
 

@@ -2,6 +2,7 @@ package authhook
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
@@ -51,8 +52,13 @@ func scalarString(v any) (string, bool) {
 	return "", false
 }
 
-// mapIdentity builds the Identity of a verified token from the provider's mapping rules.
+// mapIdentity builds the Identity of a verified token from the provider's mapping rules. t records, for
+// Explain, where the username, each attribute and the grants came from.
 func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
+	return mapIdentityTraced(spec, claims, nil)
+}
+
+func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Identity, error) {
 	id := &Identity{Provider: spec.name}
 	id.Subject, _ = claims["sub"].(string)
 	id.TokenID, _ = claims["jti"].(string)
@@ -75,27 +81,38 @@ func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
 	if username == "" {
 		return nil, missingClaim(spec.usernameClaims[0])
 	}
+	raw := username
 	if from == "email" {
 		username = strings.ToLower(username) // an email used as username is case-insensitive
 	}
 	id.Username = spec.prefix + escapeUsername(username)
+	if t != nil {
+		t.usernameFrom = usernameDerivation(spec, from, raw, id.Username)
+	}
 
 	for _, m := range spec.claims {
 		v, ok := claimAt(claims, m.Path)
 		s, scalar := scalarString(v)
+		source := "claim " + m.Path
 		switch {
 		case ok && scalar:
 		case m.Required:
 			return nil, missingClaim(m.Path)
 		case m.Default != "":
-			s = m.Default
+			s, source = m.Default, "default: claim "+m.Path+" absent or not a scalar"
 		default:
+			if t != nil {
+				t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Source: "claim " + m.Path + " absent or not a scalar, no default: not set"})
+			}
 			continue
 		}
 		if id.Attributes == nil {
 			id.Attributes = make(map[string]string, len(spec.claims))
 		}
 		id.Attributes[m.Attribute] = s
+		if t != nil {
+			t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Value: s, Set: true, Source: source})
+		}
 	}
 
 	if spec.topicsClaim != "" {
@@ -106,8 +123,33 @@ func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
 			}
 			id.Grants = g
 		}
+		if t != nil {
+			t.grantsFrom = "claim " + spec.topicsClaim
+		}
+	}
+	if t != nil {
+		t.pass("claims", "the username and every required claim are present")
 	}
 	return id, nil
+}
+
+// usernameDerivation says, for Explain, how a claim value became the username.
+func usernameDerivation(spec *providerSpec, from, raw, username string) string {
+	out := fmt.Sprintf("claim %q (first present of %s)", from, strings.Join(spec.usernameClaims, ", "))
+	folded := raw
+	if from == "email" {
+		folded = strings.ToLower(raw)
+	}
+	if folded != raw {
+		out += ", lower-cased (an email is case-insensitive)"
+	}
+	if escapeUsername(folded) != folded {
+		out += fmt.Sprintf(", percent-encoded from %q ('+', '#', '/', '%%', control characters and a leading '$' never reach a topic)", clip(folded))
+	}
+	if spec.prefix != "" {
+		out += fmt.Sprintf(", prefixed with %q (username_prefix)", spec.prefix)
+	}
+	return out
 }
 
 // parseGrants reads topic grants: a list of filters (publish and subscribe) or an object with "publish",

@@ -2,6 +2,7 @@ package authhook
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -96,7 +97,7 @@ func (h *Hook) isDeviceProvider(name string) bool { return h.deviceByName[name] 
 
 // verifyDevice checks a token without iss for the device clientID names. provider, when set, must be the
 // selected provider.
-func (h *Hook) verifyDevice(tok *jwt.Token, signingString, provider, clientID string) (*Identity, error) {
+func (h *Hook) verifyDevice(tok *jwt.Token, signingString, provider, clientID string, t *trace) (*Identity, error) {
 	if clientID == "" {
 		return nil, refuse(ReasonUnknownDevice, "a token without iss is a device token, accepted only at CONNECT, where the client id names the device")
 	}
@@ -108,7 +109,16 @@ func (h *Hook) verifyDevice(tok *jwt.Token, signingString, provider, clientID st
 	if provider != "" && dp.name != provider {
 		return nil, refuse(ReasonIssuerMismatch, "device token of provider %q does not match provider %q", dp.name, provider)
 	}
-	id, err := dp.verify(tok, signingString, name)
+	if t != nil {
+		why := "it is the only devices provider"
+		if name.path {
+			why = fmt.Sprintf("the client id names its project %q", name.project)
+		} else if len(h.devices) > 1 {
+			why = "the token's aud is its project"
+		}
+		t.selected(dp.name, "no iss, so a device token, for provider %q (type devices): %s", dp.name, why)
+	}
+	id, err := dp.verify(tok, signingString, name, t)
 	if err != nil {
 		if e := (*Error)(nil); errors.As(err, &e) && e.Provider == "" {
 			e.Provider = dp.name
@@ -140,10 +150,13 @@ func (h *Hook) selectDeviceProvider(name deviceName, tok *jwt.Token) (*devicePro
 }
 
 // verify applies the checks in the order documented above. signingString is header.payload.
-func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name deviceName) (*Identity, error) {
+func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name deviceName, t *trace) (*Identity, error) {
 	alg := tok.Method.Alg()
 	if !slices.Contains(dp.algorithms, alg) {
 		return nil, refuse(ReasonAlgNotAllowed, "algorithm %q is not allowed for devices provider %q (allowed: %s)", clip(alg), dp.name, strings.Join(dp.algorithms, ", "))
+	}
+	if t != nil {
+		t.pass("algorithm", "%s is allowed (%s)", alg, strings.Join(dp.algorithms, ", "))
 	}
 	if !validDeviceID(name.id) {
 		return nil, refuse(ReasonUnknownDevice, "client id %q is neither a device id nor projects/{project}/locations/{region}/registries/{registry}/devices/{device-id}", clip(name.id))
@@ -156,8 +169,14 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 		return nil, refuse(ReasonDeviceBlocked, "device %q is blocked", d.id)
 	}
 	now := dp.now()
+	if t != nil {
+		t.pass("device", "device %q is registered and not blocked (keys: %d)", d.id, len(d.keys))
+	}
 	if err := dp.checkSignature(tok, signingString, d, now); err != nil {
 		return nil, err
+	}
+	if t != nil {
+		t.pass("signature", "verifies with an unexpired key of device %q", d.id)
 	}
 
 	claims := tok.Claims.(jwt.MapClaims)
@@ -205,7 +224,25 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 		return nil, refuse(ReasonTokenNotYetValid, "token is not valid yet (nbf in the future)")
 	}
 
+	if t != nil {
+		dp.trace(t, name, iat.Time, exp.Time, now)
+	}
 	return dp.identity(name, claims, iat.Time, exp.Time), nil
+}
+
+// trace records, for Explain, the checks after the signature and where a device identity comes from.
+func (dp *deviceProvider) trace(t *trace, name deviceName, iat, exp, now time.Time) {
+	t.pass("audience", "aud is the project %q", dp.project)
+	t.pass("iat", "iat %s, within iat_skew %s", auditWhen(iat, now), dp.iatSkew)
+	t.pass("lifetime", "exp - iat is %s, at most max_lifetime %s", exp.Sub(iat), dp.maxLifetime)
+	t.pass("exp", "%s, leeway %s", auditWhen(exp, now), dp.leeway)
+	t.usernameFrom = "the device id from the client id, percent-encoded if needed"
+	t.clientIDRule = "must name a registered device: the bare device id or projects/{project}/locations/{region}/registries/{registry}/devices/{device-id}"
+	t.attrs = append(t.attrs, ExplainedAttribute{Name: "device_id", Value: name.id, Set: true, Source: "client id"})
+	if name.registry != "" {
+		t.attrs = append(t.attrs, ExplainedAttribute{Name: "region", Value: name.region, Set: true, Source: "client id path"},
+			ExplainedAttribute{Name: "registry", Value: name.registry, Set: true, Source: "client id path"})
+	}
 }
 
 // identity is the Identity of a verified device token: the device is named by the client id, never the token.

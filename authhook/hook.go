@@ -114,8 +114,13 @@ func (h *Hook) Verify(ctx context.Context, token, provider string) (*Identity, e
 }
 
 // verify checks a token for a client (clientID "" outside CONNECT and AUTH), choosing the provider by the
-// token's iss, or, for a token without iss, by the rules of the devices providers (see devices.go).
+// token's iss, or, for a token without iss, by the rules of the devices providers (see devices.go). t is nil
+// except for Explain, which records each step and bypasses the cache.
 func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
+	return h.verifyTraced(token, provider, clientID, nil)
+}
+
+func (h *Hook) verifyTraced(token, provider, clientID string, t *trace) (*Identity, error) {
 	if len(token) > MaxTokenSize {
 		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(token), MaxTokenSize)
 	}
@@ -123,7 +128,9 @@ func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
 		return nil, refuse(ReasonProviderNotFound, "no provider named %q", clip(provider))
 	}
 	now := h.now()
-	if id := h.cache.get(token, now); id != nil {
+	if t != nil {
+		t.pass("size", "%d bytes, at most %d", len(token), MaxTokenSize)
+	} else if id := h.cache.get(token, now); id != nil {
 		if provider != "" && id.Provider != provider {
 			return nil, refuse(ReasonIssuerMismatch, "token issuer does not match provider %q", provider)
 		}
@@ -142,15 +149,15 @@ func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
 	}
 	claims := tok.Claims.(jwt.MapClaims)
 	signingString := token[:strings.LastIndexByte(token, '.')]
+	if t != nil {
+		t.pass("format", "a JWT, alg %s, kid %q", tok.Method.Alg(), clip(headerString(tok, "kid")))
+	}
 	if _, hasIss := claims["iss"]; !hasIss && len(h.devices) > 0 {
-		id, err := h.verifyDevice(tok, signingString, provider, clientID)
+		id, err := h.verifyDevice(tok, signingString, provider, clientID, t)
 		if err != nil {
 			return nil, err
 		}
-		if err := h.revoked(id); err != nil {
-			return nil, err
-		}
-		return id, nil
+		return id, h.revokedTraced(id, t)
 	}
 	iss, _ := claims["iss"].(string)
 	if iss == "" {
@@ -163,15 +170,35 @@ func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
 	if provider != "" && v.spec.name != provider {
 		return nil, refuse(ReasonIssuerMismatch, "token issuer %q does not match provider %q", clip(iss), provider)
 	}
-	id, kh, err := v.verify(tok, signingString)
+	if t != nil {
+		t.selected(v.spec.name, "iss %q is the issuer of provider %q (type %s)", iss, v.spec.name, v.spec.typ)
+	}
+	id, kh, err := v.verify(tok, signingString, t)
 	if err != nil {
 		return nil, err
 	}
-	h.cache.put(token, id, kh, now) // revoked or not: revocation is checked after every lookup
-	if err := h.revoked(id); err != nil {
-		return nil, err
+	if t == nil {
+		h.cache.put(token, id, kh, now) // revoked or not: revocation is checked after every lookup
 	}
-	return id, nil
+	return id, h.revokedTraced(id, t)
+}
+
+// revokedTraced is revoked, recording the outcome for Explain.
+func (h *Hook) revokedTraced(id *Identity, t *trace) error {
+	err := h.revoked(id)
+	if err == nil && t != nil {
+		if id.TokenID == "" {
+			t.pass("revocation", "username %q is not revoked (the token has no jti)", id.Username)
+		} else {
+			t.pass("revocation", "neither username %q nor jti %q is revoked", id.Username, clip(id.TokenID))
+		}
+	}
+	return err
+}
+
+func headerString(tok *jwt.Token, key string) string {
+	s, _ := tok.Header[key].(string)
+	return s
 }
 
 // verifyCredential is verify for the bytes of a CONNECT password or Authentication Data: a token found in the
@@ -229,32 +256,48 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 		if verified, err = h.verifyCredential(credential, cl.ID); err != nil {
 			return nil, err
 		}
-		// The identity comes from the token; the CONNECT username may only repeat it or be a placeholder,
-		// so nobody believes they are bob while connected as alice. Exchanged credentials are stricter: the
-		// exchange told the client its username, so anything else is a mistake worth refusing.
-		if u := pk.Connect.Username; verified.Origin != "" && string(u) != verified.Username {
-			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
-				Message: fmt.Sprintf("an exchanged credential works only with its own username %q (CONNECT username %q)", verified.Username, clip(string(u)))}
-		}
-		// A device is named by its client id and its username is ignored (Cloud IoT samples send "unused").
-		if u := pk.Connect.Username; len(u) > 0 && string(u) != verified.Username && !slices.Contains(h.cfg.PlaceholderUsernames, string(u)) &&
-			!h.isDeviceProvider(verified.Provider) {
-			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
-				Message: fmt.Sprintf("CONNECT username %q is neither the token's username %q nor a placeholder", clip(string(u)), verified.Username)}
+		if err := h.checkUsername(verified, pk.Connect.Username); err != nil {
+			return nil, err
 		}
 	}
-	if h.server != nil {
-		// Clients holds live sessions and persisted ones restored from storage alike.
-		if existing, ok := h.server.Clients.Get(cl.ID); ok && existing != cl && !bytes.Equal(existing.Properties.Username, []byte(verified.Username)) {
-			return nil, &Error{Reason: ReasonClientIDTaken, Provider: verified.Provider,
-				Message: fmt.Sprintf("client id %q belongs to a session of another user", clip(cl.ID))}
-		}
+	if err := h.checkClientID(verified, cl); err != nil {
+		return nil, err
 	}
 	id := *verified
 	id.ClientID = cl.ID
 	id.AuthMethod = method
 	id.ConnectedAt = h.now()
 	return &id, nil
+}
+
+// checkUsername holds the CONNECT username to the verified identity. The identity comes from the token; the
+// CONNECT username may only repeat it or be a placeholder, so nobody believes they are bob while connected as
+// alice. Exchanged credentials are stricter: the exchange told the client its username, so anything else is a
+// mistake worth refusing.
+func (h *Hook) checkUsername(verified *Identity, u []byte) error {
+	if verified.Origin != "" && string(u) != verified.Username {
+		return &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
+			Message: fmt.Sprintf("an exchanged credential works only with its own username %q (CONNECT username %q)", verified.Username, clip(string(u)))}
+	}
+	// A device is named by its client id and its username is ignored (Cloud IoT samples send "unused").
+	if len(u) > 0 && string(u) != verified.Username && !slices.Contains(h.cfg.PlaceholderUsernames, string(u)) &&
+		!h.isDeviceProvider(verified.Provider) {
+		return &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
+			Message: fmt.Sprintf("CONNECT username %q is neither the token's username %q nor a placeholder", clip(string(u)), verified.Username)}
+	}
+	return nil
+}
+
+// checkClientID refuses a client id whose session (live, or persisted and restored) belongs to another user.
+func (h *Hook) checkClientID(verified *Identity, cl *mqtt.Client) error {
+	if h.server == nil {
+		return nil
+	}
+	if existing, ok := h.server.Clients.Get(cl.ID); ok && existing != cl && !bytes.Equal(existing.Properties.Username, []byte(verified.Username)) {
+		return &Error{Reason: ReasonClientIDTaken, Provider: verified.Provider,
+			Message: fmt.Sprintf("client id %q belongs to a session of another user", clip(cl.ID))}
+	}
+	return nil
 }
 
 // OnConnectAuthenticate allows exactly the clients OnConnect attached an identity to.

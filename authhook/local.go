@@ -11,8 +11,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -297,7 +299,7 @@ func (li *LocalIssuer) DiscoveryHandler() http.Handler {
 }
 
 // mapLocalIdentity reads a local credential: sub is the username as it is (Mint refused unsafe ones).
-func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) {
+func mapLocalIdentity(provider string, claims jwt.MapClaims, t *trace) (*Identity, error) {
 	id := &Identity{Provider: provider}
 	id.Subject, _ = claims["sub"].(string)
 	if id.Subject == "" {
@@ -340,5 +342,23 @@ func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) 
 		}
 		id.Grants = g
 	}
+	if t != nil {
+		traceLocal(t, id)
+	}
 	return id, nil
+}
+
+// traceLocal records, for Explain, where a local credential's identity comes from.
+func traceLocal(t *trace, id *Identity) {
+	t.usernameFrom = `claim "sub" as it is (idmq signed it and refused unsafe usernames)`
+	src := `claim "attrs" of the local credential`
+	if id.Origin != "" {
+		src = fmt.Sprintf(`claim "attrs": mapped by provider %q when the token was exchanged`, id.Origin)
+		t.clientIDRule = "any client id; the CONNECT username must be exactly the username (exchanged credential)"
+	}
+	for _, k := range slices.Sorted(maps.Keys(id.Attributes)) {
+		t.attrs = append(t.attrs, ExplainedAttribute{Name: k, Value: id.Attributes[k], Set: true, Source: src})
+	}
+	t.grantsFrom = `claim "topics" of the local credential`
+	t.pass("claims", `"sub" is present and topic-safe`)
 }

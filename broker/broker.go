@@ -144,16 +144,7 @@ func (b *Broker) aclSubject(cl *mqtt.Client) (aclhook.Subject, bool) {
 		}
 		return aclhook.Subject{}, false
 	}
-	return aclhook.Subject{
-		Username:   id.Username,
-		ClientID:   cl.ID,
-		Attributes: id.Attributes,
-		Grants: aclhook.Grants{
-			Publish:   id.Grants.Publish,
-			Subscribe: id.Grants.Subscribe,
-			All:       id.Grants.All,
-		},
-	}, true
+	return subjectOf(id, cl.ID), true
 }
 
 // Server exposes the mochi server, for embedding and tests.
