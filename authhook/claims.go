@@ -93,13 +93,13 @@ func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Ide
 	for _, m := range spec.claims {
 		v, ok := claimAt(claims, m.Path)
 		s, scalar := scalarString(v)
-		source := "claim " + m.Path
+		defaulted := false
 		switch {
 		case ok && scalar:
 		case m.Required:
 			return nil, missingClaim(m.Path)
 		case m.Default != "":
-			s, source = m.Default, "default: claim "+m.Path+" absent or not a scalar"
+			s, defaulted = m.Default, true
 		default:
 			if t != nil {
 				t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Source: "claim " + m.Path + " absent or not a scalar, no default: not set"})
@@ -111,6 +111,10 @@ func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Ide
 		}
 		id.Attributes[m.Attribute] = s
 		if t != nil {
+			source := "claim " + m.Path
+			if defaulted {
+				source = "default: claim " + m.Path + " absent or not a scalar"
+			}
 			t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Value: s, Set: true, Source: source})
 		}
 	}
