@@ -70,7 +70,7 @@ func (r *Rules) Compile(s Subject) (*ClientRules, []error) {
 
 // compile is Compile; t (Explain's, nil otherwise) records why each rule applies or not.
 func (r *Rules) compile(s Subject, t *compileTrace) (*ClientRules, []error) {
-	c := &ClientRules{}
+	c := &ClientRules{from: r}
 	for i := range r.rules {
 		rt := &r.rules[i]
 		if !s.satisfies(rt.when) {
@@ -138,6 +138,7 @@ func (s Subject) satisfies(conds []condition) bool {
 // ClientRules are one client's compiled rules. They are immutable, so any number of goroutines may
 // Check concurrently; a nil *ClientRules denies everything.
 type ClientRules struct {
+	from      *Rules  // what they were compiled from: a Reload makes them stale
 	rules     []entry // configured rules that apply to this client, in config order
 	pubGrants []entry // credential grants allowing publish
 	subGrants []entry // credential grants allowing subscribe

@@ -93,16 +93,18 @@ func newDeviceProvider(name string, c *devicesSettings, spec *providerSpec, at, 
 	return dp, nil
 }
 
-func (h *Hook) isDeviceProvider(name string) bool { return h.deviceByName[name] != nil }
+func (h *Hook) isDeviceProvider(name string) bool { return h.ps().isDeviceProvider(name) }
+
+func (ps *providerSet) isDeviceProvider(name string) bool { return ps.deviceByName[name] != nil }
 
 // verifyDevice checks a token without iss for the device clientID names. provider, when set, must be the
 // selected provider.
-func (h *Hook) verifyDevice(tok *jwt.Token, signingString, provider, clientID string, t *trace) (*Identity, error) {
+func (ps *providerSet) verifyDevice(tok *jwt.Token, signingString, provider, clientID string, t *trace) (*Identity, error) {
 	if clientID == "" {
 		return nil, refuse(ReasonUnknownDevice, "a token without iss is a device token, accepted only at CONNECT, where the client id names the device")
 	}
 	name := parseDeviceClientID(clientID)
-	dp, err := h.selectDeviceProvider(name, tok)
+	dp, err := ps.selectDeviceProvider(name, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +115,7 @@ func (h *Hook) verifyDevice(tok *jwt.Token, signingString, provider, clientID st
 		why := "it is the only devices provider"
 		if name.path {
 			why = fmt.Sprintf("the client id names its project %q", name.project)
-		} else if len(h.devices) > 1 {
+		} else if len(ps.devices) > 1 {
 			why = "the token's aud is its project"
 		}
 		t.selected(dp.name, "no iss, so a device token, for provider %q (type devices): %s", dp.name, why)
@@ -128,22 +130,22 @@ func (h *Hook) verifyDevice(tok *jwt.Token, signingString, provider, clientID st
 	return id, nil
 }
 
-func (h *Hook) selectDeviceProvider(name deviceName, tok *jwt.Token) (*deviceProvider, error) {
+func (ps *providerSet) selectDeviceProvider(name deviceName, tok *jwt.Token) (*deviceProvider, error) {
 	if name.path {
-		if dp := h.devicesByProject[name.project]; dp != nil {
+		if dp := ps.devicesByProject[name.project]; dp != nil {
 			return dp, nil
 		}
 		e := refuse(ReasonProjectMismatch, "client id names project %q, which no devices provider serves", clip(name.project))
-		if len(h.devices) == 1 {
-			e.Provider = h.devices[0].name
+		if len(ps.devices) == 1 {
+			e.Provider = ps.devices[0].name
 		}
 		return nil, e
 	}
-	if len(h.devices) == 1 {
-		return h.devices[0], nil
+	if len(ps.devices) == 1 {
+		return ps.devices[0], nil
 	}
 	aud, _ := tok.Claims.(jwt.MapClaims)["aud"].(string)
-	if dp := h.devicesByProject[aud]; dp != nil {
+	if dp := ps.devicesByProject[aud]; dp != nil {
 		return dp, nil
 	}
 	return nil, refuse(ReasonInvalidAudience, "device token aud %q is not the project of any devices provider", clip(aud))
@@ -227,7 +229,9 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 	if t != nil {
 		dp.trace(t, name, iat.Time, exp.Time, now)
 	}
-	return dp.identity(name, claims, iat.Time, exp.Time), nil
+	id := dp.identity(name, claims, iat.Time, exp.Time)
+	id.facts = &credentialFacts{alg: alg, audience: aud}
+	return id, nil
 }
 
 // trace records, for Explain, the checks after the signature and where a device identity comes from.

@@ -91,15 +91,16 @@ var failedCheck = map[Reason]string{
 // unknown kid, still rate-limited).
 func (h *Hook) Explain(token, clientID, username string) *Explanation {
 	t := &trace{}
+	ps := h.ps()
 	var id *Identity
 	var err error
 	if token == "" {
 		err = refuse(ReasonMissingCredential, "no token")
 	} else {
-		id, err = h.verifyTraced(token, "", clientID, t)
+		id, err = h.verifyTraced(ps, token, "", clientID, t)
 	}
 	if err == nil {
-		err = h.checkUsername(id, []byte(username))
+		err = ps.checkUsername(id, []byte(username))
 		if err == nil {
 			t.pass("username", "%s", usernameVerdict(h, id, username))
 		}
@@ -137,9 +138,10 @@ func (t *trace) identity(h *Hook, id *Identity, clientID string) *ExplainedIdent
 	if id.ExpiresAt.IsZero() {
 		ei.Expiry = "never"
 	} else {
-		end := id.ExpiresAt.Add(h.cfg.Leeway)
+		leeway := h.ps().cfg.Leeway
+		end := id.ExpiresAt.Add(leeway)
 		ei.Expiry = fmt.Sprintf("the connection ends at %s (exp + leeway %s), %s from now",
-			end.UTC().Format(time.RFC3339), h.cfg.Leeway, end.Sub(h.now()).Round(time.Second))
+			end.UTC().Format(time.RFC3339), leeway, end.Sub(h.now()).Round(time.Second))
 	}
 	return ei
 }

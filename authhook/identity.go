@@ -21,6 +21,18 @@ type Identity struct {
 	// must be exactly Username, never a placeholder or empty.
 	Origin      string
 	ConnectedAt time.Time // when the connection authenticated; kept across re-authentication
+
+	// facts are what Reload checks a connected client's credential against under a changed provider.
+	facts *credentialFacts
+}
+
+// credentialFacts are the parts of a verified token a provider's settings judge: what a reload that changes
+// the issuer, the algorithms, the audiences or the authorized parties must check again.
+type credentialFacts struct {
+	issuer   string // "" for device tokens
+	alg      string
+	audience []string
+	azp      string
 }
 
 // TopicGrants are topic filters a token grants on top of the configured rules. Placeholders are allowed.

@@ -35,6 +35,8 @@ type remoteKeys struct {
 	fetchWait time.Duration
 	log       *slog.Logger
 	ctx       context.Context
+	stop      context.CancelFunc // ends ctx: the refresh loop of a key set no provider uses any more
+	interval  time.Duration      // of the refresh loop
 	keyfn     jwt.Keyfunc
 
 	mu            sync.Mutex
@@ -168,6 +170,29 @@ func (r *remoteKeys) refreshForUnknownKID() {
 	case <-t.C:
 	case <-r.ctx.Done():
 	}
+}
+
+// refreshNow is a manual refresh: it fetches now, or joins the running fetch, unless a fetch was triggered
+// (by an unknown kid or a manual refresh) less than cooldown ago, and waits for it. ok is false when too soon.
+func (r *remoteKeys) refreshNow() (ok bool, err error) {
+	r.mu.Lock()
+	ch := r.inflight
+	if ch == nil {
+		now := r.now()
+		if !r.lastTriggered.IsZero() && now.Sub(r.lastTriggered) < r.cooldown {
+			r.mu.Unlock()
+			return false, nil
+		}
+		r.lastTriggered = now
+		ch = r.startFetchLocked()
+	}
+	r.mu.Unlock()
+	select {
+	case <-ch:
+	case <-r.ctx.Done():
+		return true, r.ctx.Err()
+	}
+	return true, r.lastError()
 }
 
 // refresh fetches now (joining a running fetch) and waits for it; for the background loop.

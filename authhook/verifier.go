@@ -120,6 +120,9 @@ func (v *verifier) check(tok *jwt.Token, signingString string, t *trace) (*Ident
 	if err != nil {
 		return nil, nil, err
 	}
+	aud, _ := claims.GetAudience()
+	azp, _ := claims["azp"].(string)
+	id.facts = &credentialFacts{issuer: v.issuer, alg: alg, audience: aud, azp: azp}
 	return id, h, nil
 }
 
