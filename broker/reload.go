@@ -112,6 +112,8 @@ func (b *Broker) applyFile() (*ReloadResult, error) {
 	setLogLevel(b.log, next.Log.Level)
 	if err := b.ReloadCertificates(); err != nil {
 		b.log.Error("certificate reload failed; still serving the previous certificates", "error", err)
+	} else if len(b.reload) > 0 || (b.http != nil && b.http.certs != nil) {
+		b.log.Info("certificates reloaded")
 	}
 	return res, nil
 }

@@ -110,6 +110,10 @@ func TestReloadRemovingAProviderDisconnectsItsClients(t *testing.T) {
 	keyPath := filepath.Join(p.dir, "dev-1.pem")
 	registerDevice(t, p, "dev-1", newDeviceKey(t, keyPath, "ES256"))
 	registerDevice(t, p, "dev-2", newDeviceKey(t, filepath.Join(p.dir, "dev-2.pem"), "ES256"))
+	// The registry is polled every few seconds; a manual refresh picks the new devices up now.
+	if code, body := p.admin(t, "POST", "/v1/providers/fleet/refresh", reloadAdminKey, ""); code != 200 {
+		t.Fatalf("refresh: %d %v", code, body)
+	}
 	devToken := func(key string) string {
 		out, errOut, code := p.idmqCmd("token", "device", "--key", key, "--project", "my-project")
 		if code != 0 {
@@ -177,17 +181,17 @@ func TestReloadOfAnInvalidFileChangesNothing(t *testing.T) {
 	p := startReloadBroker(t, "", `    - {topic: "shared/#", access: pubsub}`)
 	a, _ := connectV3(t, v3Options(p.brokerURL("tcp"), "alice-1", "alice", p.token("alice"), nil))
 	good, _ := os.ReadFile(p.config)
-	if err := os.WriteFile(p.config, []byte(string(good)+"mqtt: {max_inflight: 0}\n"), 0o600); err != nil {
+	if err := os.WriteFile(p.config, []byte(string(good)+"log: {level: loud}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, checkErr, _ := p.idmqCmd("check", "-c", p.config)
 	code, body := p.admin(t, "POST", "/v1/reload", reloadAdminKey, "")
 	msg, _ := body["message"].(string)
-	if code != 422 || !strings.Contains(msg, "mqtt.max_inflight") || !strings.Contains(checkErr, msg) {
+	if code != 422 || !strings.Contains(msg, "log.level") || !strings.Contains(checkErr, msg) {
 		t.Fatalf("POST /v1/reload: %d %q; idmq check said %q", code, msg, checkErr)
 	}
 	out, errOut, exit := p.idmqCmd("reload", "-c", p.config)
-	if exit == 0 || !strings.Contains(errOut, "mqtt.max_inflight") {
+	if exit == 0 || !strings.Contains(errOut, "log.level") {
 		t.Fatalf("idmq reload of an invalid file: exit %d, %q %q", exit, out, errOut)
 	}
 	waitToken(t, a.Publish("shared/still", 1, false, "x"), "publish after a failed reload")
