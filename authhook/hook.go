@@ -381,7 +381,11 @@ func (h *Hook) Check(ctx context.Context) []ProviderStatus {
 			}
 			rk.mu.Lock()
 			rk.lastErr, rk.lastFetch = err, h.now()
+			if err == nil {
+				rk.lastSuccess = rk.lastFetch
+			}
 			rk.mu.Unlock()
+			h.metrics.fetched(rk.provider, err)
 			ready, n, _, last := rk.status()
 			st := ProviderStatus{Name: s.name, Type: s.typ, Issuer: rk.issuer, Ready: ready && err == nil, Keys: n, LastFetch: last}
 			if err != nil {

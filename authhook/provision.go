@@ -46,7 +46,7 @@ func New(opts Options) (*Hook, error) {
 	}
 	h := newHook(opts)
 	var err error
-	if h.metrics, err = newAuthMetrics(opts.Registerer); err != nil {
+	if h.metrics, err = newAuthMetrics(opts.Registerer, h); err != nil {
 		h.cleanup()
 		return nil, err
 	}
@@ -167,6 +167,7 @@ func (h *Hook) remoteKeysFor(ps *providerSet, provider string, iss issuerSpec, o
 	}
 	rk.stop = cancel
 	rk.interval = ps.cfg.JWKSRefreshInterval
+	rk.onFetch = h.metrics.fetched
 	h.start(func() { rk.run(rk.interval) })
 	return rk, nil
 }

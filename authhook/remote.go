@@ -37,6 +37,7 @@ type remoteKeys struct {
 	ctx       context.Context
 	stop      context.CancelFunc // ends ctx: the refresh loop of a key set no provider uses any more
 	interval  time.Duration      // of the refresh loop
+	onFetch   func(provider string, err error)
 	keyfn     jwt.Keyfunc
 
 	mu            sync.Mutex
@@ -50,6 +51,7 @@ type remoteKeys struct {
 	keyCount      int
 	lastErr       error
 	lastFetch     time.Time
+	lastSuccess   time.Time
 }
 
 var (
@@ -227,7 +229,13 @@ func (r *remoteKeys) startFetchLocked() chan struct{} {
 		r.inflight = nil
 		r.lastFetch = r.now()
 		r.lastErr = err
+		if err == nil {
+			r.lastSuccess = r.lastFetch
+		}
 		r.mu.Unlock()
+		if r.onFetch != nil && r.ctx.Err() == nil {
+			r.onFetch(r.provider, err)
+		}
 		if err != nil && r.ctx.Err() == nil {
 			r.log.Warn("authhook: key set fetch failed; cached keys stay in use", "provider", r.provider, "issuer", r.issuer, "error", err)
 		}
@@ -376,6 +384,12 @@ func (r *remoteKeys) run(interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+func (r *remoteKeys) lastSuccessAt() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastSuccess
 }
 
 func (r *remoteKeys) status() (ready bool, keys int, lastErr error, lastFetch time.Time) {
