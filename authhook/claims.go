@@ -11,17 +11,50 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// claimAt finds a claim by name or by dotted path into nested objects. The whole name is tried first so
-// namespaced claims such as "https://example.com/org" (Auth0) are found as they are.
+// claimAt finds a claim by name, by dotted path into nested objects, or by JSON Pointer (RFC 6901, a path
+// starting with '/'), which reaches keys containing dots or slashes: "/https:~1~1example.com~1app/plan.v2" is
+// key "plan.v2" inside claim "https://example.com/app". For a name or dotted path the whole name is tried
+// first, so namespaced claims such as "https://example.com/org" (Auth0) are found as they are.
 func claimAt(claims map[string]any, path string) (any, bool) {
+	if strings.HasPrefix(path, "/") {
+		keys, err := pointerKeys(path)
+		if err != nil {
+			return nil, false // refused at load (checkClaimPath)
+		}
+		return walkClaims(claims, keys)
+	}
 	if v, ok := claims[path]; ok {
 		return v, true
 	}
 	if !strings.Contains(path, ".") {
 		return nil, false
 	}
+	return walkClaims(claims, strings.Split(path, "."))
+}
+
+// pointerKeys splits a JSON Pointer into its keys, "~1" and "~0" unescaped to '/' and '~'.
+func pointerKeys(pointer string) ([]string, error) {
+	if !strings.HasPrefix(pointer, "/") {
+		return nil, fmt.Errorf("a JSON Pointer starts with '/'")
+	}
+	keys := strings.Split(pointer[1:], "/")
+	for i, k := range keys {
+		if k == "" {
+			return nil, fmt.Errorf("key %d is empty", i)
+		}
+		for j := 0; j < len(k); j++ {
+			if k[j] == '~' && (j+1 == len(k) || (k[j+1] != '0' && k[j+1] != '1')) {
+				return nil, fmt.Errorf("'~' must be followed by 0 ('~') or 1 ('/') in %q", k)
+			}
+		}
+		keys[i] = strings.ReplaceAll(strings.ReplaceAll(k, "~1", "/"), "~0", "~")
+	}
+	return keys, nil
+}
+
+// walkClaims follows keys through nested objects.
+func walkClaims(claims map[string]any, parts []string) (any, bool) {
 	cur := claims
-	parts := strings.Split(path, ".")
 	for i, part := range parts {
 		v, ok := cur[part]
 		if !ok {

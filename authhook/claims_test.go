@@ -60,3 +60,39 @@ func TestMapIdentity(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimPaths: a JSON Pointer reaches keys with dots and slashes (Auth0 namespaced claims); a malformed
+// one is refused at load, naming the field.
+func TestClaimPaths(t *testing.T) {
+	claims := map[string]any{
+		"https://example.com/app": map[string]any{"plan.v2": "pro", "a~b": "tilde"},
+		"app_metadata":            map[string]any{"plan": "free"},
+		"https://example.com/org": "acme",
+	}
+	for path, want := range map[string]any{
+		"/https:~1~1example.com~1app/plan.v2": "pro",
+		"/https:~1~1example.com~1app/a~0b":    "tilde",
+		"/app_metadata/plan":                  "free",
+		"app_metadata.plan":                   "free",
+		"https://example.com/org":             "acme",
+		"/https:~1~1example.com~1app/plan":    nil,
+	} {
+		got, ok := claimAt(claims, path)
+		if want == nil {
+			if ok {
+				t.Errorf("%s found %v, want nothing", path, got)
+			}
+		} else if got != want {
+			t.Errorf("%s = %v, want %v", path, got, want)
+		}
+	}
+	cfg := Config{Providers: []ProviderConfig{{Name: "a0", Type: TypeAuth0, Domain: "t.auth0.com", UsernameClaim: "/bad~2",
+		Claims: []ClaimMapping{{Path: "/x//y", Attribute: "x"}}}}}
+	cfg.SetDefaults()
+	err := cfg.Validate()
+	for _, want := range []string{"providers[0].claims[0].path: JSON Pointer \"/x//y\": key 1 is empty", "providers[0].username_claim: JSON Pointer \"/bad~2\""} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want %q", err, want)
+		}
+	}
+}
