@@ -127,9 +127,14 @@ func (r *Rules) compile(s Subject, t *compileTrace) (*ClientRules, []error) {
 
 func (s Subject) satisfies(conds []condition) bool {
 	for _, c := range conds {
-		v, ok := s.Attributes[c.attribute]
-		if !ok || !slices.Contains(c.oneOf, v) {
-			return false
+		if v, ok := s.Attributes[c.attribute]; ok {
+			if !slices.Contains(c.oneOf, v) {
+				return false
+			}
+			continue
+		}
+		if !slices.ContainsFunc(s.Lists[c.attribute], func(v string) bool { return slices.Contains(c.oneOf, v) }) {
+			return false // absent, or a list without any accepted value
 		}
 	}
 	return true

@@ -292,3 +292,33 @@ func BenchmarkMochiLedger(b *testing.B) {
 		})
 	}
 }
+
+// TestListAttributes: `when` holds if a list attribute contains an accepted value; a list never fills a
+// placeholder, so such a rule does not apply.
+func TestListAttributes(t *testing.T) {
+	cfg := Config{Rules: []Rule{
+		{Topic: "ops/#", Access: AccessPubSub, When: map[string]OneOf{"roles": {"ops"}}},
+		{Topic: "billing/#", Access: AccessSubscribe, When: map[string]OneOf{"roles": {"finance", "admin"}}},
+		{Topic: "teams/%{roles}/#", Access: AccessPubSub},
+	}}
+	tests := []struct {
+		name  string
+		roles []string
+		topic string
+		want  bool
+	}{
+		{"contains the value", []string{"dev", "ops"}, "ops/deploy", true},
+		{"contains one of the values", []string{"admin"}, "billing/invoices", true},
+		{"contains none", []string{"dev"}, "billing/invoices", false},
+		{"empty list", []string{}, "ops/deploy", false},
+		{"a list is no placeholder value", []string{"ops"}, "teams/ops/chat", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			acl := mustCompile(t, cfg, Subject{Username: "u", Lists: map[string][]string{"roles": tt.roles}})
+			if d := acl.Check(ActionSubscribe, tt.topic); d.Allowed != tt.want {
+				t.Fatalf("subscribe %s with roles %v: %+v, want allowed=%v", tt.topic, tt.roles, d, tt.want)
+			}
+		})
+	}
+}

@@ -135,11 +135,16 @@ func (t *compileTrace) apply(index int, filter []string) {
 // unmet names the first condition of conds that s does not satisfy.
 func (s Subject) unmet(conds []condition) string {
 	for _, c := range conds {
-		if v, ok := s.Attributes[c.attribute]; !ok {
-			return fmt.Sprintf("when %s: the client has no attribute %q", c.attribute, c.attribute)
-		} else if !s.satisfies([]condition{c}) {
+		if s.satisfies([]condition{c}) {
+			continue
+		}
+		if v, ok := s.Attributes[c.attribute]; ok {
 			return fmt.Sprintf("when %s: %q is not one of [%s]", c.attribute, v, strings.Join(c.oneOf, ", "))
 		}
+		if list, ok := s.Lists[c.attribute]; ok {
+			return fmt.Sprintf("when %s: the list [%s] contains none of [%s]", c.attribute, strings.Join(list, ", "), strings.Join(c.oneOf, ", "))
+		}
+		return fmt.Sprintf("when %s: the client has no attribute %q", c.attribute, c.attribute)
 	}
 	return ""
 }

@@ -85,6 +85,23 @@ func scalarString(v any) (string, bool) {
 	return "", false
 }
 
+// scalarList renders an array of scalars as a list attribute; any other value is not one.
+func scalarList(v any) ([]string, bool) {
+	arr, ok := v.([]any)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, 0, len(arr))
+	for _, x := range arr {
+		s, ok := scalarString(x)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, s)
+	}
+	return out, true
+}
+
 // mapIdentity builds the Identity of a verified token from the provider's mapping rules. t records, for
 // Explain, where the username, each attribute and the grants came from.
 func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
@@ -127,6 +144,16 @@ func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Ide
 		v, ok := claimAt(claims, m.Path)
 		s, scalar := scalarString(v)
 		defaulted := false
+		if list, isList := scalarList(v); ok && isList {
+			if id.Lists == nil {
+				id.Lists = map[string][]string{}
+			}
+			id.Lists[m.Attribute] = list
+			if t != nil {
+				t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Values: list, Set: true, Source: "claim " + m.Path + " (a list)"})
+			}
+			continue
+		}
 		switch {
 		case ok && scalar:
 		case m.Required:
@@ -135,7 +162,7 @@ func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Ide
 			s, defaulted = m.Default, true
 		default:
 			if t != nil {
-				t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Source: "claim " + m.Path + " absent or not a scalar, no default: not set"})
+				t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Source: "claim " + m.Path + " absent, or neither a scalar nor a list of scalars; no default: not set"})
 			}
 			continue
 		}
@@ -146,7 +173,7 @@ func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Ide
 		if t != nil {
 			source := "claim " + m.Path
 			if defaulted {
-				source = "default: claim " + m.Path + " absent or not a scalar"
+				source = "default: claim " + m.Path + " absent, or neither a scalar nor a list of scalars"
 			}
 			t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Value: s, Set: true, Source: source})
 		}

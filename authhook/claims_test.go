@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -94,5 +95,35 @@ func TestClaimPaths(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate: %v, want %q", err, want)
 		}
+	}
+}
+
+// TestListClaims: an array of scalars maps to a list attribute, survives the token exchange, and anything
+// else in an array leaves the attribute unset.
+func TestListClaims(t *testing.T) {
+	spec, _ := resolveProvider(ProviderConfig{Name: "a0", Type: TypeAuth0, Domain: "t.auth0.com",
+		Claims: []ClaimMapping{{Path: "/https:~1~1example.com~1roles", Attribute: "roles"}, {Path: "mixed", Attribute: "mixed"}}})
+	id, err := mapIdentity(&spec, jwt.MapClaims{"sub": "alice", "https://example.com/roles": []any{"admin", "ops"}, "mixed": []any{"a", map[string]any{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(id.Lists, map[string][]string{"roles": {"admin", "ops"}}) || id.Attributes != nil {
+		t.Fatalf("lists %v attributes %v, want roles [admin ops] and nothing else", id.Lists, id.Attributes)
+	}
+	li, err := newLocalIssuer(&providerSpec{name: "local", issuers: []issuerSpec{{issuer: "idmq"}}, audiences: []string{"idmq"}}, newTestKey(t, "ES256", "k").priv, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := li.MintCredential(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := mapLocalIdentity("local", parsed.Claims.(jwt.MapClaims), nil)
+	if err != nil || !reflect.DeepEqual(back.Lists, id.Lists) {
+		t.Fatalf("exchanged credential lists %v (%v), want %v", back.Lists, err, id.Lists)
 	}
 }

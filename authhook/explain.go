@@ -2,6 +2,8 @@ package authhook
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -48,7 +50,8 @@ type ExplainedIdentity struct {
 // ExplainedAttribute is one attribute and its source: a claim path, a default, or what the provider derives.
 type ExplainedAttribute struct {
 	Name   string `json:"name"`
-	Value  string `json:"value,omitempty"`
+	Value  string   `json:"value,omitempty"`
+	Values []string `json:"values,omitempty"` // a list attribute
 	Set    bool   `json:"set"`
 	Source string `json:"source"`
 }
@@ -170,4 +173,22 @@ func auditWhen(t time.Time, now time.Time) string {
 		return fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), d)
 	}
 	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), -d)
+}
+
+// traceLocal records, for Explain, where a local credential's identity comes from.
+func traceLocal(t *trace, id *Identity) {
+	t.usernameFrom = `claim "sub" as it is (idmq signed it and refused unsafe usernames)`
+	src := `claim "attrs" of the local credential`
+	if id.Origin != "" {
+		src = fmt.Sprintf(`claim "attrs": mapped by provider %q when the token was exchanged`, id.Origin)
+		t.clientIDRule = "any client id; the CONNECT username must be exactly the username (exchanged credential)"
+	}
+	for _, k := range slices.Sorted(maps.Keys(id.Attributes)) {
+		t.attrs = append(t.attrs, ExplainedAttribute{Name: k, Value: id.Attributes[k], Set: true, Source: src})
+	}
+	for _, k := range slices.Sorted(maps.Keys(id.Lists)) {
+		t.attrs = append(t.attrs, ExplainedAttribute{Name: k, Values: id.Lists[k], Set: true, Source: `claim "attr_lists" of the local credential`})
+	}
+	t.grantsFrom = `claim "topics" of the local credential`
+	t.pass("claims", `"sub" is present and topic-safe`)
 }

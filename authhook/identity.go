@@ -12,6 +12,9 @@ type Identity struct {
 	Subject    string            // the token's sub
 	TokenID    string            // the token's jti, if any (revocation)
 	Attributes map[string]string // mapped claims, usable as %{name} and in `when` conditions
+	// Lists are mapped claims that are arrays of scalars (roles: [admin, ops]): usable in `when` conditions
+	// (which hold if the list contains a listed value), never as a %{name} placeholder.
+	Lists map[string][]string
 	Grants     TopicGrants       // topic filters carried in the token (topics_claim)
 	IssuedAt   time.Time         // the token's iat (zero if absent)
 	ExpiresAt  time.Time         // the credential's expiry; zero only for anonymous identities

@@ -86,6 +86,7 @@ func subjectOf(id *authhook.Identity, clientID string) aclhook.Subject {
 		Username:   id.Username,
 		ClientID:   clientID,
 		Attributes: id.Attributes,
+		Lists:      id.Lists,
 		Grants:     aclhook.Grants{Publish: id.Grants.Publish, Subscribe: id.Grants.Subscribe, All: id.Grants.All},
 	}
 }

@@ -60,6 +60,7 @@ auth:
       claims:
         - {path: public_metadata.plan, attribute: plan, default: free}
         - {path: org_role, attribute: role}
+        - {path: /public_metadata/roles, attribute: roles}
       topics_claim: mqtt_topics
     - name: corp
       type: oidc
@@ -80,6 +81,7 @@ acl:
     - {topic: "admin/#", access: pubsub, when: {role: admin}}
     - {topic: "devices/%%{device_id}/state", access: publish}
     - {topic: "orgs/%%{org_id}/#", access: subscribe}
+    - {topic: "ops/#", access: subscribe, when: {roles: [ops, admin]}}
 `, w.clerk.issuer, w.corp.issuer, w.dead, devPEM)), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +104,7 @@ acl:
 // clerkToken is a Clerk session token for alice at explainNow, with edit applied (nil deletes a claim).
 func (w *explainWorld) clerkToken(t *testing.T, edit jwt.MapClaims) string {
 	c := jwt.MapClaims{"iss": w.clerk.issuer, "sub": "user_2abc", "email": "Alice+Ops@Example.com",
-		"azp": "https://app.example.com", "public_metadata": map[string]any{"plan": "pro"},
+		"azp": "https://app.example.com", "public_metadata": map[string]any{"plan": "pro", "roles": []any{"dev", "ops"}},
 		"mqtt_topics": map[string]any{"subscribe": []any{"news/#"}},
 		"iat":         explainNow.Add(-10 * time.Second).Unix(), "exp": explainNow.Add(50 * time.Second).Unix()}
 	for k, v := range edit {
@@ -164,7 +166,7 @@ func TestExplainGolden(t *testing.T) {
 	}{
 		{"clerk_good", ExplainRequest{Token: w.clerkToken(t, nil), ClientID: "web-1", Username: "jwt", Topics: topics(
 			"users/alice%2Bops@example.com/inbox:publish", "users/alice%2Bops@example.com/secret:subscribe",
-			"plans/pro/news:subscribe", "plans/pro/news:publish", "news/today:subscribe", "admin/x", "users/bob/x:subscribe")}},
+			"plans/pro/news:subscribe", "plans/pro/news:publish", "news/today:subscribe", "admin/x", "ops/alerts:subscribe", "users/bob/x:subscribe")}},
 		{"clerk_default_attribute", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"public_metadata": nil, "org_role": "admin", "mqtt_topics": nil}),
 			Topics: topics("plans/free/news:subscribe", "admin/x:publish")}},
 		{"malformed", ExplainRequest{Token: "not-a-jwt"}},

@@ -85,7 +85,9 @@ func writeIdentity(p func(string, ...any), id *authhook.ExplainedIdentity) {
 		p("  attributes:")
 	}
 	for _, a := range id.Attributes {
-		if a.Set {
+		if a.Values != nil {
+			p("    %s = %q  (%s)", a.Name, a.Values, a.Source)
+		} else if a.Set {
 			p("    %s = %q  (%s)", a.Name, a.Value, a.Source)
 		} else {
 			p("    %s not set  (%s)", a.Name, a.Source)
