@@ -49,11 +49,11 @@ type ExplainedIdentity struct {
 
 // ExplainedAttribute is one attribute and its source: a claim path, a default, or what the provider derives.
 type ExplainedAttribute struct {
-	Name   string `json:"name"`
+	Name   string   `json:"name"`
 	Value  string   `json:"value,omitempty"`
 	Values []string `json:"values,omitempty"` // a list attribute
-	Set    bool   `json:"set"`
-	Source string `json:"source"`
+	Set    bool     `json:"set"`
+	Source string   `json:"source"`
 }
 
 // trace collects an Explanation while the normal verification code runs. Verification passes a nil *trace

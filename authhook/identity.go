@@ -14,11 +14,11 @@ type Identity struct {
 	Attributes map[string]string // mapped claims, usable as %{name} and in `when` conditions
 	// Lists are mapped claims that are arrays of scalars (roles: [admin, ops]): usable in `when` conditions
 	// (which hold if the list contains a listed value), never as a %{name} placeholder.
-	Lists map[string][]string
-	Grants     TopicGrants       // topic filters carried in the token (topics_claim)
-	IssuedAt   time.Time         // the token's iat (zero if absent)
-	ExpiresAt  time.Time         // the credential's expiry; zero only for anonymous identities
-	AuthMethod string            // MQTT 5 Authentication Method used at CONNECT ("" = password field)
+	Lists      map[string][]string
+	Grants     TopicGrants // topic filters carried in the token (topics_claim)
+	IssuedAt   time.Time   // the token's iat (zero if absent)
+	ExpiresAt  time.Time   // the credential's expiry; zero only for anonymous identities
+	AuthMethod string      // MQTT 5 Authentication Method used at CONNECT ("" = password field)
 	// Origin is, for a credential minted by the token exchange, the provider that verified the IdP token it
 	// was exchanged for ("" otherwise). Such a credential is bound to its username: at CONNECT the username
 	// must be exactly Username, never a placeholder or empty.

@@ -381,4 +381,3 @@ func stringLists(raw any) (map[string][]string, bool) {
 	}
 	return out, true
 }
-
