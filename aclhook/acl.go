@@ -26,11 +26,14 @@ func (a Action) String() string {
 type Rules struct {
 	rules  []ruleTemplate
 	config []Rule // as written, for Explain
+	// limited: some rule restricts QoS or retain, so publishes are checked with them (Hook.OnPublish).
+	limited bool
 }
 
 type ruleTemplate struct {
 	index  int
 	access Access
+	limits publishLimits
 	tmpl   template
 	static []string // the pre-split filter when tmpl has no placeholders, shared by all clients
 	when   []condition
@@ -49,7 +52,8 @@ func NewRules(c Config) (*Rules, error) {
 	r := &Rules{rules: make([]ruleTemplate, len(c.Rules)), config: c.Rules}
 	for i, cr := range c.Rules {
 		tmpl, _ := parseTemplate(cr.Topic) // Validate parsed it already
-		rt := ruleTemplate{index: i, access: cr.Access, tmpl: tmpl}
+		rt := ruleTemplate{index: i, access: cr.Access, tmpl: tmpl, limits: limitsOf(cr)}
+		r.limited = r.limited || rt.limits != publishLimits{}
 		if !tmpl.hasPlaceholders() {
 			rt.static, _ = tmpl.fill(Subject{}, false) // literal levels, with %% unescaped
 		}
@@ -96,7 +100,9 @@ func (r *Rules) compile(s Subject, t *compileTrace) (*ClientRules, []error) {
 		if t != nil {
 			t.apply(rt.index, filter)
 		}
-		c.rules = append(c.rules, newEntry(filter, rt.access, SourceRule, rt.index))
+		e := newEntry(filter, rt.access, SourceRule, rt.index)
+		e.limits = rt.limits
+		c.rules = append(c.rules, e)
 	}
 	var errs []error
 	add := func(list []string, src Source) {
@@ -155,6 +161,7 @@ type entry struct {
 	firstWild bool   // filter[0] is '+' or '#'
 	filter    []string
 	access    Access // configured rules only; a grant's action is given by the list it is in
+	limits    publishLimits
 	source    Source
 	index     int
 }
@@ -199,6 +206,8 @@ type Decision struct {
 	Allowed bool
 	Source  Source
 	Index   int // into the config rules or the grant list named by Source
+	// Limited: the rule covers the topic but not the publish's QoS or retain flag (CheckPublish).
+	Limited bool
 }
 
 // Rule names what decided, for logs: "rules[3]", "grants.publish[0]", "default deny", ...
@@ -226,6 +235,16 @@ func (d Decision) Rule() string {
 // a delivered topic name for subscribe, "$share/<group>/" allowed). It takes no locks and does not
 // allocate for topics of up to 32 levels.
 func (c *ClientRules) Check(act Action, topic string) Decision {
+	return c.check(act, topic, anyPublish)
+}
+
+// CheckPublish is Check for a publish whose QoS and retain flag are known: a rule's qos and retain
+// restrictions apply too.
+func (c *ClientRules) CheckPublish(topic string, qos byte, retain bool) Decision {
+	return c.check(ActionPublish, topic, publishOf(qos, retain))
+}
+
+func (c *ClientRules) check(act Action, topic string, pub publishLimits) Decision {
 	if c == nil {
 		return Decision{Source: SourceUnknownClient}
 	}
@@ -256,6 +275,9 @@ func (c *ClientRules) Check(act Action, topic string) Decision {
 		e := &c.rules[i]
 		if e.mayCover(req0, key, dollar) && covers(e.filter, req) {
 			// The first rule that covers the request decides, also when it allows another action.
+			if !e.limits.permit(pub) {
+				return Decision{Source: SourceRule, Index: e.index, Limited: true}
+			}
 			return Decision{Allowed: e.access.grants(act), Source: SourceRule, Index: e.index}
 		}
 	}

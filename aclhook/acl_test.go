@@ -322,3 +322,46 @@ func TestListAttributes(t *testing.T) {
 		})
 	}
 }
+
+// TestPublishLimits: a rule's qos and retain restrict the publishes it allows; Check (QoS unknown) is not
+// restricted, CheckPublish is; the limits are refused on rules that allow no publish.
+func TestPublishLimits(t *testing.T) {
+	no := false
+	cfg := Config{Rules: []Rule{
+		{Topic: "telemetry/#", Access: AccessPublish, QoS: []int{0, 1}, Retain: &no},
+		{Topic: "state/#", Access: AccessPubSub, QoS: []int{1}},
+	}}
+	acl := mustCompile(t, cfg, Subject{Username: "u"})
+	tests := []struct {
+		topic  string
+		qos    byte
+		retain bool
+		want   bool
+	}{
+		{"telemetry/t1", 0, false, true},
+		{"telemetry/t1", 1, false, true},
+		{"telemetry/t1", 2, false, false},
+		{"telemetry/t1", 1, true, false},
+		{"state/s1", 1, true, true},
+		{"state/s1", 0, false, false},
+	}
+	for _, tt := range tests {
+		d := acl.CheckPublish(tt.topic, tt.qos, tt.retain)
+		if d.Allowed != tt.want || d.Index != 0 && tt.topic == "telemetry/t1" {
+			t.Errorf("publish %s qos %d retain %v: %+v, want allowed=%v", tt.topic, tt.qos, tt.retain, d, tt.want)
+		}
+	}
+	if d := acl.Check(ActionPublish, "telemetry/t1"); !d.Allowed {
+		t.Errorf("Check without QoS: %+v, want allowed", d)
+	}
+	if d := acl.Check(ActionSubscribe, "state/s1"); !d.Allowed {
+		t.Errorf("subscribe under a qos-limited pubsub rule: %+v, want allowed", d)
+	}
+	bad := Config{Rules: []Rule{{Topic: "a", Access: AccessSubscribe, QoS: []int{1}}, {Topic: "b", Access: AccessPublish, QoS: []int{3, 1, 1}}}}
+	_, err := bad.Validate(nil)
+	for _, want := range []string{"rules[0].access: qos and retain restrict publishes", "rules[1].qos[0]: must be 0, 1 or 2", "rules[1].qos[2]: must be 0, 1 or 2"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want %q", err, want)
+		}
+	}
+}

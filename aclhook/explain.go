@@ -73,6 +73,9 @@ func (r *Rules) describe(d Decision, act Action, s Subject) string {
 	switch d.Source {
 	case SourceRule:
 		cr := r.config[d.Index]
+		if d.Limited {
+			return fmt.Sprintf("the first rule covering it does not allow this QoS or retain flag: %s", cr)
+		}
 		if d.Allowed {
 			return fmt.Sprintf("the first rule covering it: %s", cr)
 		}
@@ -110,6 +113,12 @@ func (cr Rule) String() string {
 			b.WriteString(" and ")
 		}
 		fmt.Fprintf(&b, "%s in [%s]", name, strings.Join(cr.When[name], ", "))
+	}
+	if len(cr.QoS) > 0 {
+		fmt.Fprintf(&b, " qos %v", cr.QoS)
+	}
+	if cr.Retain != nil {
+		fmt.Fprintf(&b, " retain %t", *cr.Retain)
 	}
 	return b.String()
 }

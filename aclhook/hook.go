@@ -285,13 +285,14 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish checks publishes whose topic came from a topic alias (see OnACLCheck). A denied
+// OnPublish checks publishes whose topic came from a topic alias (see OnACLCheck), and, when a rule
+// restricts qos or retain, every publish with its QoS and retain flag (OnACLCheck knows neither). A denied
 // QoS 1/2 publish gets PUBACK/PUBREC 0x87, as mochi does for its own ACL check.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || !pk.Properties.TopicAliasFlag {
+	if cl.Net.Inline || (!pk.Properties.TopicAliasFlag && !h.rules.Load().limited) {
 		return pk, nil
 	}
-	d := h.rulesOf(cl).Check(ActionPublish, pk.TopicName)
+	d := h.rulesOf(cl).CheckPublish(pk.TopicName, pk.FixedHeader.Qos, pk.FixedHeader.Retain)
 	if d.Allowed {
 		return pk, nil
 	}

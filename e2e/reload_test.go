@@ -282,3 +282,40 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d clients x %d QoS 1 messages, %d reloads meanwhile: none refused, none lost", clients, perClient, reloads.Load())
 }
+
+// TestReloadAddsPublishLimits: a rule's qos and retain restrictions, added by a reload, refuse a connected
+// client's QoS 1 publish (PUBACK 0x87) and its retained publish, and still let its QoS 0 publishes through.
+func TestReloadAddsPublishLimits(t *testing.T) {
+	p := startReloadBroker(t, "", `    - {topic: "telemetry/#", access: pubsub}`)
+	a, _ := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("alice", p.token("alice"), "alice-1"))
+	ctx := context.Background()
+	if _, err := a.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "telemetry/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	p.rewrite(t, "", `    - {topic: "telemetry/#", access: pubsub, qos: [0], retain: false}`)
+	if code, body := p.admin(t, "POST", "/v1/reload", reloadAdminKey, ""); code != 200 {
+		t.Fatalf("reload: %d %v", code, body)
+	}
+	if pr, err := a.Publish(ctx, &paho.Publish{Topic: "telemetry/q1", QoS: 1, Payload: []byte("x")}); pr == nil || pr.ReasonCode != 0x87 {
+		t.Fatalf("QoS 1 publish under qos: [0]: %+v %v, want PUBACK 0x87", pr, err)
+	}
+	if _, err := a.Publish(ctx, &paho.Publish{Topic: "telemetry/retained", QoS: 0, Retain: true, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Publish(ctx, &paho.Publish{Topic: "telemetry/q0", QoS: 0, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	select { // the first delivery: neither the refused QoS 1 nor the retained publish came before it
+	case pb := <-a.received:
+		if pb.Topic != "telemetry/q0" {
+			t.Fatalf("first delivery %s, want telemetry/q0", pb.Topic)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("QoS 0 publish not delivered")
+	}
+	select {
+	case pb := <-a.received:
+		t.Fatalf("received %s, a publish the limits refuse", pb.Topic)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
