@@ -140,6 +140,30 @@ func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Ide
 		t.usernameFrom = usernameDerivation(spec, from, raw, id.Username)
 	}
 
+	if err := mapAttributes(spec, claims, id, t); err != nil {
+		return nil, err
+	}
+
+	if spec.topicsClaim != "" {
+		if v, ok := claimAt(claims, spec.topicsClaim); ok {
+			g, err := parseGrants(v)
+			if err != nil {
+				return nil, &Error{Reason: ReasonMalformed, Claim: spec.topicsClaim, Message: "claim " + strconvQuote(spec.topicsClaim) + " " + err.Error()}
+			}
+			id.Grants = g
+		}
+		if t != nil {
+			t.grantsFrom = "claim " + spec.topicsClaim
+		}
+	}
+	if t != nil {
+		t.pass("claims", "the username and every required claim are present")
+	}
+	return id, nil
+}
+
+// mapAttributes sets id's attributes and list attributes from the provider's claim mappings.
+func mapAttributes(spec *providerSpec, claims jwt.MapClaims, id *Identity, t *trace) error {
 	for _, m := range spec.claims {
 		v, ok := claimAt(claims, m.Path)
 		s, scalar := scalarString(v)
@@ -157,7 +181,7 @@ func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Ide
 		switch {
 		case ok && scalar:
 		case m.Required:
-			return nil, missingClaim(m.Path)
+			return missingClaim(m.Path)
 		case m.Default != "":
 			s, defaulted = m.Default, true
 		default:
@@ -178,23 +202,7 @@ func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Ide
 			t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Value: s, Set: true, Source: source})
 		}
 	}
-
-	if spec.topicsClaim != "" {
-		if v, ok := claimAt(claims, spec.topicsClaim); ok {
-			g, err := parseGrants(v)
-			if err != nil {
-				return nil, &Error{Reason: ReasonMalformed, Claim: spec.topicsClaim, Message: "claim " + strconvQuote(spec.topicsClaim) + " " + err.Error()}
-			}
-			id.Grants = g
-		}
-		if t != nil {
-			t.grantsFrom = "claim " + spec.topicsClaim
-		}
-	}
-	if t != nil {
-		t.pass("claims", "the username and every required claim are present")
-	}
-	return id, nil
+	return nil
 }
 
 // usernameDerivation says, for Explain, how a claim value became the username.

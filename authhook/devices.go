@@ -230,7 +230,7 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 		dp.trace(t, name, iat.Time, exp.Time, now)
 	}
 	id := dp.identity(name, claims, iat.Time, exp.Time)
-	id.facts = &credentialFacts{alg: alg, audience: aud}
+	id.facts = credentialFacts{alg: alg, aud: dp.project}
 	return id, nil
 }
 

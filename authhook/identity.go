@@ -26,16 +26,34 @@ type Identity struct {
 	ConnectedAt time.Time // when the connection authenticated; kept across re-authentication
 
 	// facts are what Reload checks a connected client's credential against under a changed provider.
-	facts *credentialFacts
+	facts credentialFacts
 }
 
 // credentialFacts are the parts of a verified token a provider's settings judge: what a reload that changes
 // the issuer, the algorithms, the audiences or the authorized parties must check again.
+// They are kept as the token had them (aud unconverted), so verifying costs no allocation for them.
 type credentialFacts struct {
-	issuer   string // "" for device tokens
-	alg      string
-	audience []string
-	azp      string
+	issuer string // "" for device tokens
+	alg    string // "" when unknown (anonymous): nothing to check
+	aud    any    // the aud claim: a string or a list
+	azp    string
+}
+
+// audiences reads the aud claim as a list.
+func (f credentialFacts) audiences() []string {
+	switch a := f.aud.(type) {
+	case string:
+		return []string{a}
+	case []any:
+		out := make([]string, 0, len(a))
+		for _, x := range a {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 // TopicGrants are topic filters a token grants on top of the configured rules. Placeholders are allowed.

@@ -76,12 +76,12 @@ func (ps *providerSet) admits(id *Identity) string {
 		return reasonProviderRemoved
 	}
 	f := id.facts
-	if f == nil {
+	if f.alg == "" {
 		return ""
 	}
 	if dp := ps.deviceByName[id.Provider]; dp != nil {
 		d := dp.registry.lookup(id.Subject)
-		if !slices.Contains(dp.algorithms, f.alg) || !slices.Equal(f.audience, []string{dp.project}) || d == nil || d.blocked {
+		if !slices.Contains(dp.algorithms, f.alg) || !slices.Equal(f.audiences(), []string{dp.project}) || d == nil || d.blocked {
 			return reasonNoLongerValid
 		}
 		return ""
@@ -92,7 +92,7 @@ func (ps *providerSet) admits(id *Identity) string {
 		return reasonNoLongerValid
 	case !slices.Contains(spec.algorithms, f.alg):
 		return reasonNoLongerValid
-	case len(spec.audiences) > 0 && !slices.ContainsFunc(f.audience, func(a string) bool { return slices.Contains(spec.audiences, a) }):
+	case len(spec.audiences) > 0 && !slices.ContainsFunc(f.audiences(), func(a string) bool { return slices.Contains(spec.audiences, a) }):
 		return reasonNoLongerValid
 	case len(spec.azp) > 0 && !slices.Contains(spec.azp, f.azp):
 		return reasonNoLongerValid

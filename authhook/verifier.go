@@ -120,9 +120,8 @@ func (v *verifier) check(tok *jwt.Token, signingString string, t *trace) (*Ident
 	if err != nil {
 		return nil, nil, err
 	}
-	aud, _ := claims.GetAudience()
 	azp, _ := claims["azp"].(string)
-	id.facts = &credentialFacts{issuer: v.issuer, alg: alg, audience: aud, azp: azp}
+	id.facts = credentialFacts{issuer: v.issuer, alg: alg, aud: claims["aud"], azp: azp}
 	return id, h, nil
 }
 
