@@ -24,12 +24,16 @@ func (a Action) String() string {
 
 // Rules is a validated Config, parsed once; Compile turns it into one client's ClientRules.
 type Rules struct {
-	rules []ruleTemplate
+	rules  []ruleTemplate
+	config []Rule // as written, for Explain
+	// limited: some rule restricts QoS or retain, so publishes are checked with them (Hook.OnPublish).
+	limited bool
 }
 
 type ruleTemplate struct {
 	index  int
 	access Access
+	limits publishLimits
 	tmpl   template
 	static []string // the pre-split filter when tmpl has no placeholders, shared by all clients
 	when   []condition
@@ -45,10 +49,11 @@ func NewRules(c Config) (*Rules, error) {
 	if _, err := c.Validate(nil); err != nil {
 		return nil, err
 	}
-	r := &Rules{rules: make([]ruleTemplate, len(c.Rules))}
+	r := &Rules{rules: make([]ruleTemplate, len(c.Rules)), config: c.Rules}
 	for i, cr := range c.Rules {
 		tmpl, _ := parseTemplate(cr.Topic) // Validate parsed it already
-		rt := ruleTemplate{index: i, access: cr.Access, tmpl: tmpl}
+		rt := ruleTemplate{index: i, access: cr.Access, tmpl: tmpl, limits: limitsOf(cr)}
+		r.limited = r.limited || rt.limits != publishLimits{}
 		if !tmpl.hasPlaceholders() {
 			rt.static, _ = tmpl.fill(Subject{}, false) // literal levels, with %% unescaped
 		}
@@ -64,20 +69,40 @@ func NewRules(c Config) (*Rules, error) {
 // whose placeholders have no safe value. The returned errors describe grants that were ignored
 // because they are not valid filters; the caller logs them.
 func (r *Rules) Compile(s Subject) (*ClientRules, []error) {
-	c := &ClientRules{}
+	return r.compile(s, nil)
+}
+
+// compile is Compile; t (Explain's, nil otherwise) records why each rule applies or not.
+func (r *Rules) compile(s Subject, t *compileTrace) (*ClientRules, []error) {
+	c := &ClientRules{from: r}
 	for i := range r.rules {
 		rt := &r.rules[i]
 		if !s.satisfies(rt.when) {
+			if t != nil {
+				t.skip(rt.index, s.unmet(rt.when))
+			}
 			continue
 		}
 		filter := rt.static
 		if filter == nil {
 			// A deny rule is widened rather than dropped when a value is unsafe (see fill).
-			if filter, _ = rt.tmpl.fill(s, rt.access == AccessDeny); filter == nil {
+			var how substitution
+			if filter, how = rt.tmpl.fill(s, rt.access == AccessDeny); filter == nil {
+				if t != nil {
+					t.skip(rt.index, how.String())
+				}
 				continue // a rule whose placeholder has no (safe) value does not apply
 			}
+			if t != nil && how == unsafeValue {
+				t.widened(rt.index)
+			}
 		}
-		c.rules = append(c.rules, newEntry(filter, rt.access, SourceRule, rt.index))
+		if t != nil {
+			t.apply(rt.index, filter)
+		}
+		e := newEntry(filter, rt.access, SourceRule, rt.index)
+		e.limits = rt.limits
+		c.rules = append(c.rules, e)
 	}
 	var errs []error
 	add := func(list []string, src Source) {
@@ -108,9 +133,14 @@ func (r *Rules) Compile(s Subject) (*ClientRules, []error) {
 
 func (s Subject) satisfies(conds []condition) bool {
 	for _, c := range conds {
-		v, ok := s.Attributes[c.attribute]
-		if !ok || !slices.Contains(c.oneOf, v) {
-			return false
+		if v, ok := s.Attributes[c.attribute]; ok {
+			if !slices.Contains(c.oneOf, v) {
+				return false
+			}
+			continue
+		}
+		if !slices.ContainsFunc(s.Lists[c.attribute], func(v string) bool { return slices.Contains(c.oneOf, v) }) {
+			return false // absent, or a list without any accepted value
 		}
 	}
 	return true
@@ -119,6 +149,7 @@ func (s Subject) satisfies(conds []condition) bool {
 // ClientRules are one client's compiled rules. They are immutable, so any number of goroutines may
 // Check concurrently; a nil *ClientRules denies everything.
 type ClientRules struct {
+	from      *Rules  // what they were compiled from: a Reload makes them stale
 	rules     []entry // configured rules that apply to this client, in config order
 	pubGrants []entry // credential grants allowing publish
 	subGrants []entry // credential grants allowing subscribe
@@ -130,6 +161,7 @@ type entry struct {
 	firstWild bool   // filter[0] is '+' or '#'
 	filter    []string
 	access    Access // configured rules only; a grant's action is given by the list it is in
+	limits    publishLimits
 	source    Source
 	index     int
 }
@@ -174,6 +206,8 @@ type Decision struct {
 	Allowed bool
 	Source  Source
 	Index   int // into the config rules or the grant list named by Source
+	// Limited: the rule covers the topic but not the publish's QoS or retain flag (CheckPublish).
+	Limited bool
 }
 
 // Rule names what decided, for logs: "rules[3]", "grants.publish[0]", "default deny", ...
@@ -201,6 +235,16 @@ func (d Decision) Rule() string {
 // a delivered topic name for subscribe, "$share/<group>/" allowed). It takes no locks and does not
 // allocate for topics of up to 32 levels.
 func (c *ClientRules) Check(act Action, topic string) Decision {
+	return c.check(act, topic, anyPublish)
+}
+
+// CheckPublish is Check for a publish whose QoS and retain flag are known: a rule's qos and retain
+// restrictions apply too.
+func (c *ClientRules) CheckPublish(topic string, qos byte, retain bool) Decision {
+	return c.check(ActionPublish, topic, publishOf(qos, retain))
+}
+
+func (c *ClientRules) check(act Action, topic string, pub publishLimits) Decision {
 	if c == nil {
 		return Decision{Source: SourceUnknownClient}
 	}
@@ -231,6 +275,9 @@ func (c *ClientRules) Check(act Action, topic string) Decision {
 		e := &c.rules[i]
 		if e.mayCover(req0, key, dollar) && covers(e.filter, req) {
 			// The first rule that covers the request decides, also when it allows another action.
+			if !e.limits.permit(pub) {
+				return Decision{Source: SourceRule, Index: e.index, Limited: true}
+			}
 			return Decision{Allowed: e.access.grants(act), Source: SourceRule, Index: e.index}
 		}
 	}

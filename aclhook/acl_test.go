@@ -292,3 +292,76 @@ func BenchmarkMochiLedger(b *testing.B) {
 		})
 	}
 }
+
+// TestListAttributes: `when` holds if a list attribute contains an accepted value; a list never fills a
+// placeholder, so such a rule does not apply.
+func TestListAttributes(t *testing.T) {
+	cfg := Config{Rules: []Rule{
+		{Topic: "ops/#", Access: AccessPubSub, When: map[string]OneOf{"roles": {"ops"}}},
+		{Topic: "billing/#", Access: AccessSubscribe, When: map[string]OneOf{"roles": {"finance", "admin"}}},
+		{Topic: "teams/%{roles}/#", Access: AccessPubSub},
+	}}
+	tests := []struct {
+		name  string
+		roles []string
+		topic string
+		want  bool
+	}{
+		{"contains the value", []string{"dev", "ops"}, "ops/deploy", true},
+		{"contains one of the values", []string{"admin"}, "billing/invoices", true},
+		{"contains none", []string{"dev"}, "billing/invoices", false},
+		{"empty list", []string{}, "ops/deploy", false},
+		{"a list is no placeholder value", []string{"ops"}, "teams/ops/chat", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			acl := mustCompile(t, cfg, Subject{Username: "u", Lists: map[string][]string{"roles": tt.roles}})
+			if d := acl.Check(ActionSubscribe, tt.topic); d.Allowed != tt.want {
+				t.Fatalf("subscribe %s with roles %v: %+v, want allowed=%v", tt.topic, tt.roles, d, tt.want)
+			}
+		})
+	}
+}
+
+// TestPublishLimits: a rule's qos and retain restrict the publishes it allows; Check (QoS unknown) is not
+// restricted, CheckPublish is; the limits are refused on rules that allow no publish.
+func TestPublishLimits(t *testing.T) {
+	no := false
+	cfg := Config{Rules: []Rule{
+		{Topic: "telemetry/#", Access: AccessPublish, QoS: []int{0, 1}, Retain: &no},
+		{Topic: "state/#", Access: AccessPubSub, QoS: []int{1}},
+	}}
+	acl := mustCompile(t, cfg, Subject{Username: "u"})
+	tests := []struct {
+		topic  string
+		qos    byte
+		retain bool
+		want   bool
+	}{
+		{"telemetry/t1", 0, false, true},
+		{"telemetry/t1", 1, false, true},
+		{"telemetry/t1", 2, false, false},
+		{"telemetry/t1", 1, true, false},
+		{"state/s1", 1, true, true},
+		{"state/s1", 0, false, false},
+	}
+	for _, tt := range tests {
+		d := acl.CheckPublish(tt.topic, tt.qos, tt.retain)
+		if d.Allowed != tt.want || d.Index != 0 && tt.topic == "telemetry/t1" {
+			t.Errorf("publish %s qos %d retain %v: %+v, want allowed=%v", tt.topic, tt.qos, tt.retain, d, tt.want)
+		}
+	}
+	if d := acl.Check(ActionPublish, "telemetry/t1"); !d.Allowed {
+		t.Errorf("Check without QoS: %+v, want allowed", d)
+	}
+	if d := acl.Check(ActionSubscribe, "state/s1"); !d.Allowed {
+		t.Errorf("subscribe under a qos-limited pubsub rule: %+v, want allowed", d)
+	}
+	bad := Config{Rules: []Rule{{Topic: "a", Access: AccessSubscribe, QoS: []int{1}}, {Topic: "b", Access: AccessPublish, QoS: []int{3, 1, 1}}}}
+	_, err := bad.Validate(nil)
+	for _, want := range []string{"rules[0].access: qos and retain restrict publishes", "rules[1].qos[0]: must be 0, 1 or 2", "rules[1].qos[2]: must be 0, 1 or 2"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want %q", err, want)
+		}
+	}
+}

@@ -22,6 +22,12 @@ type Rule struct {
 	Topic  string           `yaml:"topic"`  // a topic filter; may contain %u, %c, %{name}, %%
 	Access Access           `yaml:"access"` // publish, subscribe, pubsub or deny
 	When   map[string]OneOf `yaml:"when"`   // attribute -> accepted values; all must hold
+	// QoS lists the QoS levels of the publishes the rule allows (empty: any). A publish the rule covers
+	// with another QoS is denied by it.
+	QoS []int `yaml:"qos"`
+	// Retain, when set, is the retain flag a publish the rule allows must carry: false refuses retained
+	// publishes, true allows only retained ones.
+	Retain *bool `yaml:"retain"`
 }
 
 // Access is what a rule allows. The zero value is not valid: every rule must say what it does.
@@ -146,6 +152,7 @@ func (c Config) Validate(knownAttributes []string) (warnings []string, err error
 		if !r.Access.valid() {
 			errs = append(errs, &FieldError{Path: path + ".access", Err: fmt.Errorf("%w: missing or invalid (want publish, subscribe, pubsub or deny)", ErrUnknownAccess)})
 		}
+		errs = append(errs, r.validatePublishLimits(path)...)
 		for _, name := range sortedKeys(r.When) {
 			if len(r.When[name]) == 0 {
 				errs = append(errs, &FieldError{Path: path + ".when." + name, Err: fmt.Errorf("%w: list at least one value", ErrEmptyCondition)})
@@ -165,6 +172,20 @@ func (c Config) Validate(knownAttributes []string) (warnings []string, err error
 		return warnings, errs[0]
 	}
 	return warnings, errors.Join(errs...)
+}
+
+// validatePublishLimits checks qos and retain, which restrict publishes only.
+func (r Rule) validatePublishLimits(path string) []error {
+	var errs []error
+	if (len(r.QoS) > 0 || r.Retain != nil) && r.Access != AccessPublish && r.Access != AccessPubSub && r.Access.valid() {
+		errs = append(errs, &FieldError{Path: path + ".access", Err: fmt.Errorf("qos and retain restrict publishes: access must be publish or pubsub, got %s", r.Access)})
+	}
+	for i, q := range r.QoS {
+		if q < 0 || q > 2 || slices.Index(r.QoS, q) != i {
+			errs = append(errs, &FieldError{Path: fmt.Sprintf("%s.qos[%d]", path, i), Err: fmt.Errorf("must be 0, 1 or 2, each once, got %d", q)})
+		}
+	}
+	return errs
 }
 
 func sortedKeys(m map[string]OneOf) []string {

@@ -43,7 +43,7 @@ type Options struct {
 type Hook struct {
 	mqtt.HookBase
 
-	rules   *Rules
+	rules   atomic.Pointer[Rules] // replaced whole by Reload
 	subject SubjectFunc
 	server  *mqtt.Server
 	logger  *slog.Logger
@@ -103,7 +103,6 @@ func New(opts Options) (*Hook, error) {
 		}
 	}
 	h := &Hook{
-		rules:      rules,
 		subject:    opts.Subject,
 		server:     opts.Server,
 		logger:     logger,
@@ -114,8 +113,12 @@ func New(opts Options) (*Hook, error) {
 	for _, a := range []string{labelPublish, labelSubscribe, labelWill} {
 		h.denied[a] = vec.WithLabelValues(a)
 	}
+	h.rules.Store(rules)
 	return h, nil
 }
+
+// Rules are the rules in force.
+func (h *Hook) Rules() *Rules { return h.rules.Load() }
 
 // ID returns "idmq-acl".
 func (h *Hook) ID() string { return ID }
@@ -223,7 +226,7 @@ func (h *Hook) compile(cl *mqtt.Client) *ClientRules {
 	if s.ClientID == "" {
 		s.ClientID = cl.ID
 	}
-	acl, errs := h.rules.Compile(s)
+	acl, errs := h.rules.Load().Compile(s)
 	for _, err := range errs {
 		h.logger.Warn("acl: ignored an invalid granted filter", "client", cl.ID, "error", err)
 	}
@@ -282,13 +285,14 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish checks publishes whose topic came from a topic alias (see OnACLCheck). A denied
+// OnPublish checks publishes whose topic came from a topic alias (see OnACLCheck), and, when a rule
+// restricts qos or retain, every publish with its QoS and retain flag (OnACLCheck knows neither). A denied
 // QoS 1/2 publish gets PUBACK/PUBREC 0x87, as mochi does for its own ACL check.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || !pk.Properties.TopicAliasFlag {
+	if cl.Net.Inline || (!pk.Properties.TopicAliasFlag && !h.rules.Load().limited) {
 		return pk, nil
 	}
-	d := h.rulesOf(cl).Check(ActionPublish, pk.TopicName)
+	d := h.rulesOf(cl).CheckPublish(pk.TopicName, pk.FixedHeader.Qos, pk.FixedHeader.Retain)
 	if d.Allowed {
 		return pk, nil
 	}
@@ -325,7 +329,10 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 
 func (h *Hook) rulesOf(cl *mqtt.Client) *ClientRules {
 	if v, ok := h.clients.Load(cl); ok {
-		return v.(*ClientRules)
+		if acl := v.(*ClientRules); acl.from == h.rules.Load() {
+			return acl
+		}
+		return h.recompile(cl, v.(*ClientRules)) // compiled under rules a Reload has replaced since
 	}
 	if cl.Net.Conn == nil && !cl.Net.Inline {
 		// A persistent session restored from storage after a restart: its owner has not connected since,

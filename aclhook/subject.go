@@ -6,7 +6,11 @@ type Subject struct {
 	Username   string            // %u
 	ClientID   string            // %c
 	Attributes map[string]string // %{name} and `when` conditions
-	Grants     Grants            // filters carried by the client's credential, checked after explicit denies
+	// Lists are list attributes (roles: [admin, ops]): `when: {roles: admin}` holds if the list contains
+	// admin, `when: {roles: [a, b]}` if it contains either. They never fill a %{name} placeholder: a rule
+	// whose placeholder names a list attribute does not apply.
+	Lists  map[string][]string
+	Grants Grants // filters carried by the client's credential, checked after explicit denies
 }
 
 // Grants are topic filters granted by the client's credential (EMQX's `acl` claim shape).

@@ -2,6 +2,7 @@ package authhook
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"strconv"
@@ -10,17 +11,50 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// claimAt finds a claim by name or by dotted path into nested objects. The whole name is tried first so
-// namespaced claims such as "https://example.com/org" (Auth0) are found as they are.
+// claimAt finds a claim by name, by dotted path into nested objects, or by JSON Pointer (RFC 6901, a path
+// starting with '/'), which reaches keys containing dots or slashes: "/https:~1~1example.com~1app/plan.v2" is
+// key "plan.v2" inside claim "https://example.com/app". For a name or dotted path the whole name is tried
+// first, so namespaced claims such as "https://example.com/org" (Auth0) are found as they are.
 func claimAt(claims map[string]any, path string) (any, bool) {
+	if strings.HasPrefix(path, "/") {
+		keys, err := pointerKeys(path)
+		if err != nil {
+			return nil, false // refused at load (checkClaimPath)
+		}
+		return walkClaims(claims, keys)
+	}
 	if v, ok := claims[path]; ok {
 		return v, true
 	}
 	if !strings.Contains(path, ".") {
 		return nil, false
 	}
+	return walkClaims(claims, strings.Split(path, "."))
+}
+
+// pointerKeys splits a JSON Pointer into its keys, "~1" and "~0" unescaped to '/' and '~'.
+func pointerKeys(pointer string) ([]string, error) {
+	if !strings.HasPrefix(pointer, "/") {
+		return nil, fmt.Errorf("a JSON Pointer starts with '/'")
+	}
+	keys := strings.Split(pointer[1:], "/")
+	for i, k := range keys {
+		if k == "" {
+			return nil, fmt.Errorf("key %d is empty", i)
+		}
+		for j := 0; j < len(k); j++ {
+			if k[j] == '~' && (j+1 == len(k) || (k[j+1] != '0' && k[j+1] != '1')) {
+				return nil, fmt.Errorf("'~' must be followed by 0 ('~') or 1 ('/') in %q", k)
+			}
+		}
+		keys[i] = strings.ReplaceAll(strings.ReplaceAll(k, "~1", "/"), "~0", "~")
+	}
+	return keys, nil
+}
+
+// walkClaims follows keys through nested objects.
+func walkClaims(claims map[string]any, parts []string) (any, bool) {
 	cur := claims
-	parts := strings.Split(path, ".")
 	for i, part := range parts {
 		v, ok := cur[part]
 		if !ok {
@@ -51,8 +85,30 @@ func scalarString(v any) (string, bool) {
 	return "", false
 }
 
-// mapIdentity builds the Identity of a verified token from the provider's mapping rules.
+// scalarList renders an array of scalars as a list attribute; any other value is not one.
+func scalarList(v any) ([]string, bool) {
+	arr, ok := v.([]any)
+	if !ok {
+		return nil, false
+	}
+	out := make([]string, 0, len(arr))
+	for _, x := range arr {
+		s, ok := scalarString(x)
+		if !ok {
+			return nil, false
+		}
+		out = append(out, s)
+	}
+	return out, true
+}
+
+// mapIdentity builds the Identity of a verified token from the provider's mapping rules. t records, for
+// Explain, where the username, each attribute and the grants came from.
 func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
+	return mapIdentityTraced(spec, claims, nil)
+}
+
+func mapIdentityTraced(spec *providerSpec, claims jwt.MapClaims, t *trace) (*Identity, error) {
 	id := &Identity{Provider: spec.name}
 	id.Subject, _ = claims["sub"].(string)
 	id.TokenID, _ = claims["jti"].(string)
@@ -75,27 +131,17 @@ func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
 	if username == "" {
 		return nil, missingClaim(spec.usernameClaims[0])
 	}
+	raw := username
 	if from == "email" {
 		username = strings.ToLower(username) // an email used as username is case-insensitive
 	}
 	id.Username = spec.prefix + escapeUsername(username)
+	if t != nil {
+		t.usernameFrom = usernameDerivation(spec, from, raw, id.Username)
+	}
 
-	for _, m := range spec.claims {
-		v, ok := claimAt(claims, m.Path)
-		s, scalar := scalarString(v)
-		switch {
-		case ok && scalar:
-		case m.Required:
-			return nil, missingClaim(m.Path)
-		case m.Default != "":
-			s = m.Default
-		default:
-			continue
-		}
-		if id.Attributes == nil {
-			id.Attributes = make(map[string]string, len(spec.claims))
-		}
-		id.Attributes[m.Attribute] = s
+	if err := mapAttributes(spec, claims, id, t); err != nil {
+		return nil, err
 	}
 
 	if spec.topicsClaim != "" {
@@ -106,8 +152,76 @@ func mapIdentity(spec *providerSpec, claims jwt.MapClaims) (*Identity, error) {
 			}
 			id.Grants = g
 		}
+		if t != nil {
+			t.grantsFrom = "claim " + spec.topicsClaim
+		}
+	}
+	if t != nil {
+		t.pass("claims", "the username and every required claim are present")
 	}
 	return id, nil
+}
+
+// mapAttributes sets id's attributes and list attributes from the provider's claim mappings.
+func mapAttributes(spec *providerSpec, claims jwt.MapClaims, id *Identity, t *trace) error {
+	for _, m := range spec.claims {
+		v, ok := claimAt(claims, m.Path)
+		s, scalar := scalarString(v)
+		defaulted := false
+		if list, isList := scalarList(v); ok && isList {
+			if id.Lists == nil {
+				id.Lists = map[string][]string{}
+			}
+			id.Lists[m.Attribute] = list
+			if t != nil {
+				t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Values: list, Set: true, Source: "claim " + m.Path + " (a list)"})
+			}
+			continue
+		}
+		switch {
+		case ok && scalar:
+		case m.Required:
+			return missingClaim(m.Path)
+		case m.Default != "":
+			s, defaulted = m.Default, true
+		default:
+			if t != nil {
+				t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Source: "claim " + m.Path + " absent, or neither a scalar nor a list of scalars; no default: not set"})
+			}
+			continue
+		}
+		if id.Attributes == nil {
+			id.Attributes = make(map[string]string, len(spec.claims))
+		}
+		id.Attributes[m.Attribute] = s
+		if t != nil {
+			source := "claim " + m.Path
+			if defaulted {
+				source = "default: claim " + m.Path + " absent, or neither a scalar nor a list of scalars"
+			}
+			t.attrs = append(t.attrs, ExplainedAttribute{Name: m.Attribute, Value: s, Set: true, Source: source})
+		}
+	}
+	return nil
+}
+
+// usernameDerivation says, for Explain, how a claim value became the username.
+func usernameDerivation(spec *providerSpec, from, raw, username string) string {
+	out := fmt.Sprintf("claim %q (first present of %s)", from, strings.Join(spec.usernameClaims, ", "))
+	folded := raw
+	if from == "email" {
+		folded = strings.ToLower(raw)
+	}
+	if folded != raw {
+		out += ", lower-cased (an email is case-insensitive)"
+	}
+	if escapeUsername(folded) != folded {
+		out += fmt.Sprintf(", percent-encoded from %q ('+', '#', '/', '%%', control characters and a leading '$' never reach a topic)", clip(folded))
+	}
+	if spec.prefix != "" {
+		out += fmt.Sprintf(", prefixed with %q (username_prefix)", spec.prefix)
+	}
+	return out
 }
 
 // parseGrants reads topic grants: a list of filters (publish and subscribe) or an object with "publish",

@@ -28,8 +28,8 @@ import (
 //     '/', control character or leading '$', and decodes back to the claim (lower-cased when it is the
 //     email); it is at most 3 bytes per claim byte;
 //   - each attribute is exactly its claim rendered as a string (strings, numbers as written, booleans),
-//     its default when the claim is absent or not a scalar, and nothing else: no unmapped or reserved
-//     name ever appears;
+//     its default when the claim is absent or neither a scalar nor a list of scalars (a list attribute),
+//     and nothing else: no unmapped or reserved name ever appears;
 //   - grants are the topics claim's filters, in a fixed order ("pub" before "publish", "sub" before
 //     "subscribe"), and sub, jti and exp are carried over.
 //
@@ -213,6 +213,9 @@ func referenceMapping(spec *providerSpec, claims map[string]any) (*mappedIdentit
 	for _, m := range spec.claims {
 		v, present := lookup(m.Path)
 		s, scalar := render(v)
+		if arr, isArr := v.([]any); present && isArr && !slices.ContainsFunc(arr, func(x any) bool { _, ok := render(x); return !ok }) {
+			continue // a list of scalars is a list attribute (Identity.Lists), not an attribute
+		}
 		switch {
 		case present && scalar:
 		case m.Required:

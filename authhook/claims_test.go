@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -58,5 +59,71 @@ func TestMapIdentity(t *testing.T) {
 				t.Fatalf("identity = %+v\nwant %+v", id, tt.want)
 			}
 		})
+	}
+}
+
+// TestClaimPaths: a JSON Pointer reaches keys with dots and slashes (Auth0 namespaced claims); a malformed
+// one is refused at load, naming the field.
+func TestClaimPaths(t *testing.T) {
+	claims := map[string]any{
+		"https://example.com/app": map[string]any{"plan.v2": "pro", "a~b": "tilde"},
+		"app_metadata":            map[string]any{"plan": "free"},
+		"https://example.com/org": "acme",
+	}
+	for path, want := range map[string]any{
+		"/https:~1~1example.com~1app/plan.v2": "pro",
+		"/https:~1~1example.com~1app/a~0b":    "tilde",
+		"/app_metadata/plan":                  "free",
+		"app_metadata.plan":                   "free",
+		"https://example.com/org":             "acme",
+		"/https:~1~1example.com~1app/plan":    nil,
+	} {
+		got, ok := claimAt(claims, path)
+		if want == nil {
+			if ok {
+				t.Errorf("%s found %v, want nothing", path, got)
+			}
+		} else if got != want {
+			t.Errorf("%s = %v, want %v", path, got, want)
+		}
+	}
+	cfg := Config{Providers: []ProviderConfig{{Name: "a0", Type: TypeAuth0, Domain: "t.auth0.com", UsernameClaim: "/bad~2",
+		Claims: []ClaimMapping{{Path: "/x//y", Attribute: "x"}}}}}
+	cfg.SetDefaults()
+	err := cfg.Validate()
+	for _, want := range []string{"providers[0].claims[0].path: JSON Pointer \"/x//y\": key 1 is empty", "providers[0].username_claim: JSON Pointer \"/bad~2\""} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want %q", err, want)
+		}
+	}
+}
+
+// TestListClaims: an array of scalars maps to a list attribute, survives the token exchange, and anything
+// else in an array leaves the attribute unset.
+func TestListClaims(t *testing.T) {
+	spec, _ := resolveProvider(ProviderConfig{Name: "a0", Type: TypeAuth0, Domain: "t.auth0.com",
+		Claims: []ClaimMapping{{Path: "/https:~1~1example.com~1roles", Attribute: "roles"}, {Path: "mixed", Attribute: "mixed"}}})
+	id, err := mapIdentity(&spec, jwt.MapClaims{"sub": "alice", "https://example.com/roles": []any{"admin", "ops"}, "mixed": []any{"a", map[string]any{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(id.Lists, map[string][]string{"roles": {"admin", "ops"}}) || id.Attributes != nil {
+		t.Fatalf("lists %v attributes %v, want roles [admin ops] and nothing else", id.Lists, id.Attributes)
+	}
+	li, err := newLocalIssuer(&providerSpec{name: "local", issuers: []issuerSpec{{issuer: "idmq"}}, audiences: []string{"idmq"}}, newTestKey(t, "ES256", "k").priv, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := li.MintCredential(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := mapLocalIdentity("local", parsed.Claims.(jwt.MapClaims), nil)
+	if err != nil || !reflect.DeepEqual(back.Lists, id.Lists) {
+		t.Fatalf("exchanged credential lists %v (%v), want %v", back.Lists, err, id.Lists)
 	}
 }

@@ -76,7 +76,7 @@ providers:
 `, want: []string{
 			`providers[0].claims[1].attribute: "org" is already mapped by claims[0]`,
 			`providers[0].claims[2].attribute: "username" is reserved (username, client_id, provider, subject are always available)`,
-			`providers[0].claims[3].path: must be a claim name or dotted path like app_metadata.plan, got "a..b"`,
+			`providers[0].claims[3].path: must be a claim name, a dotted path like app_metadata.plan, or a JSON Pointer like /app_metadata/plan, got "a..b"`,
 			`providers[0].claims[3].attribute: must be a letter or '_' followed by letters, digits or '_', got "1bad"`,
 			`providers[0].claims[3].default: a required claim cannot have a default`}},
 		{name: "preset fields on the wrong type", yaml: `

@@ -2,6 +2,7 @@ package authhook
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -92,23 +93,34 @@ func newDeviceProvider(name string, c *devicesSettings, spec *providerSpec, at, 
 	return dp, nil
 }
 
-func (h *Hook) isDeviceProvider(name string) bool { return h.deviceByName[name] != nil }
+func (h *Hook) isDeviceProvider(name string) bool { return h.ps().isDeviceProvider(name) }
+
+func (ps *providerSet) isDeviceProvider(name string) bool { return ps.deviceByName[name] != nil }
 
 // verifyDevice checks a token without iss for the device clientID names. provider, when set, must be the
 // selected provider.
-func (h *Hook) verifyDevice(tok *jwt.Token, signingString, provider, clientID string) (*Identity, error) {
+func (ps *providerSet) verifyDevice(tok *jwt.Token, signingString, provider, clientID string, t *trace) (*Identity, error) {
 	if clientID == "" {
 		return nil, refuse(ReasonUnknownDevice, "a token without iss is a device token, accepted only at CONNECT, where the client id names the device")
 	}
 	name := parseDeviceClientID(clientID)
-	dp, err := h.selectDeviceProvider(name, tok)
+	dp, err := ps.selectDeviceProvider(name, tok)
 	if err != nil {
 		return nil, err
 	}
 	if provider != "" && dp.name != provider {
 		return nil, refuse(ReasonIssuerMismatch, "device token of provider %q does not match provider %q", dp.name, provider)
 	}
-	id, err := dp.verify(tok, signingString, name)
+	if t != nil {
+		why := "it is the only devices provider"
+		if name.path {
+			why = fmt.Sprintf("the client id names its project %q", name.project)
+		} else if len(ps.devices) > 1 {
+			why = "the token's aud is its project"
+		}
+		t.selected(dp.name, "no iss, so a device token, for provider %q (type devices): %s", dp.name, why)
+	}
+	id, err := dp.verify(tok, signingString, name, t)
 	if err != nil {
 		if e := (*Error)(nil); errors.As(err, &e) && e.Provider == "" {
 			e.Provider = dp.name
@@ -118,32 +130,35 @@ func (h *Hook) verifyDevice(tok *jwt.Token, signingString, provider, clientID st
 	return id, nil
 }
 
-func (h *Hook) selectDeviceProvider(name deviceName, tok *jwt.Token) (*deviceProvider, error) {
+func (ps *providerSet) selectDeviceProvider(name deviceName, tok *jwt.Token) (*deviceProvider, error) {
 	if name.path {
-		if dp := h.devicesByProject[name.project]; dp != nil {
+		if dp := ps.devicesByProject[name.project]; dp != nil {
 			return dp, nil
 		}
 		e := refuse(ReasonProjectMismatch, "client id names project %q, which no devices provider serves", clip(name.project))
-		if len(h.devices) == 1 {
-			e.Provider = h.devices[0].name
+		if len(ps.devices) == 1 {
+			e.Provider = ps.devices[0].name
 		}
 		return nil, e
 	}
-	if len(h.devices) == 1 {
-		return h.devices[0], nil
+	if len(ps.devices) == 1 {
+		return ps.devices[0], nil
 	}
 	aud, _ := tok.Claims.(jwt.MapClaims)["aud"].(string)
-	if dp := h.devicesByProject[aud]; dp != nil {
+	if dp := ps.devicesByProject[aud]; dp != nil {
 		return dp, nil
 	}
 	return nil, refuse(ReasonInvalidAudience, "device token aud %q is not the project of any devices provider", clip(aud))
 }
 
 // verify applies the checks in the order documented above. signingString is header.payload.
-func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name deviceName) (*Identity, error) {
+func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name deviceName, t *trace) (*Identity, error) {
 	alg := tok.Method.Alg()
 	if !slices.Contains(dp.algorithms, alg) {
 		return nil, refuse(ReasonAlgNotAllowed, "algorithm %q is not allowed for devices provider %q (allowed: %s)", clip(alg), dp.name, strings.Join(dp.algorithms, ", "))
+	}
+	if t != nil {
+		t.pass("algorithm", "%s is allowed (%s)", alg, strings.Join(dp.algorithms, ", "))
 	}
 	if !validDeviceID(name.id) {
 		return nil, refuse(ReasonUnknownDevice, "client id %q is neither a device id nor projects/{project}/locations/{region}/registries/{registry}/devices/{device-id}", clip(name.id))
@@ -156,8 +171,14 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 		return nil, refuse(ReasonDeviceBlocked, "device %q is blocked", d.id)
 	}
 	now := dp.now()
+	if t != nil {
+		t.pass("device", "device %q is registered and not blocked (keys: %d)", d.id, len(d.keys))
+	}
 	if err := dp.checkSignature(tok, signingString, d, now); err != nil {
 		return nil, err
+	}
+	if t != nil {
+		t.pass("signature", "verifies with an unexpired key of device %q", d.id)
 	}
 
 	claims := tok.Claims.(jwt.MapClaims)
@@ -205,7 +226,27 @@ func (dp *deviceProvider) verify(tok *jwt.Token, signingString string, name devi
 		return nil, refuse(ReasonTokenNotYetValid, "token is not valid yet (nbf in the future)")
 	}
 
-	return dp.identity(name, claims, iat.Time, exp.Time), nil
+	if t != nil {
+		dp.trace(t, name, iat.Time, exp.Time, now)
+	}
+	id := dp.identity(name, claims, iat.Time, exp.Time)
+	id.facts = credentialFacts{alg: alg, aud: dp.project}
+	return id, nil
+}
+
+// trace records, for Explain, the checks after the signature and where a device identity comes from.
+func (dp *deviceProvider) trace(t *trace, name deviceName, iat, exp, now time.Time) {
+	t.pass("audience", "aud is the project %q", dp.project)
+	t.pass("iat", "iat %s, within iat_skew %s", auditWhen(iat, now), dp.iatSkew)
+	t.pass("lifetime", "exp - iat is %s, at most max_lifetime %s", exp.Sub(iat), dp.maxLifetime)
+	t.pass("exp", "%s, leeway %s", auditWhen(exp, now), dp.leeway)
+	t.usernameFrom = "the device id from the client id, percent-encoded if needed"
+	t.clientIDRule = "must name a registered device: the bare device id or projects/{project}/locations/{region}/registries/{registry}/devices/{device-id}"
+	t.attrs = append(t.attrs, ExplainedAttribute{Name: "device_id", Value: name.id, Set: true, Source: "client id"})
+	if name.registry != "" {
+		t.attrs = append(t.attrs, ExplainedAttribute{Name: "region", Value: name.region, Set: true, Source: "client id path"},
+			ExplainedAttribute{Name: "registry", Value: name.registry, Set: true, Source: "client id path"})
+	}
 }
 
 // identity is the Identity of a verified device token: the device is named by the client id, never the token.

@@ -425,7 +425,7 @@ func BenchmarkDeviceVerify(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if got := len(h.devices[0].registry.set.Load().byID); got != n {
+			if got := len(h.ps().devices[0].registry.set.Load().byID); got != n {
 				b.Fatalf("%d devices loaded, want %d", got, n)
 			}
 			_ = h.Stop() // stop the directory poller: this measures the CONNECT path alone (BenchmarkRegistrySweep is the poller)

@@ -73,7 +73,7 @@ func (h *Hook) armLocked(s *session, id *Identity) {
 		h.stopTimerLocked(s)
 		return
 	}
-	h.expiry.schedule(h, s, id, id.ExpiresAt.Add(h.cfg.Leeway).Sub(h.now()))
+	h.expiry.schedule(h, s, id, id.ExpiresAt.Add(h.ps().cfg.Leeway).Sub(h.now()))
 }
 
 // stopTimerLocked takes the session out of the expiry queue (the name predates the queue).

@@ -36,7 +36,7 @@ func mintLocal(t testing.TB, h *Hook, sub string, ttl time.Duration, attrs map[s
 	if err != nil {
 		t.Fatal(err)
 	}
-	return token, exp.Add(h.cfg.Leeway)
+	return token, exp.Add(h.ps().cfg.Leeway)
 }
 
 type timedDisconnect struct {
@@ -444,7 +444,9 @@ func TestExpiryAtScale(t *testing.T) {
 
 // queueHook is a Hook with only what the expiry queue uses; its clock stands still at now.
 func queueHook(now time.Time) *Hook {
-	return &Hook{cfg: Config{}, now: func() time.Time { return now }, log: slog.New(slog.DiscardHandler)}
+	h := &Hook{now: func() time.Time { return now }, log: slog.New(slog.DiscardHandler)}
+	h.set.Store(newProviderSet(Config{}))
+	return h
 }
 
 // queuedSessions makes n sessions whose identities expire from first on, one millisecond apart.

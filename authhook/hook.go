@@ -42,22 +42,17 @@ type ProviderStatus struct {
 // refuses everything else with a precise CONNACK. It never allows a client it has not verified.
 type Hook struct {
 	mqtt.HookBase
-	cfg      Config
-	server   *mqtt.Server
-	log      *slog.Logger
-	now      func() time.Time
-	parser   *jwt.Parser
-	specs    []*providerSpec
-	byIssuer map[string]*verifier
-	byName   map[string]*providerSpec
-	remotes  map[*providerSpec][]*remoteKeys
-	local    *LocalIssuer
-	cache    *tokenCache
-	metrics  *authMetrics
+	opts    Options // as given to New: what Reload provisions new providers with
+	server  *mqtt.Server
+	log     *slog.Logger
+	now     func() time.Time
+	parser  *jwt.Parser
+	metrics *authMetrics
 
-	devices          []*deviceProvider // in config order
-	devicesByProject map[string]*deviceProvider
-	deviceByName     map[string]*deviceProvider
+	// set is the configuration and providers in force. A verification loads it once, so a CONNECT racing a
+	// Reload is judged wholly by the old set or wholly by the new one.
+	set      atomic.Pointer[providerSet]
+	reloadMu sync.Mutex // serialises Reload
 
 	sessions         sync.Map // weak.Pointer[mqtt.Client] -> *session
 	onIdentityChange func(cl *mqtt.Client)
@@ -90,7 +85,10 @@ func (h *Hook) Provides(b byte) bool {
 }
 
 // LocalIssuer is the `local` provider's issuer, or nil when none is configured.
-func (h *Hook) LocalIssuer() *LocalIssuer { return h.local }
+func (h *Hook) LocalIssuer() *LocalIssuer { return h.ps().local }
+
+// ps is the provider set in force.
+func (h *Hook) ps() *providerSet { return h.set.Load() }
 
 // Identity returns the identity attached to a connected client: the one of its latest successful
 // authentication (CONNECT or MQTT 5 re-authentication).
@@ -114,16 +112,23 @@ func (h *Hook) Verify(ctx context.Context, token, provider string) (*Identity, e
 }
 
 // verify checks a token for a client (clientID "" outside CONNECT and AUTH), choosing the provider by the
-// token's iss, or, for a token without iss, by the rules of the devices providers (see devices.go).
+// token's iss, or, for a token without iss, by the rules of the devices providers (see devices.go). t is nil
+// except for Explain, which records each step and bypasses the cache.
 func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
+	return h.verifyTraced(h.ps(), token, provider, clientID, nil)
+}
+
+func (h *Hook) verifyTraced(ps *providerSet, token, provider, clientID string, t *trace) (*Identity, error) {
 	if len(token) > MaxTokenSize {
 		return nil, refuse(ReasonTokenTooLarge, "token is %d bytes, more than the %d allowed", len(token), MaxTokenSize)
 	}
-	if provider != "" && h.byName[provider] == nil {
+	if provider != "" && ps.byName[provider] == nil {
 		return nil, refuse(ReasonProviderNotFound, "no provider named %q", clip(provider))
 	}
 	now := h.now()
-	if id := h.cache.get(token, now); id != nil {
+	if t != nil {
+		t.pass("size", "%d bytes, at most %d", len(token), MaxTokenSize)
+	} else if id := ps.cache.get(token, now); id != nil {
 		if provider != "" && id.Provider != provider {
 			return nil, refuse(ReasonIssuerMismatch, "token issuer does not match provider %q", provider)
 		}
@@ -142,60 +147,93 @@ func (h *Hook) verify(token, provider, clientID string) (*Identity, error) {
 	}
 	claims := tok.Claims.(jwt.MapClaims)
 	signingString := token[:strings.LastIndexByte(token, '.')]
-	if _, hasIss := claims["iss"]; !hasIss && len(h.devices) > 0 {
-		id, err := h.verifyDevice(tok, signingString, provider, clientID)
+	if t != nil {
+		t.pass("format", "a JWT, alg %s, kid %q", tok.Method.Alg(), clip(headerString(tok, "kid")))
+	}
+	if _, hasIss := claims["iss"]; !hasIss && len(ps.devices) > 0 {
+		id, err := ps.verifyDevice(tok, signingString, provider, clientID, t)
 		if err != nil {
 			return nil, err
 		}
-		if err := h.revoked(id); err != nil {
-			return nil, err
-		}
-		return id, nil
+		return id, h.revokedTraced(id, t)
 	}
 	iss, _ := claims["iss"].(string)
 	if iss == "" {
 		return nil, missingClaim("iss")
 	}
-	v := h.byIssuer[iss]
+	v := ps.byIssuer[iss]
 	if v == nil {
 		return nil, refuse(ReasonIssuerMismatch, "token issuer does not match any provider (iss %q)", clip(iss))
 	}
 	if provider != "" && v.spec.name != provider {
 		return nil, refuse(ReasonIssuerMismatch, "token issuer %q does not match provider %q", clip(iss), provider)
 	}
-	id, kh, err := v.verify(tok, signingString)
+	if t != nil {
+		t.selected(v.spec.name, "iss %q is the issuer of provider %q (type %s)", iss, v.spec.name, v.spec.typ)
+	}
+	id, kh, err := v.verify(tok, signingString, t)
 	if err != nil {
 		return nil, err
 	}
-	h.cache.put(token, id, kh, now) // revoked or not: revocation is checked after every lookup
-	if err := h.revoked(id); err != nil {
-		return nil, err
+	if t == nil {
+		ps.cache.put(token, id, kh, now) // revoked or not: revocation is checked after every lookup
 	}
-	return id, nil
+	return id, h.revokedTraced(id, t)
+}
+
+// revokedTraced is revoked, recording the outcome for Explain.
+func (h *Hook) revokedTraced(id *Identity, t *trace) error {
+	err := h.revoked(id)
+	if err == nil && t != nil {
+		if id.TokenID == "" {
+			t.pass("revocation", "username %q is not revoked (the token has no jti)", id.Username)
+		} else {
+			t.pass("revocation", "neither username %q nor jti %q is revoked", id.Username, clip(id.TokenID))
+		}
+	}
+	return err
+}
+
+func headerString(tok *jwt.Token, key string) string {
+	s, _ := tok.Header[key].(string)
+	return s
 }
 
 // verifyCredential is verify for the bytes of a CONNECT password or Authentication Data: a token found in the
 // cache is neither copied nor parsed, so a reconnect with a cached token allocates nothing for it.
 func (h *Hook) verifyCredential(credential []byte, clientID string) (*Identity, error) {
+	return h.verifyCredentialIn(h.ps(), credential, clientID)
+}
+
+func (h *Hook) verifyCredentialIn(ps *providerSet, credential []byte, clientID string) (*Identity, error) {
 	if len(credential) <= MaxTokenSize {
-		if id := h.cache.getBytes(credential, h.now()); id != nil {
+		if id := ps.cache.getBytes(credential, h.now()); id != nil {
 			if err := h.revoked(id); err != nil {
 				return nil, err
 			}
 			return id, nil
 		}
 	}
-	return h.verify(string(credential), "", clientID)
+	return h.verifyTraced(ps, string(credential), "", clientID, nil)
 }
 
 // OnConnect verifies the credential. mochi lets OnConnectAuthenticate answer only 0x86, so all decisions
 // are made here and a refusal sends its own CONNACK [MQTT-3.2.2-7] before returning the code.
 func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	id, err := h.authenticate(cl, pk)
-	if err != nil {
-		return h.refuseConnect(cl, err) // connack.go
+	var id *Identity
+	for {
+		ps := h.ps()
+		var err error
+		if id, err = h.authenticate(ps, cl, pk); err != nil {
+			return h.refuseConnect(cl, err) // connack.go
+		}
+		h.attach(cl, id)
+		// A Reload that swaps the set after this check re-evaluates the session it finds attached; one that
+		// swapped before it is caught here: the CONNECT is judged again, wholly by the new set.
+		if h.ps() == ps {
+			break
+		}
 	}
-	h.attach(cl, id)
 	cl.Properties.Username = []byte(id.Username)
 	cl.Properties.Props.AuthenticationData = nil // storage hooks persist Props: never the token
 	h.metrics.observe(id.Provider, "")
@@ -205,7 +243,7 @@ func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	return nil
 }
 
-func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, error) {
+func (h *Hook) authenticate(ps *providerSet, cl *mqtt.Client, pk packets.Packet) (*Identity, error) {
 	method := ""
 	credential := pk.Connect.Password
 	if cl.Properties.ProtocolVersion == 5 && pk.Properties.AuthenticationMethod != "" {
@@ -220,41 +258,57 @@ func (h *Hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*Identity, erro
 	}
 	var verified *Identity
 	if len(credential) == 0 {
-		if !h.cfg.AllowAnonymous {
+		if !ps.cfg.AllowAnonymous {
 			return nil, refuse(ReasonMissingCredential, "no token in the password or Authentication Data")
 		}
 		verified = &Identity{Provider: ProviderAnonymous}
 	} else {
 		var err error
-		if verified, err = h.verifyCredential(credential, cl.ID); err != nil {
+		if verified, err = h.verifyCredentialIn(ps, credential, cl.ID); err != nil {
 			return nil, err
 		}
-		// The identity comes from the token; the CONNECT username may only repeat it or be a placeholder,
-		// so nobody believes they are bob while connected as alice. Exchanged credentials are stricter: the
-		// exchange told the client its username, so anything else is a mistake worth refusing.
-		if u := pk.Connect.Username; verified.Origin != "" && string(u) != verified.Username {
-			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
-				Message: fmt.Sprintf("an exchanged credential works only with its own username %q (CONNECT username %q)", verified.Username, clip(string(u)))}
-		}
-		// A device is named by its client id and its username is ignored (Cloud IoT samples send "unused").
-		if u := pk.Connect.Username; len(u) > 0 && string(u) != verified.Username && !slices.Contains(h.cfg.PlaceholderUsernames, string(u)) &&
-			!h.isDeviceProvider(verified.Provider) {
-			return nil, &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
-				Message: fmt.Sprintf("CONNECT username %q is neither the token's username %q nor a placeholder", clip(string(u)), verified.Username)}
+		if err := ps.checkUsername(verified, pk.Connect.Username); err != nil {
+			return nil, err
 		}
 	}
-	if h.server != nil {
-		// Clients holds live sessions and persisted ones restored from storage alike.
-		if existing, ok := h.server.Clients.Get(cl.ID); ok && existing != cl && !bytes.Equal(existing.Properties.Username, []byte(verified.Username)) {
-			return nil, &Error{Reason: ReasonClientIDTaken, Provider: verified.Provider,
-				Message: fmt.Sprintf("client id %q belongs to a session of another user", clip(cl.ID))}
-		}
+	if err := h.checkClientID(verified, cl); err != nil {
+		return nil, err
 	}
 	id := *verified
 	id.ClientID = cl.ID
 	id.AuthMethod = method
 	id.ConnectedAt = h.now()
 	return &id, nil
+}
+
+// checkUsername holds the CONNECT username to the verified identity. The identity comes from the token; the
+// CONNECT username may only repeat it or be a placeholder, so nobody believes they are bob while connected as
+// alice. Exchanged credentials are stricter: the exchange told the client its username, so anything else is a
+// mistake worth refusing.
+func (ps *providerSet) checkUsername(verified *Identity, u []byte) error {
+	if verified.Origin != "" && string(u) != verified.Username {
+		return &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
+			Message: fmt.Sprintf("an exchanged credential works only with its own username %q (CONNECT username %q)", verified.Username, clip(string(u)))}
+	}
+	// A device is named by its client id and its username is ignored (Cloud IoT samples send "unused").
+	if len(u) > 0 && string(u) != verified.Username && !slices.Contains(ps.cfg.PlaceholderUsernames, string(u)) &&
+		!ps.isDeviceProvider(verified.Provider) {
+		return &Error{Reason: ReasonUsernameMismatch, Provider: verified.Provider,
+			Message: fmt.Sprintf("CONNECT username %q is neither the token's username %q nor a placeholder", clip(string(u)), verified.Username)}
+	}
+	return nil
+}
+
+// checkClientID refuses a client id whose session (live, or persisted and restored) belongs to another user.
+func (h *Hook) checkClientID(verified *Identity, cl *mqtt.Client) error {
+	if h.server == nil {
+		return nil
+	}
+	if existing, ok := h.server.Clients.Get(cl.ID); ok && existing != cl && !bytes.Equal(existing.Properties.Username, []byte(verified.Username)) {
+		return &Error{Reason: ReasonClientIDTaken, Provider: verified.Provider,
+			Message: fmt.Sprintf("client id %q belongs to a session of another user", clip(cl.ID))}
+	}
+	return nil
 }
 
 // OnConnectAuthenticate allows exactly the clients OnConnect attached an identity to.
@@ -280,13 +334,14 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 
 // Providers reports each provider issuer's key state without fetching anything.
 func (h *Hook) Providers() []ProviderStatus {
+	ps := h.ps()
 	var out []ProviderStatus
-	for _, s := range h.specs {
-		if dp := h.deviceByName[s.name]; dp != nil {
+	for _, s := range ps.specs {
+		if dp := ps.deviceByName[s.name]; dp != nil {
 			out = append(out, dp.status())
 			continue
 		}
-		rks := h.remotes[s]
+		rks := ps.remotes[s]
 		if len(rks) == 0 {
 			out = append(out, ProviderStatus{Name: s.name, Type: s.typ, Issuer: s.issuers[0].issuer, Ready: true, Keys: 1})
 			continue
@@ -306,14 +361,15 @@ func (h *Hook) Providers() []ProviderStatus {
 // Check fetches every remote provider's discovery document and key set now and reports the outcome; a
 // successful fetch also updates the keys in use.
 func (h *Hook) Check(ctx context.Context) []ProviderStatus {
+	ps := h.ps()
 	var out []ProviderStatus
-	for _, s := range h.specs {
-		if dp := h.deviceByName[s.name]; dp != nil {
+	for _, s := range ps.specs {
+		if dp := ps.deviceByName[s.name]; dp != nil {
 			dp.registry.scan(false)
 			out = append(out, dp.status())
 			continue
 		}
-		rks := h.remotes[s]
+		rks := ps.remotes[s]
 		if len(rks) == 0 {
 			out = append(out, ProviderStatus{Name: s.name, Type: s.typ, Issuer: s.issuers[0].issuer, Ready: true, Keys: 1})
 			continue
@@ -325,7 +381,11 @@ func (h *Hook) Check(ctx context.Context) []ProviderStatus {
 			}
 			rk.mu.Lock()
 			rk.lastErr, rk.lastFetch = err, h.now()
+			if err == nil {
+				rk.lastSuccess = rk.lastFetch
+			}
 			rk.mu.Unlock()
+			h.metrics.fetched(rk.provider, err)
 			ready, n, _, last := rk.status()
 			st := ProviderStatus{Name: s.name, Type: s.typ, Issuer: rk.issuer, Ready: ready && err == nil, Keys: n, LastFetch: last}
 			if err != nil {

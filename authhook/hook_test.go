@@ -527,7 +527,7 @@ func TestConnectWaitsAtMostFetchWait(t *testing.T) {
 	}
 	defer h.Stop()
 	waitReady(t, h)
-	for _, rks := range h.remotes {
+	for _, rks := range h.ps().remotes {
 		rks[0].fetchWait = 100 * time.Millisecond
 	}
 	release := idp.Hold()

@@ -27,6 +27,8 @@ const (
 	// localOriginClaim marks a credential minted by the token exchange: the provider that verified the IdP
 	// token -> Identity.Origin. Its presence binds the credential to its username exactly (no placeholder).
 	localOriginClaim = "origin"
+	// localListsClaim carries list attributes (see Identity.Lists) of an exchanged credential.
+	localListsClaim = "attr_lists"
 )
 
 // signingKeyFileName is the generated key of the local provider, inside the data directory.
@@ -73,6 +75,7 @@ type localClaims struct {
 	Expires    int64               `json:"exp"`
 	ID         string              `json:"jti"`
 	Attributes map[string]string   `json:"attrs,omitempty"`
+	Lists      map[string][]string `json:"attr_lists,omitempty"`
 	Topics     map[string][]string `json:"topics,omitempty"`
 	Origin     string              `json:"origin,omitempty"`
 }
@@ -182,10 +185,14 @@ func (li *LocalIssuer) MintCredential(id *Identity, ttl time.Duration) (token st
 	if origin == "" {
 		return "", time.Time{}, errors.New("authhook: mint credential: the identity has no provider")
 	}
-	return li.mint(id.Username, ttl, id.Attributes, id.Grants, origin)
+	return li.mintWith(id.Username, ttl, id.Attributes, id.Lists, id.Grants, origin)
 }
 
 func (li *LocalIssuer) mint(sub string, ttl time.Duration, attrs map[string]string, grants TopicGrants, origin string) (string, time.Time, error) {
+	return li.mintWith(sub, ttl, attrs, nil, grants, origin)
+}
+
+func (li *LocalIssuer) mintWith(sub string, ttl time.Duration, attrs map[string]string, lists map[string][]string, grants TopicGrants, origin string) (string, time.Time, error) {
 	fail := func(err error) (string, time.Time, error) { return "", time.Time{}, err }
 	if sub == "" {
 		return fail(errors.New("authhook: mint: sub must not be empty"))
@@ -210,7 +217,7 @@ func (li *LocalIssuer) mint(sub string, ttl time.Duration, attrs map[string]stri
 	claims := &localClaims{
 		Issuer: li.issuer, Audience: li.audience, Subject: sub,
 		IssuedAt: now.Unix(), Expires: exp, ID: base64.RawURLEncoding.EncodeToString(jti),
-		Attributes: attrs, Origin: origin,
+		Attributes: attrs, Lists: lists, Origin: origin,
 	}
 	if !grants.empty() {
 		claims.Topics = grantsClaim(grants)
@@ -297,7 +304,7 @@ func (li *LocalIssuer) DiscoveryHandler() http.Handler {
 }
 
 // mapLocalIdentity reads a local credential: sub is the username as it is (Mint refused unsafe ones).
-func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) {
+func mapLocalIdentity(provider string, claims jwt.MapClaims, t *trace) (*Identity, error) {
 	id := &Identity{Provider: provider}
 	id.Subject, _ = claims["sub"].(string)
 	if id.Subject == "" {
@@ -328,6 +335,13 @@ func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) 
 			id.Attributes[k] = s
 		}
 	}
+	if raw, ok := claims[localListsClaim]; ok {
+		lists, ok := stringLists(raw)
+		if !ok {
+			return nil, &Error{Reason: ReasonMalformed, Claim: localListsClaim, Message: "claim \"attr_lists\" must be an object of string lists"}
+		}
+		id.Lists = lists
+	}
 	if raw, ok := claims[localOriginClaim]; ok {
 		if id.Origin, _ = raw.(string); id.Origin == "" {
 			return nil, &Error{Reason: ReasonMalformed, Claim: localOriginClaim, Message: "claim \"origin\" must be a provider name"}
@@ -340,5 +354,30 @@ func mapLocalIdentity(provider string, claims jwt.MapClaims) (*Identity, error) 
 		}
 		id.Grants = g
 	}
+	if t != nil {
+		traceLocal(t, id)
+	}
 	return id, nil
+}
+
+func stringLists(raw any) (map[string][]string, bool) {
+	m, ok := raw.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	out := make(map[string][]string, len(m))
+	for k, v := range m {
+		arr, ok := v.([]any)
+		if !ok {
+			return nil, false
+		}
+		for _, x := range arr {
+			s, ok := x.(string)
+			if !ok {
+				return nil, false
+			}
+			out[k] = append(out[k], s)
+		}
+	}
+	return out, true
 }

@@ -61,6 +61,12 @@ func (f *idpFields) validate(errs *problems, hmac bool) {
 	checkAudiences(errs, f.Audiences)
 	checkUsernamePrefix(errs, f.UsernamePrefix)
 	checkClaims(errs, f.Claims)
+	if f.UsernameClaim != "" {
+		checkClaimPath(errs, "username_claim", f.UsernameClaim)
+	}
+	if f.TopicsClaim != "" {
+		checkClaimPath(errs, "topics_claim", f.TopicsClaim)
+	}
 }
 
 // preset is what a type derives from its own keys, before the generic fields override it.

@@ -204,9 +204,7 @@ func checkClaims(errs *problems, claims []ClaimMapping) {
 	seen := map[string]int{}
 	for i, m := range claims {
 		at := fmt.Sprintf("claims[%d]", i)
-		if m.Path == "" || strings.HasPrefix(m.Path, ".") || strings.HasSuffix(m.Path, ".") || strings.Contains(m.Path, "..") {
-			errs.add(at+".path", "must be a claim name or dotted path like app_metadata.plan, got %q", m.Path)
-		}
+		checkClaimPath(errs, at+".path", m.Path)
 		switch {
 		case !attributeName.MatchString(m.Attribute):
 			errs.add(at+".attribute", "must be a letter or '_' followed by letters, digits or '_', got %q", m.Attribute)
@@ -221,6 +219,20 @@ func checkClaims(errs *problems, claims []ClaimMapping) {
 		if m.Required && m.Default != "" {
 			errs.add(at+".default", "a required claim cannot have a default")
 		}
+	}
+}
+
+// checkClaimPath refuses a claim path that could never match: empty, a dotted path with an empty part, or a
+// malformed JSON Pointer.
+func checkClaimPath(errs *problems, at, path string) {
+	if strings.HasPrefix(path, "/") {
+		if _, err := pointerKeys(path); err != nil {
+			errs.add(at, "JSON Pointer %q: %v (e.g. /https:~1~1example.com~1roles for the key \"https://example.com/roles\")", path, err)
+		}
+		return
+	}
+	if path == "" || strings.HasPrefix(path, ".") || strings.HasSuffix(path, ".") || strings.Contains(path, "..") {
+		errs.add(at, "must be a claim name, a dotted path like app_metadata.plan, or a JSON Pointer like /app_metadata/plan, got %q", path)
 	}
 }
 

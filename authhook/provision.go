@@ -44,29 +44,32 @@ func New(opts Options) (*Hook, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := newHook(cfg, opts)
-	if err := h.provision(opts); err != nil {
+	h := newHook(opts)
+	var err error
+	if h.metrics, err = newAuthMetrics(opts.Registerer, h); err != nil {
+		h.cleanup()
+		return nil, err
+	}
+	ps, err := h.provision(cfg, nil)
+	if err != nil {
+		h.cleanup()
+		return nil, err
+	}
+	h.set.Store(ps)
+	if err := h.loadRevocations(); err != nil {
 		h.cleanup()
 		return nil, err
 	}
 	return h, nil
 }
 
-func newHook(cfg Config, opts Options) *Hook {
+func newHook(opts Options) *Hook {
 	h := &Hook{
-		cfg:      cfg,
-		server:   opts.Server,
-		log:      opts.Logger,
-		now:      opts.Now,
-		parser:   jwt.NewParser(jwt.WithJSONNumber()),
-		byIssuer: map[string]*verifier{},
-		byName:   map[string]*providerSpec{},
-		remotes:  map[*providerSpec][]*remoteKeys{},
-		cache:    newTokenCache(cfg.CacheSize),
-
-		devicesByProject: map[string]*deviceProvider{},
-		deviceByName:     map[string]*deviceProvider{},
-
+		opts:             opts,
+		server:           opts.Server,
+		log:              opts.Logger,
+		now:              opts.Now,
+		parser:           jwt.NewParser(jwt.WithJSONNumber()),
 		onIdentityChange: opts.OnIdentityChange,
 	}
 	if h.log == nil {
@@ -75,6 +78,9 @@ func newHook(cfg Config, opts Options) *Hook {
 	if h.now == nil {
 		h.now = time.Now
 	}
+	if h.opts.HTTPClient == nil {
+		h.opts.HTTPClient = defaultHTTPClient()
+	}
 	if opts.DataDir != "" {
 		h.revocationsAt = filepath.Join(opts.DataDir, revocationsFileName)
 	}
@@ -82,75 +88,88 @@ func newHook(cfg Config, opts Options) *Hook {
 	return h
 }
 
-// provision builds what the validated config describes. It may have started background work when it fails.
-func (h *Hook) provision(opts Options) error {
-	var err error
-	if h.metrics, err = newAuthMetrics(opts.Registerer); err != nil {
-		return err
-	}
-	if err := h.loadRevocations(); err != nil {
-		return err
-	}
-	client := opts.HTTPClient
-	if client == nil {
-		client = defaultHTTPClient()
-	}
-	for i := range h.cfg.Providers {
-		if err := h.provisionProvider(i, opts, client); err != nil {
-			return err
+// provision builds the providers a validated config describes and starts their background work. A remote
+// key set of old (the set in force, nil at New) whose provider, issuer and fetch settings are unchanged is
+// taken over as it is, keys and refresh loop included, so a reload never leaves a provider without keys.
+// When it fails it stops what it started, and nothing of old.
+func (h *Hook) provision(cfg Config, old *providerSet) (*providerSet, error) {
+	ps := newProviderSet(cfg)
+	for i := range cfg.Providers {
+		if err := h.provisionProvider(ps, i, old); err != nil {
+			ps.stop(old.remoteSet()) // what it took over from old stays running
+			return nil, err
 		}
 	}
-	return nil
+	return ps, nil
 }
 
 // provisionProvider builds providers[i]'s key source and verifiers and starts its background work.
-func (h *Hook) provisionProvider(i int, opts Options, client *http.Client) error {
-	pc := h.cfg.Providers[i]
+func (h *Hook) provisionProvider(ps *providerSet, i int, old *providerSet) error {
+	pc := ps.cfg.Providers[i]
 	spec, err := resolveProvider(pc)
 	if err != nil {
 		return err
 	}
 	s := &spec
-	h.specs = append(h.specs, s)
-	h.byName[s.name] = s
-	settings, _ := settingsOf(&pc) // valid: New validated the config
+	ps.specs = append(ps.specs, s)
+	ps.byName[s.name] = s
+	settings, _ := settingsOf(&pc) // valid: the config was validated
 	switch settings := settings.(type) {
 	case *devicesSettings:
-		dp, err := newDeviceProvider(pc.Name, settings, s, fmt.Sprintf("providers[%d]", i), opts.BaseDir, h.cfg.Leeway, h.now, h.log)
+		dp, err := newDeviceProvider(pc.Name, settings, s, fmt.Sprintf("providers[%d]", i), h.opts.BaseDir, ps.cfg.Leeway, h.now, h.log)
 		if err != nil {
 			return err
 		}
-		h.devices = append(h.devices, dp)
-		h.devicesByProject[dp.project] = dp
-		h.deviceByName[dp.name] = dp
+		ps.devices = append(ps.devices, dp)
+		ps.devicesByProject[dp.project] = dp
+		ps.deviceByName[dp.name] = dp
 		if dp.registry.dir != "" {
-			h.start(func() { dp.registry.run(h.ctx, registryPollInterval) })
+			ctx, cancel := context.WithCancel(h.ctx)
+			ps.cancels = append(ps.cancels, cancel)
+			h.start(func() { dp.registry.run(ctx, registryPollInterval) })
 		}
 	case *localSettings:
-		signer, err := loadSigningKey(h.cfg.SigningKeyFile, opts.DataDir)
+		signer, err := loadSigningKey(ps.cfg.SigningKeyFile, h.opts.DataDir)
 		if err != nil {
 			return err
 		}
-		if h.local, err = newLocalIssuer(s, signer, h.now); err != nil {
+		if ps.local, err = newLocalIssuer(s, signer, h.now); err != nil {
 			return err
 		}
-		h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, localKeys{li: h.local}, h.cfg.Leeway, h.now)
+		ps.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, localKeys{li: ps.local}, ps.cfg.Leeway, h.now)
 	default:
 		if s.hmacSecret != nil {
-			h.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, staticKey{key: s.hmacSecret}, h.cfg.Leeway, h.now)
+			ps.byIssuer[s.issuers[0].issuer] = newVerifier(s, s.issuers[0].issuer, staticKey{key: s.hmacSecret}, ps.cfg.Leeway, h.now)
 			return nil
 		}
 		for _, iss := range s.issuers {
-			rk, err := newRemoteKeys(h.ctx, s.name, iss, client, h.now, h.cfg.UnknownKIDCooldown, defaultFetchWait, h.log)
+			rk, err := h.remoteKeysFor(ps, s.name, iss, old)
 			if err != nil {
 				return err
 			}
-			h.remotes[s] = append(h.remotes[s], rk)
-			h.byIssuer[iss.issuer] = newVerifier(s, iss.issuer, rk, h.cfg.Leeway, h.now)
-			h.start(func() { rk.run(h.cfg.JWKSRefreshInterval) })
+			ps.remotes[s] = append(ps.remotes[s], rk)
+			ps.byIssuer[iss.issuer] = newVerifier(s, iss.issuer, rk, ps.cfg.Leeway, h.now)
 		}
 	}
 	return nil
+}
+
+// remoteKeysFor takes over old's key set for the same provider, issuer and fetch settings, or starts a new one.
+func (h *Hook) remoteKeysFor(ps *providerSet, provider string, iss issuerSpec, old *providerSet) (*remoteKeys, error) {
+	if rk := old.remoteFor(provider, iss, ps.cfg); rk != nil {
+		return rk, nil
+	}
+	ctx, cancel := context.WithCancel(h.ctx)
+	rk, err := newRemoteKeys(ctx, provider, iss, h.opts.HTTPClient, h.now, ps.cfg.UnknownKIDCooldown, defaultFetchWait, h.log)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	rk.stop = cancel
+	rk.interval = ps.cfg.JWKSRefreshInterval
+	rk.onFetch = h.metrics.fetched
+	h.start(func() { rk.run(rk.interval) })
+	return rk, nil
 }
 
 // start runs fn in the background; fn must return once h.ctx is done, since cleanup waits for it.

@@ -83,6 +83,11 @@ func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	s.id.Store(&id)
 	h.armLocked(s, &id)
 	s.mu.Unlock()
+	// A Reload between the verification and the Store above judged the old identity: judge the new one.
+	if reason := h.ps().admits(&id); reason != "" {
+		_ = h.Disconnect(cl, packets.ErrNotAuthorized, reason)
+		return pk, nil
+	}
 	if h.onIdentityChange != nil {
 		h.onIdentityChange(cl)
 	}

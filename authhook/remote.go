@@ -35,6 +35,9 @@ type remoteKeys struct {
 	fetchWait time.Duration
 	log       *slog.Logger
 	ctx       context.Context
+	stop      context.CancelFunc // ends ctx: the refresh loop of a key set no provider uses any more
+	interval  time.Duration      // of the refresh loop
+	onFetch   func(provider string, err error)
 	keyfn     jwt.Keyfunc
 
 	mu            sync.Mutex
@@ -48,6 +51,7 @@ type remoteKeys struct {
 	keyCount      int
 	lastErr       error
 	lastFetch     time.Time
+	lastSuccess   time.Time
 }
 
 var (
@@ -170,6 +174,29 @@ func (r *remoteKeys) refreshForUnknownKID() {
 	}
 }
 
+// refreshNow is a manual refresh: it fetches now, or joins the running fetch, unless a fetch was triggered
+// (by an unknown kid or a manual refresh) less than cooldown ago, and waits for it. ok is false when too soon.
+func (r *remoteKeys) refreshNow() (ok bool, err error) {
+	r.mu.Lock()
+	ch := r.inflight
+	if ch == nil {
+		now := r.now()
+		if !r.lastTriggered.IsZero() && now.Sub(r.lastTriggered) < r.cooldown {
+			r.mu.Unlock()
+			return false, nil
+		}
+		r.lastTriggered = now
+		ch = r.startFetchLocked()
+	}
+	r.mu.Unlock()
+	select {
+	case <-ch:
+	case <-r.ctx.Done():
+		return true, r.ctx.Err()
+	}
+	return true, r.lastError()
+}
+
 // refresh fetches now (joining a running fetch) and waits for it; for the background loop.
 func (r *remoteKeys) refresh() error {
 	r.mu.Lock()
@@ -202,7 +229,13 @@ func (r *remoteKeys) startFetchLocked() chan struct{} {
 		r.inflight = nil
 		r.lastFetch = r.now()
 		r.lastErr = err
+		if err == nil {
+			r.lastSuccess = r.lastFetch
+		}
 		r.mu.Unlock()
+		if r.onFetch != nil && r.ctx.Err() == nil {
+			r.onFetch(r.provider, err)
+		}
 		if err != nil && r.ctx.Err() == nil {
 			r.log.Warn("authhook: key set fetch failed; cached keys stay in use", "provider", r.provider, "issuer", r.issuer, "error", err)
 		}
@@ -351,6 +384,12 @@ func (r *remoteKeys) run(interval time.Duration) {
 		case <-t.C:
 		}
 	}
+}
+
+func (r *remoteKeys) lastSuccessAt() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastSuccess
 }
 
 func (r *remoteKeys) status() (ready bool, keys int, lastErr error, lastFetch time.Time) {

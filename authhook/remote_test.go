@@ -105,7 +105,7 @@ func TestRemovedKeyInvalidatesCachedTokens(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := h.cache.len(); n != 2 {
+	if n := h.ps().cache.len(); n != 2 {
 		t.Fatalf("cache holds %d tokens, want 2", n)
 	}
 	idp.SetKeys(keep)

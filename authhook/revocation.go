@@ -130,7 +130,7 @@ func (h *Hook) liveRevocations(now time.Time) []Revocation {
 	}
 	var out []Revocation
 	for _, r := range rs.list {
-		if now.Sub(r.RevokedAt) < h.cfg.RevocationRetention {
+		if now.Sub(r.RevokedAt) < h.ps().cfg.RevocationRetention {
 			out = append(out, r)
 		}
 	}
@@ -164,7 +164,7 @@ func (h *Hook) loadRevocations() error {
 		if (r.Username == "") == (r.TokenID == "") || r.RevokedAt.IsZero() {
 			return fmt.Errorf("authhook: revocations file %s: entry %d needs exactly one of username and jti, and revoked_at", h.revocationsAt, i)
 		}
-		if now.Sub(r.RevokedAt) < h.cfg.RevocationRetention {
+		if now.Sub(r.RevokedAt) < h.ps().cfg.RevocationRetention {
 			list = append(list, r)
 		}
 	}

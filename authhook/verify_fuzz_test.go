@@ -262,7 +262,7 @@ func FuzzVerifySignedClaims(f *testing.F) {
 		}
 		f.Add(uint8(i), payload)
 	}
-	leeway := fx.h.cfg.Leeway
+	leeway := fx.h.ps().cfg.Leeway
 	f.Fuzz(func(t *testing.T, which uint8, payload []byte) {
 		s := fx.signers[int(which&0x0f)%len(fx.signers)]
 		if which&0x10 == 0 {
@@ -307,7 +307,7 @@ func FuzzVerifySignedClaims(f *testing.F) {
 		if !id.ExpiresAt.Add(leeway).After(fuzzNow) {
 			t.Fatalf("accepted an expired token: exp %v, now %v", id.ExpiresAt, fuzzNow)
 		}
-		spec := fx.h.byName[id.Provider]
+		spec := fx.h.ps().byName[id.Provider]
 		switch spec.typ {
 		case TypeDevices:
 			checkDeviceIdentity(t, id, claims, clientID, leeway)

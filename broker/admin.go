@@ -14,31 +14,37 @@ import (
 
 // adminAPI is /v1: connected clients, disconnects and revocations, for operators holding an admin key.
 type adminAPI struct {
-	b    *Broker
-	keys keyring
+	b *Broker
 }
 
 func (b *Broker) mountAdmin(mux *http.ServeMux) {
-	if len(b.cfg.HTTP.AdminKeys) == 0 {
-		return // no keys, no admin API: it never answers unauthenticated
-	}
-	a := &adminAPI{b: b, keys: newKeyring(b.cfg.HTTP.AdminKeys)}
+	a := &adminAPI{b: b}
 	mux.Handle("GET /v1/clients", a.guard(a.listClients))
 	mux.Handle("DELETE /v1/clients/{id}", a.guard(a.disconnectClient))
 	mux.Handle("GET /v1/revocations", a.guard(a.listRevocations))
 	mux.Handle("POST /v1/revocations", a.guard(a.revoke))
+	mux.Handle("POST /v1/explain", a.guard(a.explain))
+	mux.Handle("POST /v1/reload", a.guard(a.reload))
+	mux.Handle("POST /v1/providers/{name}/refresh", a.guard(a.refreshProvider))
 }
 
-// guard answers 401 without credentials and 403 with a wrong key.
+// guard answers 404 while http.admin_keys is empty (no keys, no admin API: it never answers
+// unauthenticated), 401 without credentials and 403 with a wrong key. The keys are those in force: a reload
+// may add or remove them.
 func (a *adminAPI) guard(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		keys := a.b.live.Load().adminKeys
+		if keys.empty() {
+			http.NotFound(w, r)
+			return
+		}
 		key, ok := bearer(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="idmq admin"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "an admin key is required: Authorization: Bearer <key>")
 			return
 		}
-		if !a.keys.match(key) {
+		if !keys.match(key) {
 			a.b.log.Warn("admin API: wrong key", "remote", r.RemoteAddr, "path", r.URL.Path)
 			writeError(w, http.StatusForbidden, "forbidden", "the admin key is not valid")
 			return

@@ -34,6 +34,9 @@ type Broker struct {
 	exchange *exchangeHandler
 	reload   []*certReloader
 	opened   []listeners.Listener
+	live     atomic.Pointer[liveSettings] // what a reload replaces (reload.go)
+	reloads  *reloadState
+	connRate *connectLimitHook
 	ready    atomic.Bool
 	storeOK  atomic.Bool
 	stopFDs  func() // ends the file descriptor watch (fdlimit.go)
@@ -45,6 +48,8 @@ type Broker struct {
 func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, err error) {
 	bench := benchmode.Apply(opts)
 	b := &Broker{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	b.live.Store(newLiveSettings(cfg))
+	b.reloads = newReloadState(b.registry)
 	for _, w := range cfg.Warnings() {
 		log.Warn("config: " + w)
 	}
@@ -90,7 +95,8 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 	}
 	// The rate limit refuses before any signature work; auth attaches the identity that the ACL hook's
 	// OnConnect (Will check) reads. mochifix.Add adds these first, in this order, then its fixes.
-	hooks := []mqtt.Hook{newConnectLimitHook(b.server, cfg.MQTT.MaxConnectRate, b.registry), b.auth, b.acl}
+	b.connRate = newConnectLimitHook(b.server, cfg.MQTT.MaxConnectRate, b.registry)
+	hooks := []mqtt.Hook{b.connRate, b.auth, b.acl}
 	if bench.BaselineAuth != nil {
 		log.Warn("authentication and ACL are OFF: every client may connect and use every topic (benchmark mode)", "hook", bench.BaselineAuth.ID())
 		hooks = []mqtt.Hook{hooks[0], bench.BaselineAuth}
@@ -144,16 +150,7 @@ func (b *Broker) aclSubject(cl *mqtt.Client) (aclhook.Subject, bool) {
 		}
 		return aclhook.Subject{}, false
 	}
-	return aclhook.Subject{
-		Username:   id.Username,
-		ClientID:   cl.ID,
-		Attributes: id.Attributes,
-		Grants: aclhook.Grants{
-			Publish:   id.Grants.Publish,
-			Subscribe: id.Grants.Subscribe,
-			All:       id.Grants.All,
-		},
-	}, true
+	return subjectOf(id, cl.ID), true
 }
 
 // Server exposes the mochi server, for embedding and tests.

@@ -36,8 +36,12 @@ type Config struct {
 
 	// dir is the directory of the config file; relative paths in the file are resolved against it.
 	dir      string
+	file     string // the file LoadFile read; "" for the embedded defaults and Parse
 	warnings []string
 }
+
+// File is the path the config was loaded from ("" when it was not loaded from a file): what a reload reads.
+func (c *Config) File() string { return c.file }
 
 // Warnings are problems that do not stop idmq from starting (e.g. an ACL condition on an unmapped attribute).
 func (c *Config) Warnings() []string { return c.warnings }

@@ -35,17 +35,15 @@ type exchangeResponse struct {
 
 // exchangeHandler swaps an identity provider's token for short-lived MQTT credentials.
 type exchangeHandler struct {
-	b       *Broker
-	apiKeys keyring
-	limit   *ipLimiter
-	total   *prometheus.CounterVec
+	b     *Broker
+	limit *ipLimiter
+	total *prometheus.CounterVec
 }
 
 func (b *Broker) newExchangeHandler() *exchangeHandler {
 	h := &exchangeHandler{
-		b:       b,
-		apiKeys: newKeyring(b.cfg.HTTP.APIKeys),
-		limit:   newIPLimiter(b.cfg.HTTP.RateLimit.PerSecond, b.cfg.HTTP.RateLimit.Burst),
+		b:     b,
+		limit: newIPLimiter(b.cfg.HTTP.RateLimit.PerSecond, b.cfg.HTTP.RateLimit.Burst),
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idmq_exchange_total", Help: "Token exchange requests, by provider and result (ok or the error code).",
 		}, []string{"provider", "result"}),
@@ -73,21 +71,22 @@ func (h *exchangeHandler) exchange(w http.ResponseWriter, r *http.Request) (prov
 		return "", "rate_limited", http.StatusTooManyRequests, "too many exchange requests from this address; retry later"
 	}
 	presented, hasBearer := bearer(r)
-	if !h.apiKeys.empty() {
-		if !hasBearer || !h.apiKeys.match(presented) {
+	live := h.b.live.Load()
+	if !live.apiKeys.empty() {
+		if !hasBearer || !live.apiKeys.match(presented) {
 			return "", "unauthorized", http.StatusUnauthorized, "a valid API key is required: Authorization: Bearer <key>"
 		}
 	}
 
 	req, err := decodeExchangeRequest(r.Body)
-	if err != nil && !(errors.Is(err, io.EOF) && hasBearer && h.apiKeys.empty()) {
+	if err != nil && !(errors.Is(err, io.EOF) && hasBearer && live.apiKeys.empty()) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return "", "invalid_request", http.StatusBadRequest, fmt.Sprintf("body is larger than %d bytes", maxRequestBody)
 		}
 		return "", "invalid_request", http.StatusBadRequest, "body must be JSON: {\"token\": \"<IdP JWT>\", \"provider\": \"<name>\"}: " + err.Error()
 	}
-	if req.Token == "" && hasBearer && h.apiKeys.empty() {
+	if req.Token == "" && hasBearer && live.apiKeys.empty() {
 		req.Token = presented // without API keys, the IdP token may come as the bearer token
 	}
 	if req.Token == "" {
@@ -114,7 +113,7 @@ func (h *exchangeHandler) exchange(w http.ResponseWriter, r *http.Request) (prov
 	if li == nil {
 		return id.Provider, "exchange_unavailable", http.StatusServiceUnavailable, "token exchange needs a provider of type local (idmq's own issuer)"
 	}
-	ttl := h.b.cfg.Auth.Exchange.TTL
+	ttl := live.cfg.Auth.Exchange.TTL
 	password, expiresAt, err := li.MintCredential(id, ttl)
 	if err != nil {
 		h.b.log.Error("token exchange: minting failed", "provider", id.Provider, "error", err)
@@ -163,7 +162,7 @@ func exchangeError(err error) (string, int) {
 }
 
 func (b *Broker) isLocalProvider(name string) bool {
-	for _, p := range b.cfg.Auth.Providers {
+	for _, p := range b.live.Load().cfg.Auth.Providers {
 		if p.Name == name && p.Type == authhook.TypeLocal {
 			return true
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/idmq/idmq/authhook"
 )
 
 // maxRequestBody caps every HTTP request body; no endpoint takes more.
@@ -65,10 +67,18 @@ func (b *Broker) routes() http.Handler {
 	mux.Handle("POST /v2/tokens/exchange", exchange)
 	mux.Handle("OPTIONS /v2/tokens/exchange", exchange)
 	b.mountAdmin(mux)
-	if li := b.auth.LocalIssuer(); li != nil {
-		mux.Handle("GET /.well-known/jwks.json", b.cors(li.JWKSHandler()))
-		mux.Handle("GET /.well-known/openid-configuration", b.cors(li.DiscoveryHandler()))
+	// The local provider may come and go with a reload: the handlers look it up per request.
+	local := func(handler func(*authhook.LocalIssuer) http.Handler) http.Handler {
+		return b.cors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if li := b.auth.LocalIssuer(); li != nil {
+				handler(li).ServeHTTP(w, r)
+				return
+			}
+			http.NotFound(w, r)
+		}))
 	}
+	mux.Handle("GET /.well-known/jwks.json", local((*authhook.LocalIssuer).JWKSHandler))
+	mux.Handle("GET /.well-known/openid-configuration", local((*authhook.LocalIssuer).DiscoveryHandler))
 	return limitBody(mux)
 }
 
@@ -98,11 +108,8 @@ func (b *Broker) handleReady(w http.ResponseWriter, _ *http.Request) {
 
 // cors allows exactly the configured origins; anything else gets no CORS headers, so the browser blocks it.
 func (b *Broker) cors(next http.Handler) http.Handler {
-	allowed := map[string]bool{}
-	for _, o := range b.cfg.HTTP.CORSOrigins {
-		allowed[o] = true
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		allowed := b.live.Load().cors
 		origin := r.Header.Get("Origin")
 		if origin != "" && allowed[origin] {
 			h := w.Header()

@@ -53,6 +53,18 @@ func (l *ipLimiter) allow(ip string) (ok bool, retryAfter time.Duration) {
 	return true, 0
 }
 
+// setRate changes the bucket of every address, those already tracked included (a reload).
+func (l *ipLimiter) setRate(perSecond float64, burst int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rate, l.burst = rate.Limit(perSecond), burst
+	now := l.now()
+	for _, b := range l.clients {
+		b.limiter.SetLimitAt(now, l.rate)
+		b.limiter.SetBurstAt(now, burst)
+	}
+}
+
 // forgetIdle drops buckets that are full again (idle long enough to refill) and, if that is not enough,
 // the older half.
 func (l *ipLimiter) forgetIdle(now time.Time) {

@@ -26,6 +26,9 @@ Usage:
   idmq check   [-c FILE]   validate the config and reach every identity provider
   idmq token   [-c FILE] --sub NAME [--ttl 1h] [--claim k=v ...]   mint a token from the local provider
   idmq token device --key PRIVATE.pem --project ID [--alg ES256] [--ttl 1h]   mint a device token (devices provider)
+  idmq explain [-c FILE] --token TOKEN|- [--client-id ID] [--username NAME] [--topic 'users/alice/#:subscribe' ...] [--json]
+                           why a token is accepted or refused, and what it may do (offline; - reads the token from stdin)
+  idmq reload  [-c FILE]   make the broker running with FILE re-read it (POST /v1/reload with an admin key)
   idmq version
 `
 
@@ -45,6 +48,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check(args[1:], stdout, stderr)
 	case "token":
 		return token(args[1:], stdout, stderr)
+	case "reload":
+		return reload(args[1:], stdout, stderr)
+	case "explain":
+		return explain(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "idmq %s\n", broker.Version)
 		return 0
@@ -102,11 +109,7 @@ func serve(args []string, stderr io.Writer) int {
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for sig := range signals {
 		if sig == syscall.SIGHUP {
-			if err := b.ReloadCertificates(); err != nil {
-				log.Error("certificate reload failed; still serving the previous certificates", "error", err)
-			} else {
-				log.Info("certificates reloaded")
-			}
+			reloadOnSignal(b, log)
 			continue
 		}
 		log.Info("shutting down", "signal", sig.String())

@@ -1,0 +1,49 @@
+package authhook
+
+import (
+	"log/slog"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestKeyFetchMetrics: each key set fetch is counted by provider and result, and the age of the key set in
+// use is exported once it was fetched.
+func TestKeyFetchMetrics(t *testing.T) {
+	idp := newTestIdP(t, newTestKey(t, "ES256", "k1"))
+	reg := prometheus.NewRegistry()
+	h, err := New(Options{Config: oidcConfig(idp.srv.URL), Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	waitReady(t, h)
+	waitFor(t, func() bool { return counterValue(h.metrics.fetches.WithLabelValues("corp", "success")) == 1 })
+	if err := h.RefreshProvider("corp"); err != nil {
+		t.Fatalf("manual refresh: %v", err)
+	}
+	if err := h.RefreshProvider("corp"); err != ErrRefreshTooSoon {
+		t.Fatalf("a second manual refresh within unknown_kid_cooldown: %v, want ErrRefreshTooSoon", err)
+	}
+	if n := counterValue(h.metrics.fetches.WithLabelValues("corp", "success")); n != 2 {
+		t.Fatalf("%v successful fetches counted, want 2 (start, manual refresh)", n)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ages := 0
+	for _, f := range families {
+		if f.GetName() == "idmq_jwks_age_seconds" {
+			for _, m := range f.GetMetric() {
+				if v := m.GetGauge().GetValue(); v < 0 || v > 60 {
+					t.Fatalf("key set age %v s", v)
+				}
+				ages++
+			}
+		}
+	}
+	if ages != 1 {
+		t.Fatalf("%d idmq_jwks_age_seconds samples, want 1 (one issuer)", ages)
+	}
+}
