@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func TestMapIdentity(t *testing.T) {
@@ -110,7 +111,7 @@ func TestListClaims(t *testing.T) {
 	if !reflect.DeepEqual(id.Lists, map[string][]string{"roles": {"admin", "ops"}}) || id.Attributes != nil {
 		t.Fatalf("lists %v attributes %v, want roles [admin ops] and nothing else", id.Lists, id.Attributes)
 	}
-	li, err := newLocalIssuer(&providerSpec{name: "local", issuers: []issuerSpec{{issuer: "idmq"}}, audiences: []string{"idmq"}}, newTestKey(t, "ES256", "k").priv, time.Now)
+	li, err := newLocalIssuer(&providerSpec{name: "local", issuers: []issuerSpec{{issuer: "idmq"}}, audiences: []string{"idmq"}}, testkit.NewKey(t, "ES256", "k").Signer, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,15 +4,16 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/idmq/idmq/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestKeyFetchMetrics: each key set fetch is counted by provider and result, and the age of the key set in
 // use is exported once it was fetched.
 func TestKeyFetchMetrics(t *testing.T) {
-	idp := newTestIdP(t, newTestKey(t, "ES256", "k1"))
+	idp := testkit.NewIdP(t, testkit.NewKey(t, "ES256", "k1"))
 	reg := prometheus.NewRegistry()
-	h, err := New(Options{Config: oidcConfig(idp.srv.URL), Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
+	h, err := New(Options{Config: oidcConfig(idp.Issuer()), Registerer: reg, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

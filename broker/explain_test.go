@@ -55,7 +55,7 @@ auth:
     - name: clerk
       type: clerk
       issuer: %[1]s
-      jwks_url: %[1]s
+      jwks_url: %[1]s/jwks
       authorized_parties: ["https://app.example.com"]
       claims:
         - {path: public_metadata.plan, attribute: plan, default: free}
@@ -65,7 +65,7 @@ auth:
     - name: corp
       type: oidc
       issuer: %[2]s
-      jwks_url: %[2]s
+      jwks_url: %[2]s/jwks
       audiences: [mqtt]
       claims: [{path: org_id, attribute: org_id, required: true}]
     - {name: down, type: oidc, issuer: %[3]s, jwks_url: %[3]s/jwks}
@@ -82,7 +82,7 @@ acl:
     - {topic: "devices/%%{device_id}/state", access: publish}
     - {topic: "orgs/%%{org_id}/#", access: subscribe}
     - {topic: "ops/#", access: subscribe, when: {roles: [ops, admin]}}
-`, w.clerk.issuer, w.corp.issuer, w.dead, devPEM)), t.TempDir())
+`, w.clerk.Issuer(), w.corp.Issuer(), w.dead, devPEM)), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ acl:
 
 // clerkToken is a Clerk session token for alice at explainNow, with edit applied (nil deletes a claim).
 func (w *explainWorld) clerkToken(t *testing.T, edit jwt.MapClaims) string {
-	c := jwt.MapClaims{"iss": w.clerk.issuer, "sub": "user_2abc", "email": "Alice+Ops@Example.com",
+	c := jwt.MapClaims{"iss": w.clerk.Issuer(), "sub": "user_2abc", "email": "Alice+Ops@Example.com",
 		"azp": "https://app.example.com", "public_metadata": map[string]any{"plan": "pro", "roles": []any{"dev", "ops"}},
 		"mqtt_topics": map[string]any{"subscribe": []any{"news/#"}},
 		"iat":         explainNow.Add(-10 * time.Second).Unix(), "exp": explainNow.Add(50 * time.Second).Unix()}
@@ -114,11 +114,11 @@ func (w *explainWorld) clerkToken(t *testing.T, edit jwt.MapClaims) string {
 			c[k] = v
 		}
 	}
-	return signed(t, w.clerk.key, "k1", c)
+	return signed(t, w.clerk.Key().Signer.(*rsa.PrivateKey), "k1", c)
 }
 
 func (w *explainWorld) corpToken(t *testing.T, edit jwt.MapClaims) string {
-	c := jwt.MapClaims{"iss": w.corp.issuer, "sub": "bob", "aud": "mqtt", "org_id": "acme",
+	c := jwt.MapClaims{"iss": w.corp.Issuer(), "sub": "bob", "aud": "mqtt", "org_id": "acme",
 		"iat": explainNow.Add(-time.Minute).Unix(), "exp": explainNow.Add(time.Hour).Unix()}
 	for k, v := range edit {
 		if v == nil {
@@ -127,7 +127,7 @@ func (w *explainWorld) corpToken(t *testing.T, edit jwt.MapClaims) string {
 			c[k] = v
 		}
 	}
-	return signed(t, w.corp.key, "k1", c)
+	return signed(t, w.corp.Key().Signer.(*rsa.PrivateKey), "k1", c)
 }
 
 func topics(specs ...string) []TopicRequest {
@@ -173,9 +173,9 @@ func TestExplainGolden(t *testing.T) {
 		{"issuer_mismatch", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"iss": "https://other.example.com"})}},
 		{"token_expired", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"exp": explainNow.Add(-time.Minute).Unix()})}},
 		{"token_not_yet_valid", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"nbf": explainNow.Add(time.Minute).Unix()})}},
-		{"invalid_signature", ExplainRequest{Token: signed(t, stranger, "k1", jwt.MapClaims{"iss": w.clerk.issuer, "sub": "x", "email": "x@example.com",
+		{"invalid_signature", ExplainRequest{Token: signed(t, stranger, "k1", jwt.MapClaims{"iss": w.clerk.Issuer(), "sub": "x", "email": "x@example.com",
 			"azp": "https://app.example.com", "iat": explainNow.Unix(), "exp": explainNow.Add(time.Minute).Unix()})}},
-		{"unknown_kid", ExplainRequest{Token: signed(t, w.corp.key, "k9", jwt.MapClaims{"iss": w.corp.issuer, "sub": "bob", "aud": "mqtt", "org_id": "acme",
+		{"unknown_kid", ExplainRequest{Token: signed(t, w.corp.Key().Signer.(*rsa.PrivateKey), "k9", jwt.MapClaims{"iss": w.corp.Issuer(), "sub": "bob", "aud": "mqtt", "org_id": "acme",
 			"iat": explainNow.Unix(), "exp": explainNow.Add(time.Minute).Unix()})}},
 		{"invalid_audience", ExplainRequest{Token: w.corpToken(t, jwt.MapClaims{"aud": "another-api"})}},
 		{"invalid_azp", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"azp": "https://evil.example.com"})}},
@@ -231,8 +231,8 @@ var (
 // normalize replaces what differs between runs: the test servers' addresses, the local key's thumbprint and
 // the exchange key id, and the random jti of minted credentials.
 func (w *explainWorld) normalize(s string) string {
-	s = strings.ReplaceAll(s, w.clerk.issuer, "http://CLERK")
-	s = strings.ReplaceAll(s, w.corp.issuer, "http://CORP")
+	s = strings.ReplaceAll(s, w.clerk.Issuer(), "http://CLERK")
+	s = strings.ReplaceAll(s, w.corp.Issuer(), "http://CORP")
 	s = strings.ReplaceAll(s, w.dead, "http://DOWN")
 	s = strings.ReplaceAll(s, strings.TrimPrefix(w.dead, "http://"), "DOWN")
 	s = exchangeKIDRE.ReplaceAllString(s, `"EXCHANGE-KID"`)

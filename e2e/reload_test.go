@@ -13,6 +13,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 const reloadAdminKey = "reload-admin-key-0123456789"
@@ -65,14 +66,14 @@ func TestReloadBySIGHUPNarrowsAccess(t *testing.T) {
 	shared := `    - {topic: "shared/#", access: pubsub}`
 	p := startReloadBroker(t, "", shared)
 	alice, root := p.token("alice"), p.token("root", "--claim", "role=admin")
-	a, _ := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("alice", alice, "alice-1"))
+	a, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("alice-1", "alice", alice))
 	ctx := context.Background()
 	if _, err := a.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "shared/#", QoS: 1}, {Topic: "users/alice/#", QoS: 1}}}); err != nil {
 		t.Fatal(err)
 	}
 	r, _ := connectV3(t, v3Options(p.brokerURL("tcp"), "root-1", "root", root, nil))
 	waitToken(t, r.Publish("shared/before", 1, false, "1"), "publish before")
-	a.expect(t, "shared/before", 5*time.Second)
+	a.Expect(t, "shared/before", 5*time.Second)
 
 	p.rewrite(t, "", "")
 	reloadedAt := time.Now()
@@ -91,9 +92,9 @@ func TestReloadBySIGHUPNarrowsAccess(t *testing.T) {
 	}
 	waitToken(t, r.Publish("shared/after", 1, false, "2"), "root publish after")
 	waitToken(t, r.Publish("users/alice/inbox", 1, false, "3"), "root publish to alice")
-	a.expect(t, "users/alice/inbox", 5*time.Second) // what she still may receive arrives ...
+	a.Expect(t, "users/alice/inbox", 5*time.Second) // what she still may receive arrives ...
 	select {                                        // ... and shared/after, published before it, never did
-	case pb := <-a.received:
+	case pb := <-a.Received:
 		t.Fatalf("received %s after the rule was removed", pb.Topic)
 	case <-time.After(300 * time.Millisecond):
 	}
@@ -132,7 +133,7 @@ func TestReloadRemovingAProviderDisconnectsItsClients(t *testing.T) {
 	if _, code := connectV3(t, o3); code != 0 {
 		t.Fatalf("device dev-2 refused: %d", code)
 	}
-	alice, _ := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("alice", p.token("alice"), "alice-1"))
+	alice, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("alice-1", "alice", p.token("alice")))
 
 	p.rewrite(t, "", "")
 	code, body := p.admin(t, "POST", "/v1/reload", reloadAdminKey, "")
@@ -140,7 +141,7 @@ func TestReloadRemovingAProviderDisconnectsItsClients(t *testing.T) {
 		t.Fatalf("POST /v1/reload: %d %v, want 200 with 2 disconnected", code, body)
 	}
 	select {
-	case d := <-dev5.disconnects:
+	case d := <-dev5.Disconnects:
 		if d.ReasonCode != 0x87 || d.Properties == nil || d.Properties.ReasonString != "provider removed" {
 			t.Fatalf("device got DISCONNECT 0x%02x %+v, want 0x87 \"provider removed\"", d.ReasonCode, d.Properties)
 		}
@@ -166,7 +167,7 @@ func TestReloadRemovingAProviderDisconnectsItsClients(t *testing.T) {
 		t.Fatalf("POST /v1/reload: %d %v", code, body)
 	}
 	select {
-	case d := <-alice.disconnects:
+	case d := <-alice.Disconnects:
 		if d.ReasonCode != 0x87 || d.Properties == nil || d.Properties.ReasonString != "credentials no longer valid" {
 			t.Fatalf("alice got DISCONNECT 0x%02x %+v, want 0x87 \"credentials no longer valid\"", d.ReasonCode, d.Properties)
 		}
@@ -287,7 +288,7 @@ func TestReloadUnderLoad(t *testing.T) {
 // client's QoS 1 publish (PUBACK 0x87) and its retained publish, and still let its QoS 0 publishes through.
 func TestReloadAddsPublishLimits(t *testing.T) {
 	p := startReloadBroker(t, "", `    - {topic: "telemetry/#", access: pubsub}`)
-	a, _ := connectV5(t, dialV5(t, p, "tcp", nil), v5Connect("alice", p.token("alice"), "alice-1"))
+	a, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect("alice-1", "alice", p.token("alice")))
 	ctx := context.Background()
 	if _, err := a.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "telemetry/#", QoS: 1}}}); err != nil {
 		t.Fatal(err)
@@ -306,7 +307,7 @@ func TestReloadAddsPublishLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	select { // the first delivery: neither the refused QoS 1 nor the retained publish came before it
-	case pb := <-a.received:
+	case pb := <-a.Received:
 		if pb.Topic != "telemetry/q0" {
 			t.Fatalf("first delivery %s, want telemetry/q0", pb.Topic)
 		}
@@ -314,7 +315,7 @@ func TestReloadAddsPublishLimits(t *testing.T) {
 		t.Fatal("QoS 0 publish not delivered")
 	}
 	select {
-	case pb := <-a.received:
+	case pb := <-a.Received:
 		t.Fatalf("received %s, a publish the limits refuse", pb.Topic)
 	case <-time.After(300 * time.Millisecond):
 	}
