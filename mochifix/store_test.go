@@ -201,24 +201,17 @@ func writePacket(t *testing.T, c net.Conn, pk *packets.Packet) {
 	}
 }
 
-// readUntil reads packets until one of type typ, within 5 s.
+// readUntil reads MQTT 3.1.1 packets until one of type typ, within 5 s.
 func readUntil(t *testing.T, c net.Conn, typ byte) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(c)
 	for {
-		hb, err := r.ReadByte()
+		pk, err := wire.ReadPacket(r, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, _, err := packets.DecodeLength(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Discard(n); err != nil {
-			t.Fatal(err)
-		}
-		if hb>>4 == typ {
+		if pk.FixedHeader.Type == typ {
 			return
 		}
 	}

@@ -105,6 +105,38 @@ func (c *V5Client) Expect(t testing.TB, topic string, within time.Duration) *pah
 	}
 }
 
+// NextDisconnect waits up to within for the DISCONNECT the server sends; none fails the test.
+func (c *V5Client) NextDisconnect(t testing.TB, within time.Duration) Disconnect {
+	t.Helper()
+	select {
+	case d := <-c.Disconnects:
+		return d
+	case <-time.After(within):
+		t.Fatalf("no DISCONNECT within %s", within)
+		return Disconnect{}
+	}
+}
+
+// NoDisconnect fails the test if the server sends a DISCONNECT within the given time; with 0 it only looks
+// at what has already arrived.
+func (c *V5Client) NoDisconnect(t testing.TB, within time.Duration) {
+	t.Helper()
+	select { // first what has arrived: a select with a ready timer would pick either at random
+	case d := <-c.Disconnects:
+		t.Fatalf("disconnected: DISCONNECT 0x%02X %+v", d.ReasonCode, d.Properties)
+		return
+	default:
+	}
+	if within <= 0 {
+		return
+	}
+	select {
+	case d := <-c.Disconnects:
+		t.Fatalf("disconnected: DISCONNECT 0x%02X %+v", d.ReasonCode, d.Properties)
+	case <-time.After(within):
+	}
+}
+
 // SubscribeQoS1 subscribes at QoS 1 and returns the SUBACK's reason code; no SUBACK within 5 s fails the test.
 func (c *V5Client) SubscribeQoS1(t testing.TB, filter string) byte {
 	t.Helper()
