@@ -39,13 +39,8 @@ func TestDisconnectV5(t *testing.T) {
 			if err := b.hook.Disconnect(cl, packets.ErrAdministrativeAction, "disconnected by an administrator"); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case td := <-c.Disconnects:
-				if td.ReasonCode != 0x98 || td.Properties == nil || td.Properties.ReasonString != "disconnected by an administrator" {
-					t.Fatalf("DISCONNECT 0x%02X %+v", td.ReasonCode, td.Properties)
-				}
-			case <-time.After(3 * time.Second):
-				t.Fatal("no DISCONNECT")
+			if td := c.NextDisconnect(t, 3*time.Second); td.ReasonCode != 0x98 || td.Properties == nil || td.Properties.ReasonString != "disconnected by an administrator" {
+				t.Fatalf("DISCONNECT 0x%02X %+v", td.ReasonCode, td.Properties)
 			}
 			testkit.Eventually(t, 10*time.Second, cl.Closed, "the client was not closed")
 			if err := b.hook.Disconnect(cl, packets.ErrAdministrativeAction, ""); !errors.Is(err, ErrNotConnected) {
