@@ -30,7 +30,7 @@ func TestDisconnectWritesReasonAndPublishesWill(t *testing.T) {
 	s, addr, _ := startListening(t, func(s *mqtt.Server, l listeners.Listener) listeners.Listener {
 		return Listener(l, s, ListenerOptions{})
 	})
-	watcher := dialConnect(t, addr, "watcher")
+	watcher := dialConnect(t, addr, "watcher", true)
 	wr := bufio.NewReader(watcher)
 	if pk := readPacket(t, watcher, wr, 4); pk.FixedHeader.Type != packets.Connack {
 		t.Fatalf("watcher: packet type %d, want CONNACK", pk.FixedHeader.Type)
