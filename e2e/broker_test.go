@@ -19,6 +19,14 @@ import (
 	"github.com/idmq/idmq/internal/testkit"
 )
 
+// localTCP is the smallest broker: one TCP listener, the local issuer and the quick-start rule.
+const localTCP = `
+listeners: [{type: tcp, address: "127.0.0.1:{{tcp}}"}]
+http: {address: "127.0.0.1:{{http}}"}
+auth: {providers: [{name: local, type: local}]}
+acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
+`
+
 // allTransports is a broker with TCP, TLS, WS and WSS listeners, the local issuer and the quick-start rule.
 const allTransports = `
 data_dir: ./data
@@ -142,12 +150,7 @@ func TestTransportsPubSubV5AndWill(t *testing.T) {
 // TestPersistentSessionSurvivesRestart: every QoS 1 message published while a persistent subscriber was
 // away is delivered after idmq is stopped and started again on the same store.
 func TestPersistentSessionSurvivesRestart(t *testing.T) {
-	p := newIdmq(t, `
-listeners: [{type: tcp, address: "127.0.0.1:{{tcp}}"}]
-http: {address: "127.0.0.1:{{http}}"}
-auth: {providers: [{name: local, type: local}]}
-acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
-`)
+	p := newIdmq(t, localTCP)
 	p.start()
 	tok := p.token("alice")
 	url := p.brokerURL("tcp")
