@@ -58,10 +58,7 @@ func TestTransportsPubSubV3(t *testing.T) {
 	tok := p.token("alice")
 	for _, transport := range []string{"tcp", "tls", "ws", "wss"} {
 		t.Run(transport, func(t *testing.T) {
-			var tlsConf *tls.Config
-			if transport == "tls" || transport == "wss" {
-				tlsConf = ca.ClientTLS()
-			}
+			tlsConf := ca.clientTLSFor(transport)
 			url := p.brokerURL(transport)
 			got := newCollectV3()
 			sub, code := connectV3(t, v3Options(url, "sub-"+transport, "alice", tok, tlsConf))
@@ -100,10 +97,7 @@ func TestTransportsPubSubV5AndWill(t *testing.T) {
 	tok := p.token("alice")
 	for _, transport := range []string{"tcp", "tls", "ws", "wss"} {
 		t.Run(transport, func(t *testing.T) {
-			var tlsConf *tls.Config
-			if transport == "tls" || transport == "wss" {
-				tlsConf = ca.ClientTLS()
-			}
+			tlsConf := ca.clientTLSFor(transport)
 			sub, ca5 := connectV5(t, dialV5(t, p, transport, tlsConf), &paho.Connect{
 				ClientID: "sub5-" + transport, CleanStart: true,
 				Username: "alice", UsernameFlag: true, Password: []byte(tok), PasswordFlag: true,
