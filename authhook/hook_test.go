@@ -113,15 +113,12 @@ func connectV3(t testing.TB, addr, clientID, username, password string) (byte, p
 }
 
 // connectV5 connects a paho.golang MQTT 5 client to addr and returns it with its CONNACK; no CONNACK fails
-// the test, and a refused client's socket is closed.
+// the test.
 func connectV5(t testing.TB, addr string, cp *paho.Connect) (*testkit.V5Client, *paho.Connack) {
 	t.Helper()
 	c, ca, err := testkit.ConnectV5(t, testkit.DialTCP(t, addr), cp)
 	if ca == nil {
 		t.Fatalf("v5 connect: no CONNACK: %v", err)
-	}
-	if err != nil {
-		_ = c.Conn.Close()
 	}
 	return c, ca
 }

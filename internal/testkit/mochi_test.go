@@ -3,6 +3,8 @@ package testkit
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +76,13 @@ func TestMochiWithoutHooksRefuses(t *testing.T) {
 	m := StartMochi(t, MochiOptions{})
 	if _, code, err := ConnectV3(t, V3Options("tcp://"+m.TCP, "nobody", "", "")); err == nil || code == 0 {
 		t.Fatalf("connected to a broker with no auth hook: code %d", code)
+	}
+	c, ca, err := ConnectV5(t, DialTCP(t, m.TCP), &paho.Connect{ClientID: "nobody", CleanStart: true})
+	if err == nil || ca == nil || ca.ReasonCode < 0x80 {
+		t.Fatalf("v5 CONNACK %+v, %v; want a refusal", ca, err)
+	}
+	if _, err := c.Conn.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read on a refused client's connection: %v, want it closed", err)
 	}
 }
 

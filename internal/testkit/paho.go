@@ -36,8 +36,8 @@ type Disconnect struct {
 }
 
 // ConnectV5 sends cp over conn (KeepAlive 30 when unset) and waits up to 15 s for the CONNACK. The client
-// comes back even when refused (err set, the CONNACK saying why when there was one); an accepted client
-// disconnects when the test ends.
+// comes back even when refused (err set, the CONNACK saying why when there was one), its connection then
+// closed; an accepted client disconnects when the test ends.
 func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.Connack, error) {
 	t.Helper()
 	c := &V5Client{Conn: conn, Received: make(chan *paho.Publish, 10_000), Disconnects: make(chan Disconnect, 4)}
@@ -59,7 +59,9 @@ func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, cp)
-	if err == nil {
+	if err != nil {
+		_ = c.Conn.Close()
+	} else {
 		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	}
 	return c, ca, err
