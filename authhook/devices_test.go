@@ -29,16 +29,6 @@ import (
 
 const testProject = "my-project"
 
-// signDevice signs claims as a Cloud IoT device does: no kid, no iss.
-func signDevice(t testing.TB, k testkit.Key, claims jwt.MapClaims) string {
-	t.Helper()
-	s, err := jwt.NewWithClaims(k.Method, claims).SignedString(k.Signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func deviceClaims(now time.Time) jwt.MapClaims {
 	return jwt.MapClaims{"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "aud": testProject}
 }
@@ -95,7 +85,7 @@ func TestDeviceConnackCodes(t *testing.T) {
 			if edit != nil {
 				edit(c, now)
 			}
-			return signDevice(t, k, c)
+			return k.SignWithoutKID(t, c)
 		}
 	}
 	// The RS256->HS256 confusion: HMAC over the token with the device's public key PEM as the secret.
@@ -188,7 +178,7 @@ func TestDeviceConnackCodes(t *testing.T) {
 				}
 			})
 			t.Run("v5", func(t *testing.T) {
-				ca := connectV5(t, b.addr, passwordConnect(tt.clientID, tt.username, token))
+				_, ca := connectV5(t, b.addr, passwordConnect(tt.clientID, tt.username, token))
 				if ca.ReasonCode != tt.v5 {
 					t.Fatalf("CONNACK reason code = 0x%02X (%s), want 0x%02X", ca.ReasonCode, ca.Properties.ReasonString, tt.v5)
 				}
@@ -215,7 +205,7 @@ func TestDeviceEdDSAOptIn(t *testing.T) {
 	cfg := devicesConfig(DeviceConfig{ID: "ed-dev", Keys: []DeviceKey{{PEM: selfSignedPEM(t, edKey, clock.Now().Add(time.Hour))}}})
 	cfg.Providers[0].Algorithms = []string{"RS256", "ES256", "EdDSA"}
 	b := startBroker(t, cfg, clock.Now)
-	if ca := connectV5(t, b.addr, passwordConnect("ed-dev", "", signDevice(t, edKey, deviceClaims(clock.Now())))); ca.ReasonCode != 0 {
+	if _, ca := connectV5(t, b.addr, passwordConnect("ed-dev", "", edKey.SignWithoutKID(t, deviceClaims(clock.Now())))); ca.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X %s", ca.ReasonCode, ca.Properties.ReasonString)
 	}
 }
@@ -227,7 +217,7 @@ func TestDeviceIdentityAndLog(t *testing.T) {
 	clientID := devicePath(testProject, "thermo+42")
 	claims := deviceClaims(clock.Now())
 	claims["jti"] = "t-1"
-	code, _ := connectV3(t, b.addr, clientID, "unused", signDevice(t, key, claims))
+	code, _ := connectV3(t, b.addr, clientID, "unused", key.SignWithoutKID(t, claims))
 	if code != 0 {
 		t.Fatalf("CONNACK 0x%02X", code)
 	}
@@ -250,7 +240,7 @@ func TestDeviceIdentityAndLog(t *testing.T) {
 	}
 
 	// A refusal names the device and the reason, never the token.
-	if code, _ := connectV3(t, b.addr, "ghost", "unused", signDevice(t, key, deviceClaims(clock.Now()))); code != 0x04 {
+	if code, _ := connectV3(t, b.addr, "ghost", "unused", key.SignWithoutKID(t, deviceClaims(clock.Now()))); code != 0x04 {
 		t.Fatalf("unknown device: CONNACK 0x%02X", code)
 	}
 	logs := b.logs.String()
@@ -276,7 +266,7 @@ func TestDeviceProviderSelection(t *testing.T) {
 	token := func(k testkit.Key, aud string) string {
 		c := deviceClaims(clock.Now())
 		c["aud"] = aud
-		return signDevice(t, k, c)
+		return k.SignWithoutKID(t, c)
 	}
 	tests := []struct {
 		name     string
@@ -327,29 +317,25 @@ func TestDeviceExpiryAndReauth(t *testing.T) {
 		now := time.Now()
 		c := deviceClaims(now)
 		c["exp"] = now.Add(ttl).Unix()
-		return signDevice(t, k, c), time.Unix(now.Add(ttl).Unix(), 0).Add(testLeeway)
+		return k.SignWithoutKID(t, c), time.Unix(now.Add(ttl).Unix(), 0).Add(testLeeway)
 	}
 
 	t.Run("expiry", func(t *testing.T) {
 		token, deadline := mint(devKey, 2*time.Second)
-		c, ca := dialV5(t, b.addr, jwtConnect("thermo-1", token))
+		c, ca := connectV5(t, b.addr, testkit.JWTConnect("thermo-1", "", token))
 		if ca.ReasonCode != 0 {
 			t.Fatalf("CONNACK 0x%02X %s", ca.ReasonCode, ca.Properties.ReasonString)
 		}
-		select {
-		case td := <-c.disconnects:
-			checkOnTime(t, "DISCONNECT", td.at, deadline)
-			if td.d.ReasonCode != 0xA0 || td.d.Properties == nil || td.d.Properties.ReasonString != expiredReason {
-				t.Fatalf("DISCONNECT 0x%02X %+v, want 0xA0", td.d.ReasonCode, td.d.Properties)
-			}
-		case <-time.After(time.Until(deadline) + 2*time.Second):
-			t.Fatal("no DISCONNECT after the device token expired")
+		td := c.NextDisconnect(t, time.Until(deadline)+2*time.Second)
+		checkOnTime(t, "DISCONNECT", td.At, deadline)
+		if td.ReasonCode != 0xA0 || td.Properties == nil || td.Properties.ReasonString != expiredReason {
+			t.Fatalf("DISCONNECT 0x%02X %+v, want 0xA0", td.ReasonCode, td.Properties)
 		}
 	})
 
 	t.Run("reauth renews", func(t *testing.T) {
 		token, firstDeadline := mint(devKey, 2*time.Second)
-		c, ca := dialV5(t, b.addr, jwtConnect("thermo-1", token))
+		c, ca := connectV5(t, b.addr, testkit.JWTConnect("thermo-1", "", token))
 		if ca.ReasonCode != 0 {
 			t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 		}
@@ -363,11 +349,7 @@ func TestDeviceExpiryAndReauth(t *testing.T) {
 		if !time.Now().After(firstDeadline) {
 			t.Fatal("the test did not outlive the first token")
 		}
-		select {
-		case td := <-c.disconnects:
-			t.Fatalf("disconnected despite re-authentication: 0x%02X", td.d.ReasonCode)
-		default:
-		}
+		c.NoDisconnect(t, 0) // despite re-authentication
 		cl, _ := b.server.Clients.Get("thermo-1")
 		id, _ := b.hook.Identity(cl)
 		if id.Username != "thermo-1" || id.Provider != "fleet" || time.Until(id.ExpiresAt) > 3*time.Second || changes.count("thermo-1") != 3 {
@@ -387,13 +369,13 @@ func TestDeviceExpiryAndReauth(t *testing.T) {
 		}, reason: ReasonIssuerMismatch},
 		{name: "a stale device token", token: func() string {
 			c := deviceClaims(time.Now().Add(-20 * time.Minute))
-			return signDevice(t, devKey, c)
+			return devKey.SignWithoutKID(t, c)
 		}, reason: ReasonIATSkew},
 	}
 	for _, tt := range refusals {
 		t.Run("reauth refused: "+tt.name, func(t *testing.T) {
 			token, _ := mint(devKey, time.Hour)
-			c, ca := dialV5(t, b.addr, jwtConnect("thermo-1", token))
+			c, ca := connectV5(t, b.addr, testkit.JWTConnect("thermo-1", "", token))
 			if ca.ReasonCode != 0 {
 				t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 			}
@@ -412,7 +394,7 @@ func BenchmarkDeviceVerify(b *testing.B) {
 	for _, alg := range []string{"ES256", "RS256"} {
 		key := testkit.NewKey(b, alg, "")
 		pub := publicPEM(b, key)
-		token := signDevice(b, key, deviceClaims(time.Now()))
+		token := key.SignWithoutKID(b, deviceClaims(time.Now()))
 		for _, n := range []int{10, 10_000} {
 			dir := b.TempDir()
 			for i := range n {

@@ -13,6 +13,8 @@ import (
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func TestDisconnectV5(t *testing.T) {
@@ -29,7 +31,7 @@ func TestDisconnectV5(t *testing.T) {
 			token, _ := mintLocal(t, b.hook, "alice", time.Hour, nil)
 			cp := passwordConnect(fmt.Sprintf("admin-%d", i), "", token)
 			cp.Properties = tt.props
-			c, ca := dialV5(t, b.addr, cp)
+			c, ca := connectV5(t, b.addr, cp)
 			if ca.ReasonCode != 0 {
 				t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 			}
@@ -37,15 +39,10 @@ func TestDisconnectV5(t *testing.T) {
 			if err := b.hook.Disconnect(cl, packets.ErrAdministrativeAction, "disconnected by an administrator"); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case td := <-c.disconnects:
-				if td.d.ReasonCode != 0x98 || td.d.Properties == nil || td.d.Properties.ReasonString != "disconnected by an administrator" {
-					t.Fatalf("DISCONNECT 0x%02X %+v", td.d.ReasonCode, td.d.Properties)
-				}
-			case <-time.After(3 * time.Second):
-				t.Fatal("no DISCONNECT")
+			if td := c.NextDisconnect(t, 3*time.Second); td.ReasonCode != 0x98 || td.Properties == nil || td.Properties.ReasonString != "disconnected by an administrator" {
+				t.Fatalf("DISCONNECT 0x%02X %+v", td.ReasonCode, td.Properties)
 			}
-			waitFor(t, cl.Closed)
+			testkit.Eventually(t, 10*time.Second, cl.Closed, "the client was not closed")
 			if err := b.hook.Disconnect(cl, packets.ErrAdministrativeAction, ""); !errors.Is(err, ErrNotConnected) {
 				t.Fatalf("second Disconnect: %v, want ErrNotConnected", err)
 			}
@@ -86,14 +83,11 @@ func TestDisconnectV3ClosesConnection(t *testing.T) {
 	b := startBrokerWith(t, Options{Config: localConfig()})
 	token, _ := mintLocal(t, b.hook, "bob", time.Hour, nil)
 	lost := make(chan error, 1)
-	opts := paho3.NewClientOptions().AddBroker("tcp://" + b.addr).SetClientID("v3-admin").
-		SetUsername("jwt").SetPassword(token).SetProtocolVersion(4).SetAutoReconnect(false).
+	opts := testkit.V3Options("tcp://"+b.addr, "v3-admin", "jwt", token).
 		SetConnectionLostHandler(func(_ paho3.Client, err error) { lost <- err })
-	c := paho3.NewClient(opts)
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect: %v", tok.Error())
+	if _, code, err := testkit.ConnectV3(t, opts); err != nil {
+		t.Fatalf("connect: CONNACK %d, %v", code, err)
 	}
-	defer c.Disconnect(0)
 	cl, _ := b.server.Clients.Get("v3-admin")
 	if err := b.hook.Disconnect(cl, packets.ErrAdministrativeAction, "bye"); err != nil {
 		t.Fatal(err)
@@ -136,7 +130,7 @@ func TestDisconnectBusyClientPublishesWillOnce(t *testing.T) {
 		id := fmt.Sprintf("busy-%d", i)
 		cp := passwordConnect(id, "", token)
 		cp.WillMessage = &paho.WillMessage{Topic: "wills/" + id, Payload: []byte(id)}
-		c, ca := dialV5(t, b.addr, cp)
+		c, ca := connectV5(t, b.addr, cp)
 		if ca.ReasonCode != 0 {
 			t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 		}

@@ -2,7 +2,6 @@ package authhook
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,71 +38,27 @@ func mintLocal(t testing.TB, h *Hook, sub string, ttl time.Duration, attrs map[s
 	return token, exp.Add(h.ps().cfg.Leeway)
 }
 
-type timedDisconnect struct {
-	d  *paho.Disconnect
-	at time.Time
-}
-
-// v5Client is a paho.golang client that records what the server sends it.
-type v5Client struct {
-	*paho.Client
-	disconnects chan timedDisconnect
-	messages    chan *paho.Publish
-}
-
-func dialV5(t testing.TB, addr string, cp *paho.Connect) (*v5Client, *paho.Connack) {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &v5Client{disconnects: make(chan timedDisconnect, 1), messages: make(chan *paho.Publish, 10_000)}
-	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn:               conn,
-		OnServerDisconnect: func(d *paho.Disconnect) { c.disconnects <- timedDisconnect{d, time.Now()} },
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			c.messages <- pr.Packet
-			return true, nil
-		}},
-	})
-	if cp.KeepAlive == 0 {
-		cp.KeepAlive = 30
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, cp)
-	if ca == nil {
-		t.Fatalf("v5 connect: no CONNACK: %v", err)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return c, ca
-}
-
-func jwtConnect(clientID, token string) *paho.Connect { return testkit.JWTConnect(clientID, "", token) }
-
 // subscribeV5 connects a long-lived subscriber to filter.
-func subscribeV5(t testing.TB, b *testBroker, clientID, filter string) *v5Client {
+func subscribeV5(t testing.TB, b *testBroker, clientID, filter string) *testkit.V5Client {
 	t.Helper()
 	token, _ := mintLocal(t, b.hook, "watcher", time.Hour, nil)
-	c, ca := dialV5(t, b.addr, passwordConnect(clientID, "", token))
+	c, ca := connectV5(t, b.addr, passwordConnect(clientID, "", token))
 	if ca.ReasonCode != 0 {
 		t.Fatalf("subscriber CONNACK 0x%02X", ca.ReasonCode)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
-		t.Fatal(err)
+	if code := c.SubscribeQoS1(t, filter); code >= 0x80 {
+		t.Fatalf("SUBACK 0x%02X for %s", code, filter)
 	}
 	return c
 }
 
 // countFor counts the messages arriving on c within d.
-func countFor(c *v5Client, d time.Duration) int {
+func countFor(c *testkit.V5Client, d time.Duration) int {
 	n := 0
 	deadline := time.After(d)
 	for {
 		select {
-		case <-c.messages:
+		case <-c.Received:
 			n++
 		case <-deadline:
 			return n
@@ -125,23 +80,19 @@ func TestExpiryDisconnectsV5WithReasonAndWill(t *testing.T) {
 	b := startBrokerWith(t, Options{Config: localConfig()}, &allowAllACL{})
 	watcher := subscribeV5(t, b, "watcher", "wills/#")
 	token, deadline := mintLocal(t, b.hook, "alice", 2*time.Second, nil)
-	cp := jwtConnect("v5-expiring", token)
+	cp := testkit.JWTConnect("v5-expiring", "", token)
 	cp.WillMessage = &paho.WillMessage{Topic: "wills/v5", Payload: []byte("v5 gone"), QoS: 1}
-	c, ca := dialV5(t, b.addr, cp)
+	c, ca := connectV5(t, b.addr, cp)
 	if ca.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 	}
-	select {
-	case td := <-c.disconnects:
-		checkOnTime(t, "DISCONNECT", td.at, deadline)
-		if td.d.ReasonCode != 0xA0 || td.d.Properties == nil || td.d.Properties.ReasonString != "token expired" {
-			t.Fatalf("DISCONNECT 0x%02X %+v, want 0xA0 \"token expired\"", td.d.ReasonCode, td.d.Properties)
-		}
-	case <-time.After(time.Until(deadline) + 2*time.Second):
-		t.Fatal("no DISCONNECT after the token expired")
+	td := c.NextDisconnect(t, time.Until(deadline)+2*time.Second)
+	checkOnTime(t, "DISCONNECT", td.At, deadline)
+	if td.ReasonCode != 0xA0 || td.Properties == nil || td.Properties.ReasonString != "token expired" {
+		t.Fatalf("DISCONNECT 0x%02X %+v, want 0xA0 \"token expired\"", td.ReasonCode, td.Properties)
 	}
 	expectWillOnce(t, watcher, "wills/v5", "v5 gone")
-	waitFor(t, func() bool { return b.hook.armed.Load() == 1 }) // the watcher's
+	testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.armed.Load() == 1 }, "expiry timers armed: %d, want %d", b.hook.armed.Load(), 1) // the watcher's
 }
 
 func TestExpiryClosesV3AndPublishesWill(t *testing.T) {
@@ -149,16 +100,12 @@ func TestExpiryClosesV3AndPublishesWill(t *testing.T) {
 	watcher := subscribeV5(t, b, "watcher", "wills/#")
 	token, deadline := mintLocal(t, b.hook, "bob", 2*time.Second, nil)
 	lost := make(chan time.Time, 1)
-	opts := paho3.NewClientOptions().AddBroker("tcp://"+b.addr).SetClientID("v3-expiring").
-		SetUsername("jwt").SetPassword(token).SetProtocolVersion(4).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectRetry(false).SetKeepAlive(30*time.Second).
+	opts := testkit.V3Options("tcp://"+b.addr, "v3-expiring", "jwt", token).
 		SetWill("wills/v3", "v3 gone", 1, false).
 		SetConnectionLostHandler(func(paho3.Client, error) { lost <- time.Now() })
-	c := paho3.NewClient(opts)
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("v3 connect: %v", tok.Error())
+	if _, code, err := testkit.ConnectV3(t, opts); err != nil {
+		t.Fatalf("v3 connect: CONNACK %d, %v", code, err)
 	}
-	defer c.Disconnect(0)
 	select {
 	case at := <-lost:
 		checkOnTime(t, "connection closed", at, deadline)
@@ -168,10 +115,10 @@ func TestExpiryClosesV3AndPublishesWill(t *testing.T) {
 	expectWillOnce(t, watcher, "wills/v3", "v3 gone")
 }
 
-func expectWillOnce(t *testing.T, watcher *v5Client, topic, payload string) {
+func expectWillOnce(t *testing.T, watcher *testkit.V5Client, topic, payload string) {
 	t.Helper()
 	select {
-	case m := <-watcher.messages:
+	case m := <-watcher.Received:
 		if m.Topic != topic || string(m.Payload) != payload {
 			t.Fatalf("got %s %q, want the Will %s %q", m.Topic, m.Payload, topic, payload)
 		}
@@ -188,12 +135,12 @@ func TestClientDisconnectStopsTimerWithoutWill(t *testing.T) {
 	b := startBrokerWith(t, Options{Config: localConfig()}, &allowAllACL{})
 	watcher := subscribeV5(t, b, "watcher", "wills/#")
 	token, _ := mintLocal(t, b.hook, "carol", time.Hour, nil)
-	cp := jwtConnect("leaving", token)
+	cp := testkit.JWTConnect("leaving", "", token)
 	cp.WillMessage = &paho.WillMessage{Topic: "wills/leaving", Payload: []byte("x")}
-	c, _ := dialV5(t, b.addr, cp)
-	waitFor(t, func() bool { return b.hook.armed.Load() == 2 })
+	c, _ := connectV5(t, b.addr, cp)
+	testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.armed.Load() == 2 }, "expiry timers armed: %d, want %d", b.hook.armed.Load(), 2)
 	_ = c.Disconnect(&paho.Disconnect{})
-	waitFor(t, func() bool { return b.hook.armed.Load() == 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.armed.Load() == 1 }, "expiry timers armed: %d, want %d", b.hook.armed.Load(), 1)
 	if n := countFor(watcher, 300*time.Millisecond); n != 0 {
 		t.Fatal("Will published after a graceful DISCONNECT")
 	}
@@ -209,27 +156,18 @@ func TestTakeoverNotDisconnectedByOldTimer(t *testing.T) {
 		cp.Properties.SessionExpiryInterval = &expiry
 		return cp
 	}
-	old, ca := dialV5(t, b.addr, persist(jwtConnect("device-7", short)))
+	old, ca := connectV5(t, b.addr, persist(testkit.JWTConnect("device-7", "", short)))
 	if ca.ReasonCode != 0 {
 		t.Fatalf("old CONNACK 0x%02X", ca.ReasonCode)
 	}
-	newer, ca := dialV5(t, b.addr, persist(jwtConnect("device-7", long)))
+	newer, ca := connectV5(t, b.addr, persist(testkit.JWTConnect("device-7", "", long)))
 	if ca.ReasonCode != 0 {
 		t.Fatalf("new CONNACK 0x%02X", ca.ReasonCode)
 	}
-	select {
-	case td := <-old.disconnects:
-		if td.d.ReasonCode != packets.ErrSessionTakenOver.Code {
-			t.Fatalf("old connection: DISCONNECT 0x%02X, want 0x8E", td.d.ReasonCode)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("old connection not taken over")
+	if td := old.NextDisconnect(t, 5*time.Second); td.ReasonCode != packets.ErrSessionTakenOver.Code {
+		t.Fatalf("old connection: DISCONNECT 0x%02X, want 0x8E", td.ReasonCode)
 	}
-	select {
-	case td := <-newer.disconnects:
-		t.Fatalf("the newer connection was disconnected: 0x%02X", td.d.ReasonCode)
-	case <-time.After(time.Until(deadline) + time.Second):
-	}
+	newer.NoDisconnect(t, time.Until(deadline)+time.Second) // past the older token's expiry
 	cl, ok := b.server.Clients.Get("device-7")
 	if !ok || cl.Closed() {
 		t.Fatal("the newer connection is gone")
@@ -256,21 +194,21 @@ func TestNoTimerLeaks(t *testing.T) {
 		b := startBrokerWith(t, Options{Config: localConfig()})
 		baseline := runtime.NumGoroutine()
 		const n = 50
-		var clients []*v5Client
+		var clients []*testkit.V5Client
 		for i := range n {
 			token, _ := mintLocal(t, b.hook, fmt.Sprintf("user-%d", i), time.Hour, nil)
-			c, ca := dialV5(t, b.addr, jwtConnect(fmt.Sprintf("leak-%d", i), token))
+			c, ca := connectV5(t, b.addr, testkit.JWTConnect(fmt.Sprintf("leak-%d", i), "", token))
 			if ca.ReasonCode != 0 {
 				t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 			}
 			clients = append(clients, c)
 		}
 		// Timers are armed just after the CONNACK is written.
-		waitFor(t, func() bool { return b.hook.armed.Load() == n })
+		testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.armed.Load() == n }, "expiry timers armed: %d, want %d", b.hook.armed.Load(), n)
 		for _, c := range clients {
 			_ = c.Disconnect(&paho.Disconnect{})
 		}
-		waitFor(t, func() bool { return b.hook.armed.Load() == 0 && runtime.NumGoroutine() <= baseline })
+		testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.armed.Load() == 0 && runtime.NumGoroutine() <= baseline }, "timers or goroutines left: %d armed, %d goroutines, baseline %d", b.hook.armed.Load(), runtime.NumGoroutine(), baseline)
 		sessions := 0
 		b.hook.sessions.Range(func(_, _ any) bool { sessions++; return true })
 		if sessions != 0 {
@@ -280,10 +218,10 @@ func TestNoTimerLeaks(t *testing.T) {
 	t.Run("hook closed", func(t *testing.T) {
 		b := startBrokerWith(t, Options{Config: localConfig()})
 		token, _ := mintLocal(t, b.hook, "frank", time.Hour, nil)
-		if _, ca := dialV5(t, b.addr, jwtConnect("closing", token)); ca.ReasonCode != 0 {
+		if _, ca := connectV5(t, b.addr, testkit.JWTConnect("closing", "", token)); ca.ReasonCode != 0 {
 			t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 		}
-		waitFor(t, func() bool { return b.hook.armed.Load() == 1 })
+		testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.armed.Load() == 1 }, "expiry timers armed: %d, want %d", b.hook.armed.Load(), 1)
 		_ = b.hook.Stop()
 		if got := b.hook.armed.Load(); got != 0 {
 			t.Fatalf("%d timers armed after Close", got)
@@ -409,7 +347,7 @@ func TestExpiryAtScale(t *testing.T) {
 	if connected.After(firstDeadline) {
 		t.Fatalf("connecting took %s, longer than the first credential's life", connected.Sub(start))
 	}
-	waitFor(t, func() bool { return b.hook.armed.Load() == clients })
+	testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.armed.Load() == clients }, "expiry timers armed: %d, want %d", b.hook.armed.Load(), clients)
 
 	lateness := make([]time.Duration, 0, clients)
 	timeout := time.After(time.Until(deadlines[spread-1]) + 5*time.Second)
@@ -437,7 +375,7 @@ func TestExpiryAtScale(t *testing.T) {
 	if worst > time.Second {
 		t.Fatalf("a client was disconnected %s after exp+leeway, want at most 1s", worst)
 	}
-	waitFor(t, func() bool { return b.hook.armed.Load() == 0 && runtime.NumGoroutine() <= baseline })
+	testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.armed.Load() == 0 && runtime.NumGoroutine() <= baseline }, "timers or goroutines left: %d armed, %d goroutines, baseline %d", b.hook.armed.Load(), runtime.NumGoroutine(), baseline)
 }
 
 // ---- the expiry queue on its own: sessions without connections, deadlines in real time ----
@@ -520,7 +458,7 @@ func TestExpiryQueueOrderRearmRemove(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.ending
 	}
-	waitFor(t, func() bool { return ended(first) && ended(last) })
+	testkit.Eventually(t, 10*time.Second, func() bool { return ended(first) && ended(last) }, "the first and last queued sessions did not both end")
 	if ended(rearmed) || ended(removed) {
 		t.Fatalf("re-armed session ended: %v, removed session ended: %v; want neither", ended(rearmed), ended(removed))
 	}

@@ -112,17 +112,15 @@ func connectV3(t testing.TB, addr, clientID, username, password string) (byte, p
 	return code, c
 }
 
-// connectV5 returns the CONNACK a paho.golang MQTT 5 client receives; a refused client's socket is closed.
-func connectV5(t testing.TB, addr string, cp *paho.Connect) *paho.Connack {
+// connectV5 connects a paho.golang MQTT 5 client to addr and returns it with its CONNACK; no CONNACK fails
+// the test.
+func connectV5(t testing.TB, addr string, cp *paho.Connect) (*testkit.V5Client, *paho.Connack) {
 	t.Helper()
 	c, ca, err := testkit.ConnectV5(t, testkit.DialTCP(t, addr), cp)
 	if ca == nil {
 		t.Fatalf("v5 connect: no CONNACK: %v", err)
 	}
-	if err != nil {
-		_ = c.Conn.Close()
-	}
-	return ca
+	return c, ca
 }
 
 func passwordConnect(clientID, username, token string) *paho.Connect {
@@ -234,7 +232,7 @@ func TestConnackCodes(t *testing.T) {
 				}
 			})
 			t.Run("v5", func(t *testing.T) {
-				ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("v5-%d", i), tt.username, token))
+				_, ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("v5-%d", i), tt.username, token))
 				if ca.ReasonCode != tt.v5 {
 					t.Fatalf("CONNACK reason code = 0x%02X, want 0x%02X (%s)", ca.ReasonCode, tt.v5, ca.Properties.ReasonString)
 				}
@@ -273,7 +271,7 @@ func TestConnectAuthenticationMethod(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id := fmt.Sprintf("m-%d", i)
-			ca := connectV5(t, b.addr, &paho.Connect{ClientID: id, CleanStart: true,
+			_, ca := connectV5(t, b.addr, &paho.Connect{ClientID: id, CleanStart: true,
 				Properties: &paho.ConnectProperties{AuthMethod: tt.method, AuthData: []byte(tt.data)}})
 			if ca.ReasonCode != tt.want {
 				t.Fatalf("CONNACK = 0x%02X (%s), want 0x%02X", ca.ReasonCode, ca.Properties.ReasonString, tt.want)
@@ -390,11 +388,11 @@ func TestSessionTakeoverAcrossUsernames(t *testing.T) {
 	expiry := uint32(3600)
 	alice := &paho.Connect{ClientID: "shared", Password: []byte(tokenFor("alice")), PasswordFlag: true,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
-	if ca := connectV5(t, b.addr, alice); ca.ReasonCode != 0 {
+	if _, ca := connectV5(t, b.addr, alice); ca.ReasonCode != 0 {
 		t.Fatalf("alice: 0x%02X", ca.ReasonCode)
 	}
 	// bob may not take alice's live session...
-	if ca := connectV5(t, b.addr, passwordConnect("shared", "", tokenFor("bob"))); ca.ReasonCode != 0x85 {
+	if _, ca := connectV5(t, b.addr, passwordConnect("shared", "", tokenFor("bob"))); ca.ReasonCode != 0x85 {
 		t.Fatalf("bob v5 over live session: 0x%02X, want 0x85", ca.ReasonCode)
 	}
 	if code, _ := connectV3(t, b.addr, "shared", "", tokenFor("bob")); code != 0x02 {
@@ -426,7 +424,7 @@ func TestUnknownKIDRotationOneFetch(t *testing.T) {
 
 	// Before rotation the kid is unknown: one fetch, then refused.
 	before := idp.Fetches()
-	if ca := connectV5(t, b.addr, passwordConnect("early", "", newKey.Sign(t, base(clock.Now())))); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonUnknownKID) {
+	if _, ca := connectV5(t, b.addr, passwordConnect("early", "", newKey.Sign(t, base(clock.Now())))); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonUnknownKID) {
 		t.Fatalf("unknown kid: 0x%02X %q", ca.ReasonCode, ca.Properties.ReasonString)
 	}
 	if got := idp.Fetches() - before; got != 1 {
@@ -435,7 +433,7 @@ func TestUnknownKIDRotationOneFetch(t *testing.T) {
 	idp.SetKeys(oldKey, newKey)
 	// Within the cooldown the IdP is not asked again, however often the kid is presented.
 	before = idp.Fetches()
-	if ca := connectV5(t, b.addr, passwordConnect("cooldown", "", newKey.Sign(t, base(clock.Now())))); ca.ReasonCode != 0x86 {
+	if _, ca := connectV5(t, b.addr, passwordConnect("cooldown", "", newKey.Sign(t, base(clock.Now())))); ca.ReasonCode != 0x86 {
 		t.Fatalf("within cooldown: 0x%02X", ca.ReasonCode)
 	}
 	if got := idp.Fetches() - before; got != 0 {
@@ -455,11 +453,11 @@ func TestUnknownKIDRotationOneFetch(t *testing.T) {
 			defer wg.Done()
 			c := base(clock.Now())
 			c["sub"] = fmt.Sprintf("user-%d", i) // distinct tokens: no cache hits
-			ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("rot-%d", i), "", newKey.Sign(t, c)))
+			_, ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("rot-%d", i), "", newKey.Sign(t, c)))
 			codes <- ca.ReasonCode
 		}()
 	}
-	waitFor(t, func() bool { return idp.Fetches()-before >= 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return idp.Fetches()-before >= 1 }, "no JWKS fetch")
 	time.Sleep(200 * time.Millisecond) // let the other CONNECTs arrive while the fetch is held
 	release()
 	wg.Wait()
@@ -494,7 +492,7 @@ func TestJWKSDownAfterStart(t *testing.T) {
 	}
 	c := baseClaims(idp.Issuer())(clock.Now())
 	c["sub"] = "fresh-token"
-	if ca := connectV5(t, b.addr, passwordConnect("down-1", "", key.Sign(t, c))); ca.ReasonCode != 0 {
+	if _, ca := connectV5(t, b.addr, passwordConnect("down-1", "", key.Sign(t, c))); ca.ReasonCode != 0 {
 		t.Fatalf("cached key refused while the JWKS endpoint is down: 0x%02X %s", ca.ReasonCode, ca.Properties.ReasonString)
 	}
 }
@@ -505,12 +503,12 @@ func TestProviderNeverReachable(t *testing.T) {
 	idp := testkit.NewIdP(t, key)
 	idp.SetDown(true)
 	b := startBroker(t, oidcConfig(idp.Issuer()), clock.Now)
-	waitFor(t, func() bool { return b.hook.Providers()[0].LastError != "" })
+	testkit.Eventually(t, 10*time.Second, func() bool { return b.hook.Providers()[0].LastError != "" }, "the provider reports no error")
 	if ps := b.hook.Providers(); ps[0].Ready {
 		t.Fatalf("provider ready without keys: %+v", ps)
 	}
 	clock.Add(time.Minute) // past the cooldown of the background fetch
-	ca := connectV5(t, b.addr, passwordConnect("nr", "", key.Sign(t, baseClaims(idp.Issuer())(clock.Now()))))
+	_, ca := connectV5(t, b.addr, passwordConnect("nr", "", key.Sign(t, baseClaims(idp.Issuer())(clock.Now()))))
 	if ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonKeysUnavailable) {
 		t.Fatalf("CONNACK = 0x%02X %q, want 0x86 keys_unavailable", ca.ReasonCode, ca.Properties.ReasonString)
 	}
@@ -575,7 +573,7 @@ func TestAnonymous(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := startBroker(t, Config{AllowAnonymous: tt.allow}, nil)
-			ca := connectV5(t, b.addr, &paho.Connect{ClientID: "anon", CleanStart: true, Username: "alice", UsernameFlag: true})
+			_, ca := connectV5(t, b.addr, &paho.Connect{ClientID: "anon", CleanStart: true, Username: "alice", UsernameFlag: true})
 			if ca.ReasonCode != tt.want {
 				t.Fatalf("CONNACK 0x%02X, want 0x%02X", ca.ReasonCode, tt.want)
 			}
@@ -624,11 +622,6 @@ func TestVerifyNamedProvider(t *testing.T) {
 			}
 		})
 	}
-}
-
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	testkit.Eventually(t, 10*time.Second, cond, "condition not met")
 }
 
 func counterValue(c prometheus.Counter) float64 {

@@ -233,7 +233,7 @@ func TestMintCredential(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("x5-%d", i), tt.username, tt.token))
+			_, ca := connectV5(t, b.addr, passwordConnect(fmt.Sprintf("x5-%d", i), tt.username, tt.token))
 			if ca.ReasonCode != tt.v5 {
 				t.Fatalf("v5 CONNACK 0x%02X (%s), want 0x%02X", ca.ReasonCode, ca.Properties.ReasonString, tt.v5)
 			}

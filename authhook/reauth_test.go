@@ -10,6 +10,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // identityChanges counts Options.OnIdentityChange calls per client id.
@@ -33,7 +35,7 @@ func (c *identityChanges) count(id string) int {
 	return c.n[id]
 }
 
-func reauth(t testing.TB, c *v5Client, method, token string) *paho.AuthResponse {
+func reauth(t testing.TB, c *testkit.V5Client, method, token string) *paho.AuthResponse {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -49,7 +51,7 @@ func TestReauthKeepsConnectionAlive(t *testing.T) {
 	changes := &identityChanges{}
 	b := startBrokerWith(t, Options{Config: localConfig(), OnIdentityChange: changes.record}, &allowAllACL{})
 	token, firstDeadline := mintLocal(t, b.hook, "alice", 2*time.Second, map[string]string{"plan": "free"})
-	c, ca := dialV5(t, b.addr, jwtConnect("refresher", token))
+	c, ca := connectV5(t, b.addr, testkit.JWTConnect("refresher", "", token))
 	if ca.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 	}
@@ -58,7 +60,7 @@ func TestReauthKeepsConnectionAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	ptoken, _ := mintLocal(t, b.hook, "publisher", time.Hour, nil)
-	pub, ca := dialV5(t, b.addr, passwordConnect("publisher", "", ptoken))
+	pub, ca := connectV5(t, b.addr, passwordConnect("publisher", "", ptoken))
 	if ca.ReasonCode != 0 {
 		t.Fatalf("publisher CONNACK 0x%02X", ca.ReasonCode)
 	}
@@ -87,11 +89,7 @@ func TestReauthKeepsConnectionAlive(t *testing.T) {
 		if got == 0 {
 			t.Fatalf("no message in the second after round %d (%s in)", rounds, time.Since(start).Round(time.Millisecond))
 		}
-		select {
-		case td := <-c.disconnects:
-			t.Fatalf("disconnected after %s: 0x%02X %+v", time.Since(start).Round(time.Millisecond), td.d.ReasonCode, td.d.Properties)
-		default:
-		}
+		c.NoDisconnect(t, 0)
 		fresh, _ := mintLocal(t, b.hook, "alice", 2*time.Second, map[string]string{"plan": "pro"})
 		if ar := reauth(t, c, "JWT", fresh); !ar.Success || ar.ReasonCode != 0 {
 			t.Fatalf("round %d: AUTH 0x%02X success=%v", rounds, ar.ReasonCode, ar.Success)
@@ -126,12 +124,12 @@ func TestReauthRefused(t *testing.T) {
 		code     byte
 		reasonIs string
 	}{
-		{name: "another user's token", connect: func(tok string) *paho.Connect { return jwtConnect("r-other", tok) }, method: "JWT",
+		{name: "another user's token", connect: func(tok string) *paho.Connect { return testkit.JWTConnect("r-other", "", tok) }, method: "JWT",
 			token: func() string { tok, _ := mintLocal(t, b.hook, "mallory", time.Hour, nil); return tok },
 			code:  0x87, reasonIs: string(ReasonUsernameMismatch)},
-		{name: "bad token", connect: func(tok string) *paho.Connect { return jwtConnect("r-bad", tok) }, method: "JWT",
+		{name: "bad token", connect: func(tok string) *paho.Connect { return testkit.JWTConnect("r-bad", "", tok) }, method: "JWT",
 			token: func() string { return "not.a.token" }, code: 0x87, reasonIs: string(ReasonMalformed)},
-		{name: "expired token", connect: func(tok string) *paho.Connect { return jwtConnect("r-expired", tok) }, method: "JWT",
+		{name: "expired token", connect: func(tok string) *paho.Connect { return testkit.JWTConnect("r-expired", "", tok) }, method: "JWT",
 			token: func() string {
 				past := *b.hook.LocalIssuer() // same key, an hour ago
 				past.now = func() time.Time { return time.Now().Add(-time.Hour) }
@@ -141,7 +139,7 @@ func TestReauthRefused(t *testing.T) {
 				}
 				return tok
 			}, code: 0x87, reasonIs: string(ReasonTokenExpired)},
-		{name: "another method", connect: func(tok string) *paho.Connect { return jwtConnect("r-method", tok) }, method: "OAUTH2-JWT",
+		{name: "another method", connect: func(tok string) *paho.Connect { return testkit.JWTConnect("r-method", "", tok) }, method: "OAUTH2-JWT",
 			token: func() string { tok, _ := mintLocal(t, b.hook, "alice", time.Hour, nil); return tok },
 			code:  0x82, reasonIs: string(ReasonBadAuthMethod)},
 		{name: "connection used the password field", connect: func(tok string) *paho.Connect { return passwordConnect("r-password", "", tok) }, method: "JWT",
@@ -152,7 +150,7 @@ func TestReauthRefused(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			first, _ := mintLocal(t, b.hook, "alice", time.Hour, map[string]string{"plan": "free"})
 			cp := tt.connect(first)
-			c, ca := dialV5(t, b.addr, cp)
+			c, ca := connectV5(t, b.addr, cp)
 			if ca.ReasonCode != 0 {
 				t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 			}
@@ -162,7 +160,7 @@ func TestReauthRefused(t *testing.T) {
 			if ar.Success || ar.ReasonCode != tt.code || ar.Properties == nil || ar.Properties.ReasonString != tt.reasonIs {
 				t.Fatalf("got success=%v 0x%02X %+v, want DISCONNECT 0x%02X %q", ar.Success, ar.ReasonCode, ar.Properties, tt.code, tt.reasonIs)
 			}
-			waitFor(t, cl.Closed)
+			testkit.Eventually(t, 10*time.Second, cl.Closed, "the client was not closed")
 			if changes.count(cp.ClientID) != 0 {
 				t.Fatal("OnIdentityChange called for a refused re-authentication")
 			}

@@ -97,7 +97,7 @@ func untilCONNACK(t *testing.T, b *testBroker, clientID string, token func() str
 	t.Helper()
 	start := time.Now()
 	for {
-		ca := connectV5(t, b.addr, passwordConnect(clientID, "", token()))
+		_, ca := connectV5(t, b.addr, passwordConnect(clientID, "", token()))
 		if ca.ReasonCode == want {
 			return time.Since(start)
 		}
@@ -115,11 +115,11 @@ func TestRegistryDirReload(t *testing.T) {
 	cfg := Config{Providers: []ProviderConfig{{Name: "fleet", Type: TypeDevices, Project: testProject, RegistryDir: dir}}}
 	b := startBroker(t, cfg, nil)
 	tokenOf := func(k testkit.Key) func() string {
-		return func() string { return signDevice(t, k, deviceClaims(time.Now())) }
+		return func() string { return k.SignWithoutKID(t, deviceClaims(time.Now())) }
 	}
 	file := filepath.Join(dir, "sensor-7.pem")
 
-	if ca := connectV5(t, b.addr, passwordConnect("sensor-7", "", tokenOf(first)())); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonUnknownDevice) {
+	if _, ca := connectV5(t, b.addr, passwordConnect("sensor-7", "", tokenOf(first)())); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonUnknownDevice) {
 		t.Fatalf("before the file: 0x%02X %q", ca.ReasonCode, ca.Properties.ReasonString)
 	}
 	// Written in place, not renamed: a scan may read it half-written, and must read it again.
@@ -132,7 +132,7 @@ func TestRegistryDirReload(t *testing.T) {
 	writeAtomically(t, file, selfSignedPEM(t, second, time.Now().Add(time.Hour)))
 	took = untilCONNACK(t, b, "sensor-7", tokenOf(second), 0, 5*time.Second)
 	t.Logf("file replaced: new key accepted after %s", took.Round(time.Millisecond))
-	if ca := connectV5(t, b.addr, passwordConnect("sensor-7", "", tokenOf(first)())); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonInvalidSignature) {
+	if _, ca := connectV5(t, b.addr, passwordConnect("sensor-7", "", tokenOf(first)())); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonInvalidSignature) {
 		t.Fatalf("replaced key still accepted: 0x%02X %q", ca.ReasonCode, ca.Properties.ReasonString)
 	}
 
@@ -180,7 +180,7 @@ func TestRegistryDirContents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Stop()
-	token := signDevice(t, key, deviceClaims(time.Now()))
+	token := key.SignWithoutKID(t, deviceClaims(time.Now()))
 	tests := []struct {
 		clientID string
 		reason   Reason
@@ -251,7 +251,7 @@ func TestDeviceKeyFileRelativeToBaseDir(t *testing.T) {
 	}
 	defer h.Stop()
 	// The configured expiry is earlier than the certificate's and wins.
-	if _, err := h.verify(signDevice(t, key, deviceClaims(time.Now())), "", "d"); ReasonOf(err) != ReasonKeyExpired {
+	if _, err := h.verify(key.SignWithoutKID(t, deviceClaims(time.Now())), "", "d"); ReasonOf(err) != ReasonKeyExpired {
 		t.Fatalf("err = %v, want key_expired", err)
 	}
 }

@@ -17,14 +17,14 @@ func TestRevokeUsername(t *testing.T) {
 	aliceToken, _ := mintLocal(t, b.hook, "alice", time.Hour, nil)
 	bobToken, _ := mintLocal(t, b.hook, "bob", time.Hour, nil)
 
-	alice5, ca := dialV5(t, b.addr, jwtConnect("alice-v5", aliceToken))
+	alice5, ca := connectV5(t, b.addr, testkit.JWTConnect("alice-v5", "", aliceToken))
 	if ca.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 	}
 	if code, _ := connectV3(t, b.addr, "alice-v3", "", aliceToken); code != 0 {
 		t.Fatalf("v3 CONNACK 0x%02X", code)
 	}
-	bob, ca := dialV5(t, b.addr, jwtConnect("bob-v5", bobToken))
+	bob, ca := connectV5(t, b.addr, testkit.JWTConnect("bob-v5", "", bobToken))
 	if ca.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X", ca.ReasonCode)
 	}
@@ -35,23 +35,14 @@ func TestRevokeUsername(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("Revoke = %d, %v; want 2 clients disconnected", n, err)
 	}
-	select {
-	case td := <-alice5.disconnects:
-		if td.d.ReasonCode != 0x98 || td.d.Properties == nil || td.d.Properties.ReasonString != revokedReason {
-			t.Fatalf("DISCONNECT 0x%02X %+v, want 0x98 %q", td.d.ReasonCode, td.d.Properties, revokedReason)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("alice's v5 connection not disconnected")
+	if td := alice5.NextDisconnect(t, 3*time.Second); td.ReasonCode != 0x98 || td.Properties == nil || td.Properties.ReasonString != revokedReason {
+		t.Fatalf("DISCONNECT 0x%02X %+v, want 0x98 %q", td.ReasonCode, td.Properties, revokedReason)
 	}
-	waitFor(t, cl3.Closed)
-	select {
-	case td := <-bob.disconnects:
-		t.Fatalf("bob disconnected: 0x%02X", td.d.ReasonCode)
-	case <-time.After(100 * time.Millisecond):
-	}
+	testkit.Eventually(t, 10*time.Second, cl3.Closed, "the client was not closed")
+	bob.NoDisconnect(t, 100*time.Millisecond)
 
 	// The old credential is in the verified-token cache; it is refused all the same.
-	if ca := connectV5(t, b.addr, passwordConnect("alice-again", "", aliceToken)); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonTokenRevoked) {
+	if _, ca := connectV5(t, b.addr, passwordConnect("alice-again", "", aliceToken)); ca.ReasonCode != 0x86 || ca.Properties.ReasonString != string(ReasonTokenRevoked) {
 		t.Fatalf("revoked credential: CONNACK 0x%02X %q, want 0x86 token_revoked", ca.ReasonCode, ca.Properties.ReasonString)
 	}
 	if code, _ := connectV3(t, b.addr, "alice-again-v3", "", aliceToken); code != 0x04 {
@@ -60,11 +51,11 @@ func TestRevokeUsername(t *testing.T) {
 	// A credential issued after the revocation is accepted.
 	clock.Add(time.Second)
 	fresh, _ := mintLocal(t, b.hook, "alice", time.Hour, nil)
-	if ca := connectV5(t, b.addr, passwordConnect("alice-fresh", "", fresh)); ca.ReasonCode != 0 {
+	if _, ca := connectV5(t, b.addr, passwordConnect("alice-fresh", "", fresh)); ca.ReasonCode != 0 {
 		t.Fatalf("fresh credential: CONNACK 0x%02X %q", ca.ReasonCode, ca.Properties.ReasonString)
 	}
 	// Other users are not affected.
-	if ca := connectV5(t, b.addr, passwordConnect("bob-2", "", bobToken)); ca.ReasonCode != 0 {
+	if _, ca := connectV5(t, b.addr, passwordConnect("bob-2", "", bobToken)); ca.ReasonCode != 0 {
 		t.Fatalf("bob: 0x%02X", ca.ReasonCode)
 	}
 }
@@ -108,8 +99,8 @@ func TestRevokeTokenID(t *testing.T) {
 	b := startBrokerWith(t, Options{Config: localConfig(), Now: clock.Now})
 	stolen, _ := mintLocal(t, b.hook, "carol", time.Hour, nil)
 	other, _ := mintLocal(t, b.hook, "carol", time.Hour, nil)
-	c1, _ := dialV5(t, b.addr, jwtConnect("carol-1", stolen))
-	c2, _ := dialV5(t, b.addr, jwtConnect("carol-2", other))
+	c1, _ := connectV5(t, b.addr, testkit.JWTConnect("carol-1", "", stolen))
+	c2, _ := connectV5(t, b.addr, testkit.JWTConnect("carol-2", "", other))
 	id, err := b.hook.Verify(context.Background(), stolen, "") // served from the cache
 	if err != nil {
 		t.Fatal(err)
@@ -118,19 +109,10 @@ func TestRevokeTokenID(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("Revoke = %d, %v; want 1", n, err)
 	}
-	select {
-	case td := <-c1.disconnects:
-		if td.d.ReasonCode != 0x98 {
-			t.Fatalf("DISCONNECT 0x%02X", td.d.ReasonCode)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("the connection with the revoked token stayed")
+	if td := c1.NextDisconnect(t, 3*time.Second); td.ReasonCode != 0x98 { // the connection with the revoked token
+		t.Fatalf("DISCONNECT 0x%02X", td.ReasonCode)
 	}
-	select {
-	case <-c2.disconnects:
-		t.Fatal("the connection with another token of the same user was disconnected")
-	case <-time.After(100 * time.Millisecond):
-	}
+	c2.NoDisconnect(t, 100*time.Millisecond) // another token of the same user
 	if _, err := b.hook.Verify(context.Background(), stolen, ""); ReasonOf(err) != ReasonTokenRevoked {
 		t.Fatalf("revoked jti: %v", err)
 	}

@@ -1,22 +1,21 @@
 package broker
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-	paho3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/idmq/idmq/internal/testkit"
+	"github.com/idmq/idmq/internal/testkit/wire"
 	"github.com/idmq/idmq/refusal"
 )
 
@@ -24,7 +23,7 @@ import (
 type walkBroker struct {
 	*Broker
 	addr string
-	logs *lockedLog
+	logs *testkit.LogBuffer
 }
 
 func startWalkBroker(t *testing.T, extra string) *walkBroker {
@@ -39,7 +38,7 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedLog{}
+	logs := &testkit.LogBuffer{}
 	b, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	if err != nil {
 		t.Fatal(err)
@@ -132,15 +131,9 @@ func (w *refusalWorld) expectDisconnect(t *testing.T, row refusal.Row, v byte, c
 }
 
 // tryV5 connects with paho.golang. An accepted client is returned, and disconnected when the test ends.
-func (b *walkBroker) tryV5(t *testing.T, a attempt) (outcome, *paho.Client) {
+func (b *walkBroker) tryV5(t *testing.T, a attempt) (outcome, *testkit.V5Client) {
 	t.Helper()
-	conn, err := net.Dial("tcp", b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn})
-	cp := &paho.Connect{ClientID: a.clientID, CleanStart: true, KeepAlive: 30,
-		Username: a.username, UsernameFlag: a.username != ""}
+	cp := &paho.Connect{ClientID: a.clientID, CleanStart: true, Username: a.username, UsernameFlag: a.username != ""}
 	if a.method != "" {
 		// paho sends Request Problem Information 0 with any properties unless told; mochi then drops the
 		// CONNACK Reason String, as [MQTT-3.1.2-29] allows.
@@ -151,11 +144,8 @@ func (b *walkBroker) tryV5(t *testing.T, a attempt) (outcome, *paho.Client) {
 	if a.will != "" {
 		cp.WillMessage = &paho.WillMessage{Topic: a.will, QoS: 1, Payload: []byte("gone")}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ca, _ := c.Connect(ctx, cp)
+	c, ca, _ := testkit.ConnectV5(t, testkit.DialTCP(t, b.addr), cp)
 	if ca == nil {
-		_ = conn.Close()
 		return outcome{packet: "none"}, nil
 	}
 	got := outcome{packet: "CONNACK", code: ca.ReasonCode}
@@ -163,10 +153,8 @@ func (b *walkBroker) tryV5(t *testing.T, a attempt) (outcome, *paho.Client) {
 		got.reason = ca.Properties.ReasonString
 	}
 	if ca.ReasonCode != 0 {
-		_ = conn.Close()
 		return got, nil
 	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return got, c
 }
 
@@ -185,21 +173,11 @@ func (b *walkBroker) tryV3(t *testing.T, a attempt) outcome {
 	if username == "" && a.password != "" {
 		username = "jwt" // a 3.1.1 password needs a user name [MQTT-3.1.2-22]; "jwt" is a placeholder
 	}
-	o := paho3.NewClientOptions().AddBroker("tcp://" + b.addr).SetClientID(a.clientID).SetUsername(username).
-		SetPassword(a.password).SetProtocolVersion(4).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(10 * time.Second)
+	o := testkit.V3Options("tcp://"+b.addr, a.clientID, username, a.password)
 	if a.will != "" {
 		o.SetWill(a.will, "gone", 1, false)
 	}
-	c := paho3.NewClient(o)
-	tok := c.Connect()
-	if !tok.WaitTimeout(15 * time.Second) {
-		t.Fatal("3.1.1 connect timed out")
-	}
-	rc := tok.(*paho3.ConnectToken).ReturnCode()
-	if rc == 0 {
-		t.Cleanup(func() { c.Disconnect(0) })
-	}
+	_, rc, _ := testkit.ConnectV3(t, o)
 	if rc > 0x05 { // paho's own codes: no CONNACK arrived
 		return outcome{packet: "none"}
 	}
@@ -207,33 +185,26 @@ func (b *walkBroker) tryV3(t *testing.T, a attempt) outcome {
 }
 
 // authV3 connects with MQTT 3.1.1 and sends an AUTH packet, which 3.1.1 does not have (paho.mqtt.golang
-// cannot send one, so the packets are written by hand).
+// cannot send one, and mochi's codec would not write one for 3.1.1, so it is written by hand).
 func (b *walkBroker) authV3(t *testing.T, a attempt) outcome {
 	t.Helper()
-	conn, err := net.Dial("tcp", b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.DialTCP(t, b.addr)
 	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
 		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: a.clientID,
 			UsernameFlag: true, Username: []byte("alice"), PasswordFlag: true, Password: []byte(a.password)}}
-	var buf bytes.Buffer
-	if err := connect.ConnectEncode(&buf); err != nil {
+	if err := wire.WritePacket(conn, &connect); err != nil {
 		t.Fatal(err)
 	}
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	ack := make([]byte, 4)
-	if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
-		t.Fatalf("3.1.1 CONNACK % X, %v", ack, err)
+	r := bufio.NewReader(conn)
+	if ack, err := wire.ReadPacket(r, 4); err != nil || ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
+		t.Fatalf("3.1.1 CONNACK %+v code %d, %v", ack.FixedHeader, ack.ReasonCode, err)
 	}
 	if _, err := conn.Write([]byte{0xF0, 0x02, 0x19, 0x00}); err != nil { // AUTH 0x19, no properties
 		t.Fatal(err)
 	}
-	if n, err := conn.Read(make([]byte, 64)); err != io.EOF {
+	if n, err := r.Read(make([]byte, 64)); err != io.EOF {
 		t.Fatalf("after AUTH: read %d bytes, %v; want the connection closed", n, err)
 	}
 	return outcome{packet: "none"}
@@ -246,7 +217,7 @@ type recordMark struct {
 }
 
 func (b *walkBroker) mark(t *testing.T, row refusal.Row) recordMark {
-	return recordMark{counter: b.counter(t, row.Metric), lines: len(b.logs.lines())}
+	return recordMark{counter: b.counter(t, row.Metric), lines: len(b.logs.Lines())}
 }
 
 // checkRecorded: one log line "… refused …" for clientID at row.Level since mark, and, for a CONNECT,
@@ -259,7 +230,7 @@ func (b *walkBroker) checkRecorded(t *testing.T, mark recordMark, row refusal.Ro
 		}
 	}
 	var found []string
-	for _, l := range b.logs.lines()[mark.lines:] {
+	for _, l := range b.logs.Lines()[mark.lines:] {
 		var m map[string]any
 		if json.Unmarshal([]byte(l), &m) == nil && m["client"] == clientID && strings.Contains(fmt.Sprint(m["msg"]), "refused") {
 			found = append(found, fmt.Sprint(m["level"]))
@@ -305,25 +276,4 @@ func (b *walkBroker) counter(t *testing.T, selector string) float64 {
 		}
 	}
 	return sum
-}
-
-// lockedLog collects log output from many goroutines.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buf.Len() == 0 {
-		return nil
-	}
-	return strings.Split(strings.TrimSuffix(l.buf.String(), "\n"), "\n")
 }

@@ -1,14 +1,9 @@
 package broker
 
 import (
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/idmq/idmq/authhook"
+	"github.com/idmq/idmq/internal/testkit"
 	"github.com/idmq/idmq/refusal"
 )
 
@@ -97,19 +93,15 @@ type refusalWorld struct {
 	main, limited            *walkBroker
 	idp                      *testIdP
 	deadIssuer               string
-	devKey, oldKey, stranger *rsa.PrivateKey
+	devKey, oldKey, stranger testkit.Key
 }
 
 const walkProject = "walk-project"
 
 func newRefusalWorld(t *testing.T) *refusalWorld {
-	w := &refusalWorld{idp: newTestIdP(t), devKey: newRSAKey(t), oldKey: newRSAKey(t), stranger: newRSAKey(t)}
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.deadIssuer = "http://" + dead.Addr().String()
-	_ = dead.Close()
+	w := &refusalWorld{idp: newTestIdP(t), devKey: testkit.NewKey(t, "RS256", ""), oldKey: testkit.NewKey(t, "RS256", ""),
+		stranger: testkit.NewKey(t, "RS256", "")}
+	w.deadIssuer = fmt.Sprintf("http://127.0.0.1:%d", testkit.FreePort(t)) // nothing listens there
 	dir := t.TempDir()
 	devPEM, oldPEM := writePublicPEM(t, dir, "dev.pem", w.devKey), writePublicPEM(t, dir, "old.pem", w.oldKey)
 	w.main = startWalkBroker(t, fmt.Sprintf(`
@@ -139,21 +131,10 @@ auth: {providers: [{name: local, type: local}]}
 	return w
 }
 
-func newRSAKey(t *testing.T) *rsa.PrivateKey {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePublicPEM(t *testing.T, dir, name string, k *rsa.PrivateKey) string {
-	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+// writePublicPEM writes k's public half to dir/name, as an operator registers a device key.
+func writePublicPEM(t *testing.T, dir, name string, k testkit.Key) string {
 	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(path, k.PublicPEM(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -168,29 +149,18 @@ func (w *refusalWorld) user(t *testing.T, sub string, edit jwt.MapClaims) string
 	return w.idp.token(t, c)
 }
 
-// forged is a corp-looking token for alice from issuer iss, signed by a key the issuer never published.
+// forged is a corp-looking token for alice from issuer iss, signed under kid by a key the issuer never published.
 func (w *refusalWorld) forged(t *testing.T, iss, kid string) string {
-	return signed(t, w.stranger, kid, jwt.MapClaims{"iss": iss, "sub": "alice", "aud": "mqtt", "azp": "https://app.example.com",
+	k := w.stranger
+	k.KID = kid
+	return k.Sign(t, jwt.MapClaims{"iss": iss, "sub": "alice", "aud": "mqtt", "azp": "https://app.example.com",
 		"org_id": "acme", "iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
 }
 
-// signed is a token for claims signed by key under kid ("" = no kid, as devices sign).
-func signed(t *testing.T, key *rsa.PrivateKey, kid string, claims jwt.MapClaims) string {
-	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
-	if kid != "" {
-		tok.Header["kid"] = kid
-	}
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // device is a token of a Cloud IoT device, signed by key, issued iat ago and valid for life.
-func (w *refusalWorld) device(t *testing.T, key *rsa.PrivateKey, iatAgo, life time.Duration) string {
+func (w *refusalWorld) device(t *testing.T, key testkit.Key, iatAgo, life time.Duration) string {
 	iat := time.Now().Add(-iatAgo)
-	return signed(t, key, "", jwt.MapClaims{"aud": walkProject, "iat": iat.Unix(), "exp": iat.Add(life).Unix()})
+	return key.SignWithoutKID(t, jwt.MapClaims{"aud": walkProject, "iat": iat.Unix(), "exp": iat.Add(life).Unix()})
 }
 
 func devicePath(project, id string) string {

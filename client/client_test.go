@@ -2,11 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,20 +12,17 @@ import (
 	"time"
 
 	"github.com/idmq/idmq/broker"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 const testProject = "client-test"
 
 // startBroker runs a real idmq broker in-process with a devices provider holding key as device dev-1, and
 // returns its MQTT address.
-func startBroker(t *testing.T, key *ecdsa.PrivateKey) string {
+func startBroker(t *testing.T, key testkit.Key) string {
 	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
 	pubFile := filepath.Join(t.TempDir(), "dev-1.pem")
-	if err := os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(pubFile, key.PublicPEM(t), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := broker.Parse([]byte(fmt.Sprintf(`
@@ -57,14 +49,8 @@ acl: {rules: [{topic: "/devices/%%u/#", access: pubsub}]}
 	return b.Addresses()["tcp0"]
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+// newKey is a device key: P-256, the curve DeviceToken signs ES256 with.
+func newKey(t *testing.T) testkit.Key { return testkit.NewKey(t, "ES256", "") }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
 	ok := Config{Brokers: []string{"tcp://127.0.0.1:1883"}, ClientID: "dev-1", Token: DeviceToken(nil, "p", "", time.Hour)}

@@ -21,12 +21,12 @@ func TestRefreshInPlace(t *testing.T) {
 	var calls atomic.Int32
 	minted := make(chan string, 10)
 	source := func(ctx context.Context) (string, error) {
-		signer := key
+		signer := key.Signer
 		switch calls.Add(1) {
 		case 2:
 			return "", errors.New("hsm busy")
 		case 4:
-			signer = stranger // a key the registry does not hold: the broker must refuse it in place
+			signer = stranger.Signer // a key the registry does not hold: the broker must refuse it in place
 		}
 		tok, err := DeviceToken(signer, testProject, "", time.Hour)(ctx)
 		minted <- tok

@@ -19,6 +19,14 @@ import (
 	"github.com/idmq/idmq/internal/testkit"
 )
 
+// localTCP is the smallest broker: one TCP listener, the local issuer and the quick-start rule.
+const localTCP = `
+listeners: [{type: tcp, address: "127.0.0.1:{{tcp}}"}]
+http: {address: "127.0.0.1:{{http}}"}
+auth: {providers: [{name: local, type: local}]}
+acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
+`
+
 // allTransports is a broker with TCP, TLS, WS and WSS listeners, the local issuer and the quick-start rule.
 const allTransports = `
 data_dir: ./data
@@ -50,10 +58,7 @@ func TestTransportsPubSubV3(t *testing.T) {
 	tok := p.token("alice")
 	for _, transport := range []string{"tcp", "tls", "ws", "wss"} {
 		t.Run(transport, func(t *testing.T) {
-			var tlsConf *tls.Config
-			if transport == "tls" || transport == "wss" {
-				tlsConf = ca.ClientTLS()
-			}
+			tlsConf := ca.clientTLSFor(transport)
 			url := p.brokerURL(transport)
 			got := newCollectV3()
 			sub, code := connectV3(t, v3Options(url, "sub-"+transport, "alice", tok, tlsConf))
@@ -92,10 +97,7 @@ func TestTransportsPubSubV5AndWill(t *testing.T) {
 	tok := p.token("alice")
 	for _, transport := range []string{"tcp", "tls", "ws", "wss"} {
 		t.Run(transport, func(t *testing.T) {
-			var tlsConf *tls.Config
-			if transport == "tls" || transport == "wss" {
-				tlsConf = ca.ClientTLS()
-			}
+			tlsConf := ca.clientTLSFor(transport)
 			sub, ca5 := connectV5(t, dialV5(t, p, transport, tlsConf), &paho.Connect{
 				ClientID: "sub5-" + transport, CleanStart: true,
 				Username: "alice", UsernameFlag: true, Password: []byte(tok), PasswordFlag: true,
@@ -142,12 +144,7 @@ func TestTransportsPubSubV5AndWill(t *testing.T) {
 // TestPersistentSessionSurvivesRestart: every QoS 1 message published while a persistent subscriber was
 // away is delivered after idmq is stopped and started again on the same store.
 func TestPersistentSessionSurvivesRestart(t *testing.T) {
-	p := newIdmq(t, `
-listeners: [{type: tcp, address: "127.0.0.1:{{tcp}}"}]
-http: {address: "127.0.0.1:{{http}}"}
-auth: {providers: [{name: local, type: local}]}
-acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
-`)
+	p := newIdmq(t, localTCP)
 	p.start()
 	tok := p.token("alice")
 	url := p.brokerURL("tcp")

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
@@ -43,6 +44,14 @@ func (ca *testCA) issue(t *testing.T, certFile, keyFile string, serial int64) {
 	if err := os.Rename(certFile+".tmp", certFile); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// clientTLSFor is what a client on transport trusts: this CA over tls and wss, nil (no TLS) over tcp and ws.
+func (ca *testCA) clientTLSFor(transport string) *tls.Config {
+	if transport == "tls" || transport == "wss" {
+		return ca.ClientTLS()
+	}
+	return nil
 }
 
 func writePEM(t *testing.T, path, typ string, der []byte) {

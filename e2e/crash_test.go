@@ -51,12 +51,7 @@ type crashPublisher struct {
 }
 
 func crashRun(t *testing.T) {
-	p := newIdmq(t, `
-listeners: [{type: tcp, address: "127.0.0.1:{{tcp}}"}]
-http: {address: "127.0.0.1:{{http}}"}
-auth: {providers: [{name: local, type: local}]}
-acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
-`)
+	p := newIdmq(t, localTCP)
 	p.start()
 	tok := p.token("alice")
 	addr := p.addr("tcp")

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -412,12 +411,8 @@ func rawConnect(addr string, src net.IP, version byte, clientID string, token []
 		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte("jwt")
 		pk.Connect.PasswordFlag, pk.Connect.Password = true, token
 	}
-	var buf bytes.Buffer
-	if err := pk.ConnectEncode(&buf); err != nil {
-		return 0, err
-	}
 	_ = conn.SetDeadline(time.Now().Add(15 * time.Second))
-	if _, err := conn.Write(buf.Bytes()); err != nil {
+	if err := wire.WritePacket(conn, &pk); err != nil {
 		return 0, errors.New("write error")
 	}
 	ca, err := wire.ReadPacket(bufio.NewReader(conn), version)

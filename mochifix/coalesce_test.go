@@ -1,4 +1,4 @@
-package mochifix
+package mochifix_test
 
 import (
 	"bytes"
@@ -7,6 +7,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
+	"github.com/idmq/idmq/mochifix"
 )
 
 // countingConn counts the writes that reach the network.
@@ -29,51 +32,32 @@ func (c *countingConn) count() int {
 	return c.writes
 }
 
-// peerReader collects what the client side of the pipe receives.
-type peerReader struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (r *peerReader) run(c net.Conn) {
-	b := make([]byte, 4096)
-	for {
-		n, err := c.Read(b)
-		r.mu.Lock()
-		r.buf.Write(b[:n])
-		r.mu.Unlock()
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (r *peerReader) waitFor(t *testing.T, want []byte) {
+// waitReceived waits up to 5 s for the client side to have received exactly want, failing at once when what
+// it received is not the start of want.
+func waitReceived(t *testing.T, got *testkit.LogBuffer, want []byte) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		r.mu.Lock()
-		got := bytes.Clone(r.buf.Bytes())
-		r.mu.Unlock()
-		if bytes.Equal(got, want) {
+		b := []byte(got.String())
+		if bytes.Equal(b, want) {
 			return
 		}
-		if len(got) > len(want) || !bytes.HasPrefix(want, got) {
-			t.Fatalf("client received % x, want % x", got, want)
+		if len(b) > len(want) || !bytes.HasPrefix(want, b) {
+			t.Fatalf("client received % x, want % x", b, want)
 		}
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("client did not receive % x in time", want)
 }
 
-func newCoalescingPair(t *testing.T) (*CoalescingConn, *countingConn, net.Conn, *peerReader) {
+func newCoalescingPair(t *testing.T) (*mochifix.CoalescingConn, *countingConn, net.Conn, *testkit.LogBuffer) {
 	t.Helper()
 	server, client := net.Pipe()
 	counted := &countingConn{Conn: server}
-	c := NewCoalescingConn(counted)
-	got := &peerReader{}
+	c := mochifix.NewCoalescingConn(counted)
+	got := &testkit.LogBuffer{}
 	// The client side reads everything the broker writes.
-	go got.run(client)
+	go func() { _, _ = io.Copy(got, client) }()
 	t.Cleanup(func() { _ = c.Close(); _ = client.Close() })
 	return c, counted, client, got
 }
@@ -86,7 +70,7 @@ var (
 )
 
 // readOnce makes the broker side take one chunk of input, as mochi's read loop does before handling it.
-func readOnce(t *testing.T, c *CoalescingConn, client net.Conn) {
+func readOnce(t *testing.T, c *mochifix.CoalescingConn, client net.Conn) {
 	t.Helper()
 	go func() { _, _ = client.Write([]byte{0xc0, 0x00}) }() // PINGREQ
 	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
@@ -107,7 +91,7 @@ func TestCoalescingConnSendsAcksOfOneBatchInOneWrite(t *testing.T) {
 		t.Fatalf("%d writes reached the network while the read loop had input in hand, want 0", n)
 	}
 	readOnce(t, c, client) // the next read flushes first
-	got.waitFor(t, bytes.Join([][]byte{puback1, puback2, pubcomp3}, nil))
+	waitReceived(t, got, bytes.Join([][]byte{puback1, puback2, pubcomp3}, nil))
 	if n := counted.count(); n != 1 {
 		t.Fatalf("%d writes for three acknowledgements, want 1", n)
 	}
@@ -123,7 +107,7 @@ func TestCoalescingConnWritesDeliveriesAtOnceAfterHeldAcks(t *testing.T) {
 	if _, err := c.Write(publish); err != nil {
 		t.Fatal(err)
 	}
-	got.waitFor(t, append(bytes.Clone(puback1), publish...))
+	waitReceived(t, got, append(bytes.Clone(puback1), publish...))
 	if n := counted.count(); n != 1 {
 		t.Fatalf("%d writes, want 1 (the held ack and the delivery together)", n)
 	}
@@ -144,7 +128,7 @@ func TestCoalescingConnHoldsNothingWhileReadBlocks(t *testing.T) {
 	if _, err := c.Write(puback1); err != nil {
 		t.Fatal(err)
 	}
-	got.waitFor(t, puback1)
+	waitReceived(t, got, puback1)
 	select {
 	case err := <-readDone:
 		t.Fatalf("read returned early: %v", err)
@@ -161,7 +145,7 @@ func TestCoalescingConnCloseFlushesHeldAcks(t *testing.T) {
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close() }()
-	got.waitFor(t, puback2)
+	waitReceived(t, got, puback2)
 	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +159,7 @@ func TestCoalescingConnCloseFlushesHeldAcks(t *testing.T) {
 func TestCoalescingConnCloseDoesNotWaitForABlockedWrite(t *testing.T) {
 	server, client := net.Pipe() // nobody reads client: a write blocks until the pipe closes
 	defer client.Close()
-	c := NewCoalescingConn(server)
+	c := mochifix.NewCoalescingConn(server)
 	writeDone := make(chan error, 1)
 	go func() {
 		_, err := c.Write(publish)
@@ -248,10 +232,8 @@ func TestCoalescingConnConcurrentWritersLoseNothing(t *testing.T) {
 	_ = c.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got.mu.Lock()
-		n := got.buf.Len()
-		data := bytes.Clone(got.buf.Bytes())
-		got.mu.Unlock()
+		data := []byte(got.String())
+		n := len(data)
 		if n >= writers*perWriter*4 || time.Now().After(deadline) {
 			if n != writers*perWriter*4 {
 				t.Fatalf("client received %d bytes, want %d", n, writers*perWriter*4)

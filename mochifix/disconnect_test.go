@@ -2,8 +2,6 @@ package mochifix
 
 import (
 	"bufio"
-	"bytes"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -15,28 +13,15 @@ import (
 	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
-// readPacket reads one packet from r and decodes its fixed header; body is the rest.
-func readPacket(t *testing.T, c net.Conn, r *bufio.Reader) (packets.FixedHeader, []byte) {
+// readPacket reads the next packet on c for protocol version, within 5 s.
+func readPacket(t *testing.T, c net.Conn, r *bufio.Reader, version byte) packets.Packet {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b, err := r.ReadByte()
+	pk, err := wire.ReadPacket(r, version)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fh packets.FixedHeader
-	if err := fh.Decode(b); err != nil {
-		t.Fatal(err)
-	}
-	n, _, err := packets.DecodeLength(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fh.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		t.Fatal(err)
-	}
-	return fh, body
+	return pk
 }
 
 // TestDisconnectWritesReasonAndPublishesWill: an MQTT 5 client that asked for no problem information
@@ -45,17 +30,17 @@ func TestDisconnectWritesReasonAndPublishesWill(t *testing.T) {
 	s, addr, _ := startListening(t, func(s *mqtt.Server, l listeners.Listener) listeners.Listener {
 		return Listener(l, s, ListenerOptions{})
 	})
-	watcher := dialConnect(t, addr, "watcher")
+	watcher := dialConnect(t, addr, "watcher", true)
 	wr := bufio.NewReader(watcher)
-	if fh, _ := readPacket(t, watcher, wr); fh.Type != packets.Connack {
-		t.Fatalf("watcher: packet type %d, want CONNACK", fh.Type)
+	if pk := readPacket(t, watcher, wr, 4); pk.FixedHeader.Type != packets.Connack {
+		t.Fatalf("watcher: packet type %d, want CONNACK", pk.FixedHeader.Type)
 	}
 	if err := wire.WritePacket(watcher, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
 		PacketID: 1, Filters: packets.Subscriptions{{Filter: "will/#", Qos: 0}}}); err != nil {
 		t.Fatal(err)
 	}
-	if fh, _ := readPacket(t, watcher, wr); fh.Type != packets.Suback {
-		t.Fatalf("watcher: packet type %d, want SUBACK", fh.Type)
+	if pk := readPacket(t, watcher, wr, 4); pk.FixedHeader.Type != packets.Suback {
+		t.Fatalf("watcher: packet type %d, want SUBACK", pk.FixedHeader.Type)
 	}
 
 	c, err := net.Dial("tcp", addr)
@@ -70,8 +55,8 @@ func TestDisconnectWritesReasonAndPublishesWill(t *testing.T) {
 		t.Fatal(err)
 	}
 	cr := bufio.NewReader(c)
-	if fh, _ := readPacket(t, c, cr); fh.Type != packets.Connack {
-		t.Fatalf("packet type %d, want CONNACK", fh.Type)
+	if pk := readPacket(t, c, cr, 5); pk.FixedHeader.Type != packets.Connack {
+		t.Fatalf("packet type %d, want CONNACK", pk.FixedHeader.Type)
 	}
 	var cl *mqtt.Client
 	for deadline := time.Now().Add(5 * time.Second); cl == nil && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
@@ -80,17 +65,16 @@ func TestDisconnectWritesReasonAndPublishesWill(t *testing.T) {
 	if err := Disconnect(cl, packets.ErrAdministrativeAction, "revoked by an administrator"); err != nil {
 		t.Fatal(err)
 	}
-	fh, body := readPacket(t, c, cr)
-	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: 5}
-	if err := pk.DisconnectDecode(body); err != nil || fh.Type != packets.Disconnect {
-		t.Fatalf("packet type %d (%v), want DISCONNECT", fh.Type, err)
+	pk := readPacket(t, c, cr, 5)
+	if pk.FixedHeader.Type != packets.Disconnect {
+		t.Fatalf("packet type %d, want DISCONNECT", pk.FixedHeader.Type)
 	}
 	if pk.ReasonCode != packets.ErrAdministrativeAction.Code || pk.Properties.ReasonString != "revoked by an administrator" {
 		t.Fatalf("DISCONNECT 0x%02X %q", pk.ReasonCode, pk.Properties.ReasonString)
 	}
-	fh, body = readPacket(t, watcher, wr)
-	if fh.Type != packets.Publish || !bytes.Contains(body, []byte("will/dev")) || !bytes.HasSuffix(body, []byte("gone")) {
-		t.Fatalf("watcher: packet type %d % x, want the Will", fh.Type, body)
+	will := readPacket(t, watcher, wr, 4)
+	if will.FixedHeader.Type != packets.Publish || will.TopicName != "will/dev" || string(will.Payload) != "gone" {
+		t.Fatalf("watcher: packet type %d topic %q payload %q, want the Will", will.FixedHeader.Type, will.TopicName, will.Payload)
 	}
 	_ = watcher.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if b, err := wr.ReadByte(); err == nil {

@@ -47,7 +47,9 @@ func startListening(t *testing.T, wrap func(s *mqtt.Server, l listeners.Listener
 	return s, ln.Addr().String(), rec
 }
 
-func dialConnect(t *testing.T, addr, id string) net.Conn {
+// dialConnect opens a raw MQTT 3.1.1 connection to addr and sends CONNECT for id (a persistent session
+// unless clean); the connection closes when the test ends.
+func dialConnect(t *testing.T, addr, id string, clean bool) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -55,7 +57,7 @@ func dialConnect(t *testing.T, addr, id string) net.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	if err := wire.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Keepalive: 60, Clean: true}}); err != nil {
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: id, Keepalive: 60, Clean: clean}}); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -77,7 +79,7 @@ func TestListenerCloseStopsClientsItself(t *testing.T) {
 	s, addr, rec := startListening(t, func(s *mqtt.Server, l listeners.Listener) listeners.Listener {
 		return Listener(l, s, ListenerOptions{})
 	})
-	c := dialConnect(t, addr, "c1")
+	c := dialConnect(t, addr, "c1", true)
 	if typ, err := readType(c, 5*time.Second); typ != packets.Connack {
 		t.Fatalf("no CONNACK: %v", err)
 	}
@@ -106,7 +108,7 @@ func TestListenerConnectTimeout(t *testing.T) {
 		t.Fatalf("a silent connection was not closed by the broker in time: %v after %v", err, time.Since(start))
 	}
 	// A client that does send CONNECT is served (through the coalescing connection).
-	if typ, err := readType(dialConnect(t, addr, "c2"), 5*time.Second); typ != packets.Connack {
+	if typ, err := readType(dialConnect(t, addr, "c2", true), 5*time.Second); typ != packets.Connack {
 		t.Fatalf("no CONNACK: %v", err)
 	}
 }
@@ -122,7 +124,7 @@ func TestFixesListenerWaitsForStart(t *testing.T) {
 		}
 		return f.Listener(l, ListenerOptions{})
 	})
-	c := dialConnect(t, addr, "c1")
+	c := dialConnect(t, addr, "c1", true)
 	if typ, err := readType(c, 300*time.Millisecond); err == nil {
 		t.Fatalf("packet type %d before Start", typ)
 	}

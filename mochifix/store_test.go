@@ -164,20 +164,16 @@ func TestStoreKeepsQueueAcrossSessionTakeover(t *testing.T) {
 	}()
 	connect := func(clean bool) net.Conn {
 		t.Helper()
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		writePacket(t, c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "sub", Keepalive: 60, Clean: clean}})
+		c := dialConnect(t, ln.Addr().String(), "sub", clean)
 		readUntil(t, c, packets.Connack)
 		return c
 	}
 
 	first := connect(false)
-	writePacket(t, first, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
-		PacketID: 1, Filters: packets.Subscriptions{{Filter: "t/#", Qos: 1}}})
+	if err := wire.WritePacket(first, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 4,
+		PacketID: 1, Filters: packets.Subscriptions{{Filter: "t/#", Qos: 1}}}); err != nil {
+		t.Fatal(err)
+	}
 	readUntil(t, first, packets.Suback)
 	for i := range 3 {
 		if err := s.Publish("t/x", []byte{byte(i)}, false, 1); err != nil {
@@ -194,31 +190,17 @@ func TestStoreKeepsQueueAcrossSessionTakeover(t *testing.T) {
 	}
 }
 
-func writePacket(t *testing.T, c net.Conn, pk *packets.Packet) {
-	t.Helper()
-	if err := wire.WritePacket(c, pk); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// readUntil reads packets until one of type typ, within 5 s.
+// readUntil reads MQTT 3.1.1 packets until one of type typ, within 5 s.
 func readUntil(t *testing.T, c net.Conn, typ byte) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(c)
 	for {
-		hb, err := r.ReadByte()
+		pk, err := wire.ReadPacket(r, 4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, _, err := packets.DecodeLength(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Discard(n); err != nil {
-			t.Fatal(err)
-		}
-		if hb>>4 == typ {
+		if pk.FixedHeader.Type == typ {
 			return
 		}
 	}

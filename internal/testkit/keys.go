@@ -59,6 +59,17 @@ func (k Key) Sign(t testing.TB, claims jwt.MapClaims) string {
 	return s
 }
 
+// SignWithoutKID returns a JWT of claims signed with k and no kid in its header, as a Cloud IoT device signs:
+// the verifier knows the device's keys and tries each.
+func (k Key) SignWithoutKID(t testing.TB, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(k.Method, claims).SignedString(k.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // JWK is k's public half as a JWKS entry for signatures.
 func (k Key) JWK() (jwkset.JWKMarshal, error) {
 	j, err := jwkset.NewJWKFromKey(k.Signer.Public(), jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: k.KID, USE: jwkset.UseSig}})

@@ -22,6 +22,14 @@ func TestKeySignVerifies(t *testing.T) {
 			if parsed.Header["kid"] != "kid-"+alg || parsed.Claims.(jwt.MapClaims)["sub"] != "alice" {
 				t.Fatalf("header %v, claims %v", parsed.Header, parsed.Claims)
 			}
+			bare, err := jwt.Parse(k.SignWithoutKID(t, jwt.MapClaims{"sub": "dev"}), func(*jwt.Token) (any, error) { return k.Signer.Public(), nil },
+				jwt.WithValidMethods([]string{alg}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, has := bare.Header["kid"]; has {
+				t.Fatalf("SignWithoutKID wrote a kid: %v", bare.Header)
+			}
 			other := NewKey(t, alg, "kid-"+alg)
 			if _, err := jwt.Parse(other.Sign(t, jwt.MapClaims{}), func(*jwt.Token) (any, error) { return k.Signer.Public(), nil }); err == nil {
 				t.Fatal("a token from another key verified")

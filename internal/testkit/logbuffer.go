@@ -34,6 +34,16 @@ func (b *LogBuffer) String() string {
 	return b.buf.String()
 }
 
+// Lines is what has been written, split at newlines, without the empty string after a final newline; nil
+// when nothing has been written. A structured logger writes one record a line.
+func (b *LogBuffer) Lines() []string {
+	s := b.String()
+	if s == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+}
+
 // Contains reports whether s has been written.
 func (b *LogBuffer) Contains(s string) bool { return strings.Contains(b.String(), s) }
 

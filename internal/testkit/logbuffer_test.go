@@ -55,3 +55,14 @@ func TestLogBufferMax(t *testing.T) {
 		t.Fatalf("kept %q, want the first 4 bytes", b.String())
 	}
 }
+
+func TestLogBufferLines(t *testing.T) {
+	var b LogBuffer
+	if b.Lines() != nil {
+		t.Fatalf("an empty buffer has lines %q", b.Lines())
+	}
+	_, _ = b.Write([]byte("{\"msg\":\"one\"}\n{\"msg\":\"two\"}\n"))
+	if got := b.Lines(); len(got) != 2 || got[0] != `{"msg":"one"}` || got[1] != `{"msg":"two"}` {
+		t.Fatalf("Lines() = %q", got)
+	}
+}

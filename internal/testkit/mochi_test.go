@@ -3,6 +3,9 @@ package testkit
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +77,13 @@ func TestMochiWithoutHooksRefuses(t *testing.T) {
 	if _, code, err := ConnectV3(t, V3Options("tcp://"+m.TCP, "nobody", "", "")); err == nil || code == 0 {
 		t.Fatalf("connected to a broker with no auth hook: code %d", code)
 	}
+	c, ca, err := ConnectV5(t, DialTCP(t, m.TCP), &paho.Connect{ClientID: "nobody", CleanStart: true})
+	if err == nil || ca == nil || ca.ReasonCode < 0x80 {
+		t.Fatalf("v5 CONNACK %+v, %v; want a refusal", ca, err)
+	}
+	if _, err := c.Conn.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read on a refused client's connection: %v, want it closed", err)
+	}
 }
 
 func TestMochiTLS(t *testing.T) {
@@ -88,5 +98,33 @@ func TestMochiTLS(t *testing.T) {
 	}
 	if _, ca, err := ConnectV5(t, conn, &paho.Connect{ClientID: "tls", CleanStart: true}); err != nil || ca.ReasonCode != 0 {
 		t.Fatalf("connect over TLS: %v %+v", err, ca)
+	}
+}
+
+// NoDisconnect passes while the server keeps the client and fails once it has sent a DISCONNECT, which
+// NextDisconnect returns with its arrival time; NextDisconnect fails when none comes.
+func TestV5ClientDisconnects(t *testing.T) {
+	m := StartMochi(t, MochiOptions{}, new(auth.AllowHook))
+	c, ca, err := ConnectV5(t, DialTCP(t, m.TCP), &paho.Connect{ClientID: "kicked", CleanStart: true})
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect: %v %+v", err, ca)
+	}
+	c.NoDisconnect(t, 0)
+	c.NoDisconnect(t, 20*time.Millisecond)
+	r := &fatalRecorder{TB: t}
+	if c.NextDisconnect(r, 20*time.Millisecond); r.msg != "no DISCONNECT within 20ms" {
+		t.Fatalf("NextDisconnect without a DISCONNECT: failure %q", r.msg)
+	}
+
+	cl, _ := m.Server.Clients.Get("kicked")
+	before := time.Now()
+	_ = m.Server.DisconnectClient(cl, packets.ErrAdministrativeAction) // returns the code it sent
+	if d := c.NextDisconnect(t, 5*time.Second); d.ReasonCode != 0x98 || d.At.Before(before) {
+		t.Fatalf("DISCONNECT 0x%02X at %s, want 0x98 after %s", d.ReasonCode, d.At, before)
+	}
+	c.Disconnects <- Disconnect{Disconnect: &paho.Disconnect{ReasonCode: 0x8E}, At: time.Now()}
+	r = &fatalRecorder{TB: t}
+	if c.NoDisconnect(r, 0); !strings.Contains(r.msg, "DISCONNECT 0x8E") {
+		t.Fatalf("NoDisconnect after a DISCONNECT: failure %q", r.msg)
 	}
 }

@@ -36,8 +36,8 @@ type Disconnect struct {
 }
 
 // ConnectV5 sends cp over conn (KeepAlive 30 when unset) and waits up to 15 s for the CONNACK. The client
-// comes back even when refused (err set, the CONNACK saying why when there was one); an accepted client
-// disconnects when the test ends.
+// comes back even when refused (err set, the CONNACK saying why when there was one), its connection then
+// closed; an accepted client disconnects when the test ends.
 func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.Connack, error) {
 	t.Helper()
 	c := &V5Client{Conn: conn, Received: make(chan *paho.Publish, 10_000), Disconnects: make(chan Disconnect, 4)}
@@ -59,7 +59,9 @@ func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, cp)
-	if err == nil {
+	if err != nil {
+		_ = c.Conn.Close()
+	} else {
 		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	}
 	return c, ca, err
@@ -102,6 +104,38 @@ func (c *V5Client) Expect(t testing.TB, topic string, within time.Duration) *pah
 			t.Fatalf("no message on %s within %s", topic, within)
 			return nil
 		}
+	}
+}
+
+// NextDisconnect waits up to within for the DISCONNECT the server sends; none fails the test.
+func (c *V5Client) NextDisconnect(t testing.TB, within time.Duration) Disconnect {
+	t.Helper()
+	select {
+	case d := <-c.Disconnects:
+		return d
+	case <-time.After(within):
+		t.Fatalf("no DISCONNECT within %s", within)
+		return Disconnect{}
+	}
+}
+
+// NoDisconnect fails the test if the server sends a DISCONNECT within the given time; with 0 it only looks
+// at what has already arrived.
+func (c *V5Client) NoDisconnect(t testing.TB, within time.Duration) {
+	t.Helper()
+	select { // first what has arrived: a select with a ready timer would pick either at random
+	case d := <-c.Disconnects:
+		t.Fatalf("disconnected: DISCONNECT 0x%02X %+v", d.ReasonCode, d.Properties)
+		return
+	default:
+	}
+	if within <= 0 {
+		return
+	}
+	select {
+	case d := <-c.Disconnects:
+		t.Fatalf("disconnected: DISCONNECT 0x%02X %+v", d.ReasonCode, d.Properties)
+	case <-time.After(within):
 	}
 }
 
