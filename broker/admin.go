@@ -27,6 +27,7 @@ func (b *Broker) mountAdmin(mux *http.ServeMux) {
 	mux.Handle("DELETE /v1/clients/{id}", a.guard(a.disconnectClient))
 	mux.Handle("GET /v1/revocations", a.guard(a.listRevocations))
 	mux.Handle("POST /v1/revocations", a.guard(a.revoke))
+	mux.Handle("GET /v1/cluster", a.guard(a.handleCluster))
 }
 
 // guard answers 401 without credentials and 403 with a wrong key.

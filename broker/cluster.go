@@ -1,9 +1,18 @@
 package broker
 
 import (
+	"context"
 	"errors"
+	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idmq/idmq/cluster"
 )
 
 // prepareCluster applies the cluster section's defaults and validates it. Paths are relative to the config
@@ -51,3 +60,95 @@ func (c *Config) signingKeyWarnings() []string {
 
 // clustered reports whether this broker is a node of a cluster.
 func (c *Config) clustered() bool { return c.Cluster != nil }
+
+// clusterNode is this broker's membership in a cluster and the two hooks that wire it into mochi.
+type clusterNode struct {
+	c     *cluster.Cluster
+	route *cluster.Hook
+	ready *cluster.ReadyHook
+}
+
+// joinCluster starts (or connects to) NATS and waits until this node is part of the cluster, up to the
+// cluster's start timeout: New returns only a joined node.
+func (b *Broker) joinCluster() error {
+	var readyHook atomic.Pointer[cluster.ReadyHook] // built once Start returned; readiness changes before are moot
+	c, err := cluster.Start(context.Background(), *b.cfg.Cluster, cluster.Options{
+		Logger: b.log,
+		OnReadyChange: func(ready bool) {
+			b.log.Warn("cluster: readiness changed", "ready", ready)
+			if h := readyHook.Load(); h != nil {
+				h.Changed(ready)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	n := &clusterNode{c: c, route: cluster.NewHook(c, b.server, b.registry),
+		ready: cluster.NewReadyHook(b.server, c.Ready, 0, b.registry)}
+	readyHook.Store(n.ready)
+	b.cluster = n
+	// A routed message must fit in one NATS message.
+	caps := b.server.Options.Capabilities
+	if mp := uint32(c.MaxPayload()); caps.MaximumPacketSize == 0 || caps.MaximumPacketSize > mp {
+		caps.MaximumPacketSize = mp
+	}
+	b.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "idmq_cluster_nodes_up",
+		Help: "Nodes of the cluster with a live presence key, as this node sees them."}, n.nodesUp))
+	b.log.Info("cluster: joined", "node", c.Node(), "replicas", c.Replicas())
+	return nil
+}
+
+// hooks places the cluster's hooks: readiness right after the connect rate limit (before any signature work),
+// routing after the ACL (a refused publish is never routed).
+func (n *clusterNode) hooks(h []mqtt.Hook) []mqtt.Hook {
+	out := append([]mqtt.Hook{h[0], n.ready}, h[1:]...)
+	return append(out, n.route)
+}
+
+func (n *clusterNode) nodesUp() float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	m, err := n.c.Nodes(ctx)
+	if err != nil {
+		return 0
+	}
+	return float64(len(m.Nodes))
+}
+
+// close leaves the cluster; the mochi server is already closed.
+func (n *clusterNode) close() error {
+	_ = n.ready.Stop()
+	_ = n.route.Stop()
+	return n.c.Close()
+}
+
+type clusterStatus struct {
+	Node  string `json:"node"`
+	Ready bool   `json:"ready"`
+	Error string `json:"error,omitempty"`
+	cluster.Membership
+}
+
+// handleCluster is GET /v1/cluster: this node, its readiness, the live nodes and the JetStream leaders.
+func (a *adminAPI) handleCluster(w http.ResponseWriter, r *http.Request) {
+	n := a.b.cluster
+	if n == nil {
+		writeError(w, http.StatusNotFound, "not_clustered", "this broker has no cluster section")
+		return
+	}
+	st := clusterStatus{Node: n.c.Node(), Ready: n.c.Ready()}
+	m, err := n.c.Nodes(r.Context())
+	st.Membership = m
+	if err != nil {
+		st.Error = err.Error()
+	}
+	if st.Nodes == nil {
+		st.Nodes = []cluster.NodeInfo{}
+	}
+	code := http.StatusOK
+	if !st.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, st)
+}
