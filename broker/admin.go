@@ -125,6 +125,14 @@ func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("revocation applied (%d clients disconnected) but not saved to disk: it will not survive a restart", n))
 		return
 	}
+	if a.b.cluster != nil {
+		if err := a.b.shareRevocation(r.Context(), req.Username, req.JTI); err != nil {
+			a.b.log.Error("admin API: revocation applied here but not shared with the cluster", "error", err, "disconnected", n)
+			writeError(w, http.StatusInternalServerError, "revocation_not_shared",
+				fmt.Sprintf("revocation applied here (%d clients disconnected) but not stored in the cluster: other nodes do not know it", n))
+			return
+		}
+	}
 	a.b.log.Info("admin API: credentials revoked", "username", req.Username, "jti", req.JTI, "disconnected", n, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": req, "disconnected": n})
 }

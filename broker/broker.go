@@ -192,7 +192,11 @@ func (b *Broker) Start() error {
 	}
 	if b.cluster != nil {
 		// Retained messages loaded and other nodes' messages flowing before the first client is let in.
-		if err := b.cluster.route.Start(context.Background()); err != nil {
+		err := b.cluster.route.Start(context.Background())
+		if err == nil {
+			err = b.followRevocations()
+		}
+		if err != nil {
 			_ = b.server.Close()
 			_ = b.fixes.Close()
 			hs.close(context.Background())

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/idmq/idmq/authhook"
 	"github.com/idmq/idmq/cluster"
 )
 
@@ -63,9 +65,10 @@ func (c *Config) clustered() bool { return c.Cluster != nil }
 
 // clusterNode is this broker's membership in a cluster and the two hooks that wire it into mochi.
 type clusterNode struct {
-	c     *cluster.Cluster
-	route *cluster.Hook
-	ready *cluster.ReadyHook
+	c               *cluster.Cluster
+	route           *cluster.Hook
+	ready           *cluster.ReadyHook
+	stopRevocations func() // nil until followRevocations
 }
 
 // joinCluster starts (or connects to) NATS and waits until this node is part of the cluster, up to the
@@ -84,7 +87,13 @@ func (b *Broker) joinCluster() error {
 	if err != nil {
 		return err
 	}
-	n := &clusterNode{c: c, route: cluster.NewHook(c, b.server, b.registry),
+	n := &clusterNode{c: c, route: cluster.NewHook(c, b.server, cluster.HookOptions{
+		Identity: func(cl *mqtt.Client) string {
+			s, _ := b.aclSubject(cl)
+			return s.Username
+		},
+		Registerer: b.registry,
+	}),
 		ready: cluster.NewReadyHook(b.server, c.Ready, 0, b.registry)}
 	readyHook.Store(n.ready)
 	b.cluster = n
@@ -120,6 +129,9 @@ func (n *clusterNode) nodesUp() float64 {
 func (n *clusterNode) close() error {
 	_ = n.ready.Stop()
 	_ = n.route.Stop()
+	if n.stopRevocations != nil {
+		n.stopRevocations()
+	}
 	return n.c.Close()
 }
 
@@ -151,4 +163,48 @@ func (a *adminAPI) handleCluster(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, st)
+}
+
+// followRevocations applies every node's revocations here: those stored before this node started (so they
+// survive restarts of every node) and each new one within a moment. A revocation this node already holds with
+// the same or a later time is skipped, so a node's own revocation is not applied twice.
+func (b *Broker) followRevocations() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stop, err := b.cluster.c.WatchRevocations(ctx, func(v []byte) {
+		var r authhook.Revocation
+		if json.Unmarshal(v, &r) != nil {
+			return
+		}
+		for _, have := range b.auth.Revocations() {
+			if have.Username == r.Username && have.TokenID == r.TokenID && !have.RevokedAt.Before(r.RevokedAt) {
+				return
+			}
+		}
+		n, err := b.auth.Revoke(r)
+		if err != nil {
+			b.log.Error("cluster: revocation applied but not saved", "error", err)
+		}
+		b.log.Info("cluster: credentials revoked on another node", "username", r.Username, "jti", r.TokenID, "disconnected", n)
+	})
+	if err != nil {
+		return err
+	}
+	b.cluster.stopRevocations = stop
+	return nil
+}
+
+// shareRevocation stores a revocation just made here for the other nodes.
+func (b *Broker) shareRevocation(ctx context.Context, username, jti string) error {
+	for _, r := range b.auth.Revocations() {
+		if r.Username == username && r.TokenID == jti {
+			v, _ := json.Marshal(r)
+			name := "u/" + username
+			if jti != "" {
+				name = "j/" + jti
+			}
+			return b.cluster.c.PutRevocation(ctx, name, v)
+		}
+	}
+	return errors.New("the revocation is not in force here")
 }

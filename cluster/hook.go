@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idmq/idmq/mochifix"
+	"github.com/idmq/idmq/refusal"
 )
 
 // Hook wires a node's mochi server into the cluster: every publish a client makes here goes to the stream (its
@@ -33,32 +35,48 @@ type Hook struct {
 	idSeq    atomic.Uint64
 	gates    sync.Map // *mqtt.Client -> *ackGate
 	retained *retainedSync
+	owners   *owners
+	identity func(*mqtt.Client) string
 	consumer *Consumer
+}
+
+// HookOptions complete a Hook.
+type HookOptions struct {
+	// Identity names the user a connecting client authenticated as (set by the authentication hook, which
+	// runs first): only the same user may take over a client id held on another node.
+	Identity func(*mqtt.Client) string
+	// Registerer, if set, receives the idmq_cluster_* routing metrics.
+	Registerer prometheus.Registerer
 }
 
 var _ mqtt.Hook = (*Hook)(nil)
 
 // NewHook builds the hook for server; call Start once server.Serve ran, before clients are let in.
-// reg may be nil.
-func NewHook(c *Cluster, server *mqtt.Server, reg prometheus.Registerer) *Hook {
+func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 	inj := server.NewClient(nil, "cluster", "", true)
 	inj.Properties.ProtocolVersion = 5 // keep MQTT 5 properties; mochi strips them for 3.1.1 subscribers
-	return &Hook{
+	h := &Hook{
 		c:        c,
 		server:   server,
 		log:      c.log,
-		metrics:  newHookMetrics(reg),
+		metrics:  newHookMetrics(o.Registerer),
 		injector: inj,
 		idPrefix: c.cfg.Node + "-" + strconv.FormatInt(c.opts.Now().UnixNano(), 36) + "-",
 		retained: newRetainedSync(c, server),
+		identity: o.Identity,
 	}
+	if h.identity == nil {
+		h.identity = func(cl *mqtt.Client) string { return string(cl.Properties.Username) }
+	}
+	h.owners = newOwners(c, server, h.metrics.takeovers.Inc)
+	return h
 }
 
 func (h *Hook) ID() string { return "idmq-cluster" }
 
 func (h *Hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -71,9 +89,14 @@ func (h *Hook) Start(ctx context.Context) error {
 	if err := h.retained.start(ctx); err != nil {
 		return err
 	}
+	if err := h.owners.start(ctx); err != nil {
+		h.retained.stop()
+		return err
+	}
 	k, err := h.c.Consume(ctx, ConsumeOptions{}, h.deliver)
 	if err != nil {
 		h.retained.stop()
+		h.owners.stop()
 		return err
 	}
 	h.consumer = k
@@ -86,7 +109,26 @@ func (h *Hook) Stop() error {
 		h.consumer.Stop()
 	}
 	h.retained.stop()
+	h.owners.stop()
 	return nil
+}
+
+// OnConnect claims the client id for this node: a connection of the same client on another node ends, another
+// user's client id is refused (ClientIDTaken), and a node that cannot reach the bucket refuses the client.
+func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	err := h.owners.claim(cl, h.identity(cl))
+	if err == nil {
+		return nil
+	}
+	kind := refusal.ClusterUnavailable
+	if errors.Is(err, errClientIDTaken) {
+		kind = refusal.ClientIDTaken
+	}
+	h.log.Log(context.Background(), refusal.Lookup(kind).Level, "connection refused", "client", cl.ID, "err", err)
+	if code, send := refusal.Connack(kind, cl.Properties.ProtocolVersion); send {
+		_ = h.server.SendConnack(cl, code, false, nil)
+	}
+	return refusal.Err(kind)
 }
 
 // OnPublish sends a client's publish to the stream. A QoS 1/2 publish is acknowledged only after JetStream's
@@ -155,9 +197,13 @@ func (h *Hook) gateOf(cl *mqtt.Client) *ackGate {
 }
 
 // OnDisconnect drops the client's gate: acks still held are for a connection that is gone.
-func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+// OnDisconnect also gives up the client's claim when its session ends here.
+func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if g, ok := h.gates.LoadAndDelete(cl); ok {
 		g.(*ackGate).close()
+	}
+	if !cl.Net.Inline {
+		h.owners.release(cl, expire)
 	}
 }
 

@@ -19,7 +19,7 @@ func mochiNode(t *testing.T, c *Cluster) (*mqtt.Server, *Hook) {
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
-	h := NewHook(c, s, nil)
+	h := NewHook(c, s, HookOptions{})
 	if err := s.AddHook(h, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -269,3 +269,59 @@ func TestClusterNodeFailure(t *testing.T) {
 		t.Fatal("client of the cut-off node still connected after the grace")
 	}
 }
+
+// TestClusterTakeoverAndRevocation: one client id, one connection across the cluster: connecting on B ends the
+// connection on A with 0x8E within 1s, another user cannot take the id; a revocation posted on A ends the
+// revoked user's client on C within 1s and holds on C after C restarts.
+func TestClusterTakeoverAndRevocation(t *testing.T) {
+	nodes := startIdmqCluster(t)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	old := clusterClient(t, a, "dev-1")
+	start := time.Now()
+	clusterClient(t, b, "dev-1")
+	select {
+	case d := <-old.disconnects:
+		if d.ReasonCode != 0x8E {
+			t.Fatalf("old connection ended with 0x%02x, want 0x8E session taken over", d.ReasonCode)
+		}
+		if took := time.Since(start); took > time.Second+500*time.Millisecond { // CONNECT round trip included
+			t.Fatalf("takeover took %s", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection on A survived a connection of its client id on B")
+	}
+	if v, ok := a.metric("idmq_cluster_takeovers_total"); !ok || v != "1" {
+		t.Errorf("idmq_cluster_takeovers_total on A = %q", v)
+	}
+	thief, ca := connectV5(t, dialV5(t, c, "tcp", nil), &paho.Connect{ClientID: "dev-1", CleanStart: true,
+		Username: "bob", UsernameFlag: true, Password: []byte(c.token("bob")), PasswordFlag: true})
+	if thief != nil || ca.ReasonCode != 0x85 {
+		t.Fatalf("bob taking alice's client id: client %v, CONNACK 0x%02x; want refused 0x85", thief != nil, ca.ReasonCode)
+	}
+
+	victim := clusterClient(t, c, "victim")
+	tok := c.token("alice") // issued before the revocation
+	code, body := a.admin(t, "POST", "/v1/revocations", clusterAdminKey, `{"username":"alice"}`)
+	if code != 200 {
+		t.Fatalf("revoke: %d %v", code, body)
+	}
+	start = time.Now()
+	select {
+	case d := <-victim.disconnects:
+		if d.ReasonCode != 0x98 {
+			t.Fatalf("revoked client ended with 0x%02x, want 0x98", d.ReasonCode)
+		}
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("revocation reached C after %s", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a revocation on A did not end alice's client on C")
+	}
+	c.stop()
+	c.start()
+	refused, ca := connectV5(t, dialV5(t, c, "tcp", nil), &paho.Connect{ClientID: "after-restart", CleanStart: true,
+		Username: "alice", UsernameFlag: true, Password: []byte(tok), PasswordFlag: true})
+	if refused != nil || ca.ReasonCode != 0x86 {
+		t.Fatalf("revoked token on restarted C: client %v, CONNACK 0x%02x; want 0x86", refused != nil, ca.ReasonCode)
+	}
+}
