@@ -260,6 +260,9 @@ func TestClusterNodeFailure(t *testing.T) {
 	if refused != nil || ca.ReasonCode != 0x88 {
 		t.Fatalf("CONNECT to the cut-off node: client %v, CONNACK 0x%02x; want refused with 0x88", refused != nil, ca.ReasonCode)
 	}
+	if c3, rc := connectV3(t, v3Options(a.brokerURL("tcp"), "late-v3", "alice", a.token("alice"), nil)); c3 != nil || rc != 0x03 {
+		t.Fatalf("3.1.1 CONNECT to the cut-off node: return code 0x%02x; want 0x03 server unavailable", rc)
+	}
 	select {
 	case d := <-stay.disconnects:
 		if d.ReasonCode != 0x9C {
