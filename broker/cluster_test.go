@@ -1,7 +1,13 @@
 package broker
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -77,4 +83,71 @@ func TestClusterWarnsAboutNodeLocalSigningKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusteredBrokerOneNode: a broker with a cluster section (one node, no routes) joins, keeps no local store
+// or write-ahead log, reports the cluster in /readyz and lists itself in GET /v1/cluster.
+func TestClusteredBrokerOneNode(t *testing.T) {
+	dataDir := t.TempDir()
+	yaml := "data_dir: " + dataDir + `
+listeners: [{type: tcp, address: "127.0.0.1:0"}]
+http: {address: "127.0.0.1:0", admin_keys: ["admin-key-0123456789abcdef-0123"]}
+auth: {providers: [{name: local, type: local}]}
+acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
+cluster: {node: solo}
+`
+	cfg, err := Parse([]byte(yaml), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	for _, f := range []string{"idmq.db", walFileName} {
+		if _, err := os.Stat(filepath.Join(dataDir, f)); err == nil {
+			t.Errorf("%s exists: a cluster node keeps no local store or log", f)
+		}
+	}
+	base := "http://" + b.Addresses()["http"]
+	var ready struct {
+		Status  string `json:"status"`
+		Cluster *bool  `json:"cluster"`
+	}
+	if code := getJSON(t, base+"/readyz", "", &ready); code != 200 || ready.Cluster == nil || !*ready.Cluster {
+		t.Fatalf("/readyz %d %+v", code, ready)
+	}
+	var st struct {
+		Node  string `json:"node"`
+		Ready bool   `json:"ready"`
+		Nodes []struct {
+			Name string `json:"name"`
+		} `json:"nodes"`
+	}
+	if code := getJSON(t, base+"/v1/cluster", "", &st); code != 401 {
+		t.Fatalf("/v1/cluster without the admin key: %d", code)
+	}
+	if code := getJSON(t, base+"/v1/cluster", "admin-key-0123456789abcdef-0123", &st); code != 200 || st.Node != "solo" || !st.Ready ||
+		len(st.Nodes) != 1 || st.Nodes[0].Name != "solo" {
+		t.Fatalf("/v1/cluster %d %+v", code, st)
+	}
+}
+
+func getJSON(t *testing.T, url, key string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(v)
+	return resp.StatusCode
 }
