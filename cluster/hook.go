@@ -86,6 +86,8 @@ func (h *Hook) Provides(b byte) bool {
 // nodes' messages in. It returns once the retained messages are loaded, so a node started later serves them to
 // its first subscriber.
 func (h *Hook) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, h.c.opts.StartTimeout)
+	defer cancel()
 	if err := h.retained.start(ctx); err != nil {
 		return err
 	}

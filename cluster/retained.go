@@ -58,35 +58,16 @@ func (r *retainedSync) put(m *Message) error {
 // start loads the bucket into mochi and follows it; it returns when the values present at start are applied.
 func (r *retainedSync) start(ctx context.Context) error {
 	watchCtx, cancel := context.WithCancel(context.Background())
-	w, err := r.c.b.retained.WatchAll(watchCtx)
+	done, err := loadBucket(ctx, watchCtx, r.c.b.retained, r.c.opts.OpTimeout, r.c.log.Warn, r.apply)
 	if err != nil {
 		cancel()
-		return fmt.Errorf("cluster: watching retained messages: %w", err)
-	}
-	r.cancel, r.done = cancel, make(chan struct{})
-	loaded := make(chan struct{})
-	go func() {
-		defer close(r.done)
-		defer func() { _ = w.Stop() }()
-		first := true
-		for e := range w.Updates() {
-			if e == nil { // the end of the values present at start
-				if first {
-					first = false
-					close(loaded)
-				}
-				continue
-			}
-			r.apply(e)
+		if done != nil {
+			<-done
 		}
-	}()
-	select {
-	case <-loaded:
-		return nil
-	case <-ctx.Done():
-		r.stop()
-		return fmt.Errorf("cluster: loading retained messages: %w", ctx.Err())
+		return fmt.Errorf("cluster: loading retained messages: %w", err)
 	}
+	r.cancel, r.done = cancel, done
+	return nil
 }
 
 func (r *retainedSync) stop() {
@@ -97,9 +78,7 @@ func (r *retainedSync) stop() {
 }
 
 func (r *retainedSync) apply(e jetstream.KeyValueEntry) {
-	if e.Operation() != jetstream.KeyValuePut {
-		return // idmq clears a topic with an empty payload; a delete by hand has no topic to clear
-	}
+	// Only puts arrive: idmq clears a topic with an empty payload; a delete by hand has no topic to clear.
 	m, err := decodeEnvelope(e.Value())
 	if err != nil {
 		r.c.log.Warn("cluster: skipping an unreadable retained message", "key", e.Key(), "err", err)

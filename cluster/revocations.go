@@ -23,33 +23,13 @@ func (c *Cluster) PutRevocation(ctx context.Context, name string, value []byte) 
 // called before it returns (ctx bounds that wait), then each new one as it is stored, until stop.
 func (c *Cluster) WatchRevocations(ctx context.Context, fn func(value []byte)) (stop func(), err error) {
 	watchCtx, cancel := context.WithCancel(context.Background())
-	w, err := c.b.revocations.WatchAll(watchCtx, jetstream.IgnoreDeletes())
+	done, err := loadBucket(ctx, watchCtx, c.b.revocations, c.opts.OpTimeout, c.log.Warn, func(e jetstream.KeyValueEntry) { fn(e.Value()) })
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("cluster: watching revocations: %w", err)
-	}
-	done, loaded := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		defer func() { _ = w.Stop() }()
-		first := true
-		for e := range w.Updates() {
-			if e == nil {
-				if first {
-					first = false
-					close(loaded)
-				}
-				continue
-			}
-			fn(e.Value())
+		if done != nil {
+			<-done
 		}
-	}()
-	stop = func() { cancel(); <-done }
-	select {
-	case <-loaded:
-		return stop, nil
-	case <-ctx.Done():
-		stop()
-		return nil, fmt.Errorf("cluster: loading revocations: %w", ctx.Err())
+		return nil, fmt.Errorf("cluster: loading revocations: %w", err)
 	}
+	return func() { cancel(); <-done }, nil
 }
