@@ -73,6 +73,18 @@ func startIdmqCluster(t *testing.T) []*idmqProc {
 	return nodes
 }
 
+// waitReady waits until p's /readyz answers 200.
+func waitReady(t *testing.T, p *idmqProc, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for code, _ := p.get("/readyz"); code != 200; code, _ = p.get("/readyz") {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d after %s", code, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func writeECKey(t *testing.T, path string) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -180,6 +192,8 @@ func TestClusterRetainedSeenByLaterNode(t *testing.T) {
 	nodes := startIdmqCluster(t)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	c.stop()
+	// A node stopping may have led a bucket: the others are not ready until a new leader is elected.
+	waitReady(t, a, 15*time.Second)
 	pubA := clusterClient(t, a, "ret-a")
 	if _, err := pubA.Publish(context.Background(), &paho.Publish{Topic: "users/alice/status", QoS: 1, Retain: true, Payload: []byte("on")}); err != nil {
 		t.Fatal(err)
@@ -236,6 +250,7 @@ func TestClusterNodeFailure(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	waitReady(t, b, 15*time.Second) // leaders C held are being re-elected
 	sub := clusterClient(t, b, "after-kill-b")
 	subscribe(t, sub, "users/alice/#", 1)
 	if _, err := stay.Publish(context.Background(), &paho.Publish{Topic: "users/alice/after", QoS: 1, Payload: []byte("x")}); err != nil {
@@ -322,6 +337,7 @@ func TestClusterTakeoverAndRevocation(t *testing.T) {
 	}
 	c.stop()
 	c.start()
+	waitReady(t, c, 15*time.Second)
 	refused, ca := connectV5(t, dialV5(t, c, "tcp", nil), &paho.Connect{ClientID: "after-restart", CleanStart: true,
 		Username: "alice", UsernameFlag: true, Password: []byte(tok), PasswordFlag: true})
 	if refused != nil || ca.ReasonCode != 0x86 {
