@@ -3,6 +3,7 @@ package authhook
 import (
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/idmq/idmq/internal/testkit"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +20,7 @@ func TestKeyFetchMetrics(t *testing.T) {
 	}
 	defer h.Stop()
 	waitReady(t, h)
-	waitFor(t, func() bool { return counterValue(h.metrics.fetches.WithLabelValues("corp", "success")) == 1 })
+	testkit.Eventually(t, 10*time.Second, func() bool { return counterValue(h.metrics.fetches.WithLabelValues("corp", "success")) == 1 }, "first key fetch counted")
 	if err := h.RefreshProvider("corp"); err != nil {
 		t.Fatalf("manual refresh: %v", err)
 	}

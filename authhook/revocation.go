@@ -73,6 +73,7 @@ func (h *Hook) revoked(id *Identity) error {
 // clients holding them (MQTT 5: DISCONNECT 0x98 Administrative action). The revocation takes effect even
 // when it cannot be written to disk; the error then says it will not survive a restart.
 //
+// r.RevokedAt is set to now unless r carries an earlier time (a cluster node applying another's revocation).
 // A username revocation refuses tokens whose iat is in or before the second of the revocation, so a
 // credential issued in the same second as the revocation is refused too: ask for a new one a second later.
 func (h *Hook) Revoke(r Revocation) (disconnected int, err error) {
@@ -84,7 +85,9 @@ func (h *Hook) Revoke(r Revocation) (disconnected int, err error) {
 	}
 	h.revocationsMu.Lock()
 	now := h.now()
-	r.RevokedAt = now
+	if r.RevokedAt.IsZero() || r.RevokedAt.After(now) {
+		r.RevokedAt = now // a revocation made elsewhere (another cluster node) keeps its own time
+	}
 	var list []Revocation
 	for _, old := range h.liveRevocations(now) {
 		if old.Username != r.Username || old.TokenID != r.TokenID { // the new entry supersedes the same key

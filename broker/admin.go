@@ -26,6 +26,7 @@ func (b *Broker) mountAdmin(mux *http.ServeMux) {
 	mux.Handle("POST /v1/explain", a.guard(a.explain))
 	mux.Handle("POST /v1/reload", a.guard(a.reload))
 	mux.Handle("POST /v1/providers/{name}/refresh", a.guard(a.refreshProvider))
+	mux.Handle("GET /v1/cluster", a.guard(a.handleCluster))
 }
 
 // guard answers 404 while http.admin_keys is empty (no keys, no admin API: it never answers
@@ -129,6 +130,14 @@ func (a *adminAPI) revoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "revocation_not_saved",
 			fmt.Sprintf("revocation applied (%d clients disconnected) but not saved to disk: it will not survive a restart", n))
 		return
+	}
+	if a.b.cluster != nil {
+		if err := a.b.shareRevocation(r.Context(), req.Username, req.JTI); err != nil {
+			a.b.log.Error("admin API: revocation applied here but not shared with the cluster", "error", err, "disconnected", n)
+			writeError(w, http.StatusInternalServerError, "revocation_not_shared",
+				fmt.Sprintf("revocation applied here (%d clients disconnected) but not stored in the cluster: other nodes do not know it", n))
+			return
+		}
 	}
 	a.b.log.Info("admin API: credentials revoked", "username", req.Username, "jti", req.JTI, "disconnected", n, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]any{"revoked": req, "disconnected": n})

@@ -39,7 +39,8 @@ type Broker struct {
 	connRate *connectLimitHook
 	ready    atomic.Bool
 	storeOK  atomic.Bool
-	stopFDs  func() // ends the file descriptor watch (fdlimit.go)
+	stopFDs  func()       // ends the file descriptor watch (fdlimit.go)
+	cluster  *clusterNode // nil: one node
 }
 
 // New assembles a broker from a validated config. Nothing is bound until Start. A New that fails leaves
@@ -101,6 +102,12 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		log.Warn("authentication and ACL are OFF: every client may connect and use every topic (benchmark mode)", "hook", bench.BaselineAuth.ID())
 		hooks = []mqtt.Hook{hooks[0], bench.BaselineAuth}
 	}
+	if cfg.clustered() {
+		if err := b.joinCluster(); err != nil {
+			return nil, err
+		}
+		hooks = b.cluster.hooks(hooks)
+	}
 	if err := b.addFixes(hooks); err != nil {
 		return nil, err
 	}
@@ -128,6 +135,9 @@ func capabilities(c MQTTConfig) *mqtt.Capabilities {
 // release is New's one cleanup path: it stops whatever New had started when it failed. Each step is
 // safe on a part New never reached or that was already stopped.
 func (b *Broker) release() {
+	if b.cluster != nil {
+		_ = b.cluster.close()
+	}
 	if b.fixes != nil {
 		_ = b.fixes.Close() // the store and the write-ahead log's file lock
 	}
@@ -176,6 +186,19 @@ func (b *Broker) Start() error {
 		b.closeOpened()
 		hs.close(context.Background())
 		return fmt.Errorf("starting mqtt server: %w", err)
+	}
+	if b.cluster != nil {
+		// Retained messages loaded and other nodes' messages flowing before the first client is let in.
+		err := b.cluster.route.Start(context.Background())
+		if err == nil {
+			err = b.followRevocations()
+		}
+		if err != nil {
+			_ = b.server.Close()
+			_ = b.fixes.Close()
+			hs.close(context.Background())
+			return err
+		}
 	}
 	// Replays the write-ahead log into the restored sessions, then lets the listeners accept.
 	if err := b.fixes.Start(); err != nil {
@@ -279,6 +302,11 @@ func (b *Broker) Close(ctx context.Context) error {
 	_ = b.auth.Stop() // mochi stopped the hook in server.Close when it was added; Stop is idempotent
 	if err := b.fixes.Close(); err != nil {
 		errs = append(errs, err)
+	}
+	if b.cluster != nil {
+		if err := b.cluster.close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

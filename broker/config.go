@@ -15,6 +15,7 @@ import (
 
 	"github.com/idmq/idmq/aclhook"
 	"github.com/idmq/idmq/authhook"
+	"github.com/idmq/idmq/cluster"
 	"github.com/idmq/idmq/internal/fielderr"
 )
 
@@ -33,6 +34,8 @@ type Config struct {
 	MQTT      MQTTConfig       `yaml:"mqtt"`
 	Auth      authhook.Config  `yaml:"auth"`
 	ACL       aclhook.Config   `yaml:"acl"`
+	// Cluster, when present, makes this node one of several on NATS JetStream (cluster.go); nil: one node.
+	Cluster *cluster.Config `yaml:"cluster"`
 
 	// dir is the directory of the config file; relative paths in the file are resolved against it.
 	dir      string

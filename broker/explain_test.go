@@ -3,7 +3,6 @@ package broker
 import (
 	"bytes"
 	"context"
-	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/idmq/idmq/aclhook"
 	"github.com/idmq/idmq/authhook"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // explainNow is the clock of the explain goldens: every time in them is relative to it.
@@ -28,7 +28,7 @@ var explainNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 type explainWorld struct {
 	clerk, corp *testIdP
 	dead        string
-	devKey      *rsa.PrivateKey
+	devKey      testkit.Key
 	auth        *authhook.Hook
 	rules       *aclhook.Rules
 }
@@ -43,7 +43,7 @@ func newExplainWorld(t *testing.T) *explainWorld {
 	}
 	w.dead = "http://" + ln.Addr().String()
 	_ = ln.Close()
-	key := newRSAKey(t)
+	key := testkit.NewKey(t, "RS256", "")
 	w.devKey = key
 	devPEM := writePublicPEM(t, t.TempDir(), "dev.pem", key)
 	cfg, err := Parse([]byte(fmt.Sprintf(`
@@ -114,7 +114,7 @@ func (w *explainWorld) clerkToken(t *testing.T, edit jwt.MapClaims) string {
 			c[k] = v
 		}
 	}
-	return signed(t, w.clerk.Key().Signer.(*rsa.PrivateKey), "k1", c)
+	return w.clerk.Key().Sign(t, c)
 }
 
 func (w *explainWorld) corpToken(t *testing.T, edit jwt.MapClaims) string {
@@ -127,7 +127,7 @@ func (w *explainWorld) corpToken(t *testing.T, edit jwt.MapClaims) string {
 			c[k] = v
 		}
 	}
-	return signed(t, w.corp.Key().Signer.(*rsa.PrivateKey), "k1", c)
+	return w.corp.Key().Sign(t, c)
 }
 
 func topics(specs ...string) []TopicRequest {
@@ -143,7 +143,7 @@ func topics(specs ...string) []TopicRequest {
 // device token, and an exchanged credential.
 func TestExplainGolden(t *testing.T) {
 	w := newExplainWorld(t)
-	stranger := newRSAKey(t)
+	stranger := testkit.NewKey(t, "RS256", "k1")
 	clerkID, err := w.auth.Verify(context.Background(), w.clerkToken(t, nil), "")
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +157,7 @@ func TestExplainGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	devIat := explainNow.Add(-time.Minute)
-	device := signed(t, w.devKey, "", jwt.MapClaims{"aud": "fleet-project", "iat": devIat.Unix(), "exp": devIat.Add(time.Hour).Unix()})
+	device := w.devKey.SignWithoutKID(t, jwt.MapClaims{"aud": "fleet-project", "iat": devIat.Unix(), "exp": devIat.Add(time.Hour).Unix()})
 	devPath := "projects/fleet-project/locations/europe-west1/registries/walk/devices/dev-1"
 
 	cases := []struct {
@@ -173,14 +173,14 @@ func TestExplainGolden(t *testing.T) {
 		{"issuer_mismatch", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"iss": "https://other.example.com"})}},
 		{"token_expired", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"exp": explainNow.Add(-time.Minute).Unix()})}},
 		{"token_not_yet_valid", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"nbf": explainNow.Add(time.Minute).Unix()})}},
-		{"invalid_signature", ExplainRequest{Token: signed(t, stranger, "k1", jwt.MapClaims{"iss": w.clerk.Issuer(), "sub": "x", "email": "x@example.com",
+		{"invalid_signature", ExplainRequest{Token: stranger.Sign(t, jwt.MapClaims{"iss": w.clerk.Issuer(), "sub": "x", "email": "x@example.com",
 			"azp": "https://app.example.com", "iat": explainNow.Unix(), "exp": explainNow.Add(time.Minute).Unix()})}},
-		{"unknown_kid", ExplainRequest{Token: signed(t, w.corp.Key().Signer.(*rsa.PrivateKey), "k9", jwt.MapClaims{"iss": w.corp.Issuer(), "sub": "bob", "aud": "mqtt", "org_id": "acme",
+		{"unknown_kid", ExplainRequest{Token: testkit.Key{KID: "k9", Method: w.corp.Key().Method, Signer: w.corp.Key().Signer}.Sign(t, jwt.MapClaims{"iss": w.corp.Issuer(), "sub": "bob", "aud": "mqtt", "org_id": "acme",
 			"iat": explainNow.Unix(), "exp": explainNow.Add(time.Minute).Unix()})}},
 		{"invalid_audience", ExplainRequest{Token: w.corpToken(t, jwt.MapClaims{"aud": "another-api"})}},
 		{"invalid_azp", ExplainRequest{Token: w.clerkToken(t, jwt.MapClaims{"azp": "https://evil.example.com"})}},
 		{"missing_claim", ExplainRequest{Token: w.corpToken(t, jwt.MapClaims{"org_id": nil})}},
-		{"provider_unavailable", ExplainRequest{Token: signed(t, stranger, "k1", jwt.MapClaims{"iss": w.dead, "sub": "x",
+		{"provider_unavailable", ExplainRequest{Token: stranger.Sign(t, jwt.MapClaims{"iss": w.dead, "sub": "x",
 			"iat": explainNow.Unix(), "exp": explainNow.Add(time.Minute).Unix()})}},
 		{"token_revoked", ExplainRequest{Token: revoked}},
 		{"username_mismatch", ExplainRequest{Token: w.corpToken(t, nil), Username: "alice"}},

@@ -87,6 +87,7 @@ type readiness struct {
 	Listeners bool   `json:"listeners"`
 	Store     bool   `json:"store"`
 	Providers []any  `json:"providers"`
+	Cluster   *bool  `json:"cluster,omitempty"` // clustered: this node is part of a working cluster
 }
 
 // handleReady answers 503 until listeners and store are up. A provider whose keys were never fetched
@@ -99,8 +100,12 @@ func (b *Broker) handleReady(w http.ResponseWriter, _ *http.Request) {
 		}
 		r.Providers = append(r.Providers, p)
 	}
+	if b.cluster != nil {
+		joined := b.cluster.c.Ready()
+		r.Cluster = &joined
+	}
 	code := http.StatusOK
-	if !r.Listeners || !r.Store {
+	if !r.Listeners || !r.Store || (r.Cluster != nil && !*r.Cluster) {
 		r.Status, code = "not_ready", http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, r)

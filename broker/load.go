@@ -86,10 +86,14 @@ func Parse(data []byte, dir string) (*Config, error) {
 	if err != nil {
 		errs = append(errs, located(root, "acl", err)...)
 	}
+	clusterWarnings, err := cfg.prepareCluster()
+	if err != nil {
+		errs = append(errs, located(root, "cluster", err)...)
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	cfg.warnings = warnings
+	cfg.warnings = append(warnings, clusterWarnings...)
 	return &cfg, nil
 }
 

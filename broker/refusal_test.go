@@ -256,6 +256,13 @@ func (w *refusalWorld) cases(t *testing.T) map[refusal.Kind]refusalCase {
 			// The burst is 1: whatever this CONNECT's fate, the next one from the same address exceeds the rate.
 			before: func(t *testing.T) { w.limited.tryV5(t, attempt{clientID: "walk-rate-spend", password: "x"}) },
 		},
+		refusal.ClusterUnavailable: {
+			connectUnreachable: map[byte]string{
+				5: "needs a cluster node cut off from its majority: e2e TestClusterNodeFailure (CONNACK 0x88, 3.1.1 0x03)",
+				4: "needs a cluster node cut off from its majority: e2e TestClusterNodeFailure (CONNACK 0x88, 3.1.1 0x03)",
+			},
+			authUnreachable: "not a re-authentication refusal: the grace disconnect (0x9C) is proved by e2e TestClusterNodeFailure",
+		},
 		refusal.WillNotAuthorized: {
 			connect: func(v byte) attempt {
 				return attempt{clientID: fmt.Sprintf("walk-will-v%d", v), username: "alice", password: alice, will: "users/bob/will"}

@@ -29,7 +29,13 @@ func (b *Broker) addFixes(hooks []mqtt.Hook) error {
 		Registerer:         b.registry,
 	}
 	var what string
-	switch b.cfg.Storage.Type {
+	storage := b.cfg.Storage.Type
+	if b.cfg.clustered() {
+		// JetStream's ack replaces the local store and the write-ahead log: what a client was promised is in
+		// the cluster, and a restarted node takes it from there.
+		storage = StorageMemory
+	}
+	switch storage {
 	case StorageMemory:
 	case StorageRedis:
 		what = "redis " + b.cfg.Storage.Address

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/idmq/idmq/internal/fielderr"
 )
 
 // Config is the `cluster:` section of the broker's configuration. Its absence means one node without NATS.
@@ -77,20 +79,11 @@ func (c *Config) SetDefaults(dataDir string) {
 	}
 }
 
-// FieldError is a configuration error in one field. Path is relative to the cluster section
-// ("nats.routes[1]"); the broker prefixes "cluster." and adds the line.
-type FieldError struct {
-	Path string
-	Err  error
-}
+// FieldError is a configuration error in one field: the one type of internal/fielderr. Path is relative to the
+// cluster section ("nats.routes[1]"); the broker prefixes "cluster." and adds the line.
+type FieldError = fielderr.FieldError
 
-func (e *FieldError) Error() string     { return e.Path + ": " + e.Err.Error() }
-func (e *FieldError) FieldPath() string { return e.Path }
-func (e *FieldError) Unwrap() error     { return e.Err }
-
-func fieldErr(path, format string, args ...any) error {
-	return &FieldError{Path: path, Err: fmt.Errorf(format, args...)}
-}
+func fieldErr(path, format string, args ...any) error { return fielderr.New(path, format, args...) }
 
 // Validate checks the section after SetDefaults. err is nil, a *FieldError, or errors.Join of several.
 func (c *Config) Validate() error {

@@ -95,7 +95,7 @@ func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		name  string
 		yaml  string
-		paths []string // FieldPath of each error, in order; none: valid
+		paths []string // Path of each error, in order; none: valid
 		text  string   // a fragment of the message
 	}{
 		{"embedded three nodes", "node: a\nnats: {listen: ':6222', routes: ['nats://b:6222', 'nats://c:6222']}", nil, ""},
@@ -138,10 +138,10 @@ func TestConfigValidate(t *testing.T) {
 			var got []string
 			for _, e := range flatten(err) {
 				var fe *FieldError
-				if !errors.As(e, &fe) || !strings.HasPrefix(e.Error(), fe.FieldPath()+": ") {
+				if !errors.As(e, &fe) || !strings.HasPrefix(e.Error(), fe.Path+": ") {
 					t.Fatalf("%v is not a FieldError formatted as path: reason", e)
 				}
-				got = append(got, fe.FieldPath())
+				got = append(got, fe.Path)
 			}
 			if strings.Join(got, ",") != strings.Join(tt.paths, ",") {
 				t.Fatalf("error paths %q, want %q (%v)", got, tt.paths, err)

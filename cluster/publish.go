@@ -93,3 +93,20 @@ func (a *Ack) Wait(ctx context.Context) (uint64, error) {
 	a.done = true
 	return a.seq, a.err
 }
+
+// ready reports, without waiting, whether the ack arrived or failed; the outcome is then what Wait returns.
+func (a *Ack) ready() bool {
+	if a.done {
+		return true
+	}
+	select {
+	case ack := <-a.f.Ok():
+		a.seq = ack.Sequence
+	case err := <-a.f.Err():
+		a.err = fmt.Errorf("cluster: publishing to %q: %w", a.topic, err)
+	default:
+		return false
+	}
+	a.done = true
+	return true
+}

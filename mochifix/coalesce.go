@@ -29,6 +29,28 @@ type CoalescingConn struct {
 	held    []byte
 	holding bool        // set when a Read returned data; cleared by the next Read
 	closed  atomic.Bool // Close was called: nothing is held any more
+	gate    AckGate     // optional: decides when a PUBACK or PUBREC may go out at all
+}
+
+// AckGate may take a publish acknowledgement (PUBACK, PUBREC) away from the connection and write it later
+// with WriteReleased, once what it acknowledges is safe elsewhere (cluster/: the JetStream ack). Hold is
+// called with the connection's write lock held, in the order mochi writes; p is valid only during the call.
+type AckGate interface {
+	Hold(p []byte) bool
+}
+
+// SetAckGate installs g; acknowledgements written from now on pass through it.
+func (c *CoalescingConn) SetAckGate(g AckGate) {
+	c.mu.Lock()
+	c.gate = g
+	c.mu.Unlock()
+}
+
+// WriteReleased writes an acknowledgement the gate held, as Write would have without the gate.
+func (c *CoalescingConn) WriteReleased(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writeLocked(p)
 }
 
 const (
@@ -64,6 +86,13 @@ func (c *CoalescingConn) Read(p []byte) (int, error) {
 func (c *CoalescingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gate != nil && isGatedAck(p) && c.gate.Hold(p) {
+		return len(p), nil
+	}
+	return c.writeLocked(p)
+}
+
+func (c *CoalescingConn) writeLocked(p []byte) (int, error) {
 	if c.holding && isPublishAck(p) && len(c.held)+len(p) <= maxHeldBytes && !c.closed.Load() {
 		c.held = append(c.held, p...)
 		return len(p), nil
@@ -106,6 +135,11 @@ func (c *CoalescingConn) flushLocked() error {
 		c.held = c.held[:0]
 	}
 	return err
+}
+
+// isGatedAck reports whether p is an acknowledgement of a received PUBLISH (PUBACK or PUBREC).
+func isGatedAck(p []byte) bool {
+	return len(p) > 0 && (p[0]>>4 == packets.Puback || p[0]>>4 == packets.Pubrec)
 }
 
 // isPublishAck reports whether p starts with a PUBACK, PUBREC or PUBCOMP (mochi writes whole packets).

@@ -13,6 +13,7 @@
 //	authhook  OnAuthPacket (re-authentication)                                      Disconnect
 //	broker    connect rate limit per IP (mqtt.max_connect_rate)                     Connack
 //	aclhook   OnConnect, a Will topic the client may not publish to                 Connack
+//	cluster   ReadyHook.OnConnect, the node is not connected to its cluster         Connack
 //
 // A hook never picks a reason code itself: it names the Kind. This package imports only mochi's packets, so
 // authhook, aclhook and broker can all use it without importing each other.
@@ -87,6 +88,9 @@ const (
 const (
 	RateLimited       Kind = "rate_limited"        // broker: mqtt.max_connect_rate exceeded for the client's IP
 	WillNotAuthorized Kind = "will_not_authorized" // aclhook: the Will topic is one the client may not publish to
+	// cluster: this node is not part of a working cluster (starting, cut off from the majority): the client
+	// should try another node rather than talk to a split brain.
+	ClusterUnavailable Kind = "cluster_unavailable"
 )
 
 // Credentials lists every credential Kind, in the order above.

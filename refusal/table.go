@@ -26,13 +26,14 @@ type Row struct {
 }
 
 const (
-	codeBadCredentials = 0x86 // Bad User Name or Password
-	codeNotAuthorized  = 0x87 // Not authorized
-	codeProtocolError  = 0x82 // Protocol Error
-	v3BadCredentials   = 0x04 // 3.1.1: bad user name or password [MQTT-3.2.2.3]
-	v3IDRejected       = 0x02 // 3.1.1: identifier rejected
-	v3NotAuthorized    = 0x05 // 3.1.1: not authorized
-	levelWarn          = slog.LevelWarn
+	codeBadCredentials  = 0x86 // Bad User Name or Password
+	codeNotAuthorized   = 0x87 // Not authorized
+	codeProtocolError   = 0x82 // Protocol Error
+	v3BadCredentials    = 0x04 // 3.1.1: bad user name or password [MQTT-3.2.2.3]
+	v3IDRejected        = 0x02 // 3.1.1: identifier rejected
+	v3NotAuthorized     = 0x05 // 3.1.1: not authorized
+	v3ServerUnavailable = 0x03 // 3.1.1: server unavailable
+	levelWarn           = slog.LevelWarn
 )
 
 // Table has one row per Kind; read it, never change it (Lookup indexes it once). Every credential Kind:
@@ -71,6 +72,11 @@ func buildTable() []Row {
 		// A client's own Will is not a credential problem: Info, as every ACL denial.
 		Row{Kind: WillNotAuthorized, V5: codeNotAuthorized, V3: v3NotAuthorized, Reason: "not authorized: will topic",
 			Metric: `idmq_acl_denied_total{action="will"}`, Level: slog.LevelInfo},
+		// CONNACK 0x88 Server unavailable; 3.1.1's 0x03 is the same. DISCONNECT has no 0x88: the clients of a node
+		// still cut off after the grace get 0x9C Use another server, which is what they should do.
+		Row{Kind: ClusterUnavailable, V5: packets.ErrServerUnavailable.Code, V3: v3ServerUnavailable,
+			Disconnect: packets.ErrUseAnotherServer.Code, Reason: "server unavailable: not connected to the cluster",
+			Metric: "idmq_cluster_refused_total", Level: levelWarn},
 	)
 }
 
