@@ -57,14 +57,8 @@ func explain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "idmq explain: --token is required (or --token - to read it from stdin), and nothing else")
 		return 2
 	}
-	cfg, _, err := loadConfig(*configPath, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "idmq: %v\n", err)
-		return 1
-	}
-	hook, err := authhook.New(authhook.Options{Config: cfg.Auth, DataDir: cfg.Resolve(cfg.DataDir), BaseDir: cfg.Resolve("."), Logger: quietLogger()})
-	if err != nil {
-		fmt.Fprintf(stderr, "idmq: %v\n", err)
+	cfg, hook, ok := offlineAuth(*configPath, stderr)
+	if !ok {
 		return 1
 	}
 	defer hook.Stop()

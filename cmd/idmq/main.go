@@ -204,14 +204,8 @@ func token(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "idmq token: --sub is required")
 		return 2
 	}
-	cfg, _, err := loadConfig(*configPath, stderr)
-	if err != nil {
-		fmt.Fprintf(stderr, "idmq: %v\n", err)
-		return 1
-	}
-	hook, err := authhook.New(authhook.Options{Config: cfg.Auth, DataDir: cfg.Resolve(cfg.DataDir), BaseDir: cfg.Resolve("."), Logger: quietLogger()})
-	if err != nil {
-		fmt.Fprintf(stderr, "idmq: %v\n", err)
+	_, hook, ok := offlineAuth(*configPath, stderr)
+	if !ok {
 		return 1
 	}
 	defer hook.Stop()
@@ -261,4 +255,20 @@ func tokenDevice(args []string, stdout, stderr io.Writer) int {
 
 func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// offlineAuth loads the config and builds its auth hook without a server, as `token` and `explain` need; on
+// failure it has told the user why. The caller stops the hook.
+func offlineAuth(configPath string, stderr io.Writer) (*broker.Config, *authhook.Hook, bool) {
+	cfg, _, err := loadConfig(configPath, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "idmq: %v\n", err)
+		return nil, nil, false
+	}
+	hook, err := authhook.New(authhook.Options{Config: cfg.Auth, DataDir: cfg.Resolve(cfg.DataDir), BaseDir: cfg.Resolve("."), Logger: quietLogger()})
+	if err != nil {
+		fmt.Fprintf(stderr, "idmq: %v\n", err)
+		return nil, nil, false
+	}
+	return cfg, hook, true
 }
