@@ -32,6 +32,7 @@ type Broker struct {
 	registry *prometheus.Registry
 	http     *httpServer
 	exchange *exchangeHandler
+	publish  *publishAPI // POST /v1/publish
 	reload   []*certReloader
 	opened   []listeners.Listener
 	live     atomic.Pointer[liveSettings] // what a reload replaces (reload.go)
@@ -115,6 +116,11 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		return nil, err
 	}
 	b.exchange = b.newExchangeHandler()
+	b.publish = b.newPublishAPI()
+	// It provides OnPublished only, so it may follow the fixes (mochifix.Add's rule is about OnPublish).
+	if err := b.server.AddHook(b.publish.pub, nil); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 

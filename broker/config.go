@@ -84,6 +84,9 @@ type HTTPConfig struct {
 	// AdminKeys guard /v1 (clients, disconnects, revocations). Without any, the admin API is off.
 	AdminKeys []string        `yaml:"admin_keys"`
 	RateLimit RateLimitConfig `yaml:"rate_limit"` // token exchange requests per remote IP
+
+	// POST /v1/publish (publishconfig.go).
+	PublishConfig `yaml:",inline"`
 }
 
 // RateLimitConfig is a token bucket: PerSecond tokens refill a bucket of Burst.
@@ -131,7 +134,7 @@ func defaultConfig() Config {
 	return Config{
 		DataDir: "./data",
 		Log:     LogConfig{Level: "info", Format: "text"},
-		HTTP:    HTTPConfig{Address: ":8080", RateLimit: RateLimitConfig{PerSecond: 5, Burst: 20}},
+		HTTP:    HTTPConfig{Address: ":8080", RateLimit: RateLimitConfig{PerSecond: 5, Burst: 20}, PublishConfig: defaultPublishConfig()},
 		Storage: StorageConfig{Type: StorageBolt},
 		MQTT: MQTTConfig{
 			MaxPacketSize:    262144,
@@ -283,7 +286,7 @@ func (c *Config) validateHTTP() []error {
 	if c.HTTP.RateLimit.PerSecond <= 0 || c.HTTP.RateLimit.Burst < 1 {
 		add(fieldErr("http.rate_limit", "per_second must be > 0 and burst >= 1"))
 	}
-	return errs
+	return append(errs, c.HTTP.PublishConfig.validate(c.HTTP.AdminKeys)...)
 }
 
 // validate checks the mqtt section's limits.

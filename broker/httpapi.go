@@ -67,6 +67,7 @@ func (b *Broker) routes() http.Handler {
 	mux.Handle("POST /v2/tokens/exchange", exchange)
 	mux.Handle("OPTIONS /v2/tokens/exchange", exchange)
 	b.mountAdmin(mux)
+	mux.Handle("POST "+publishPath, b.publish)
 	// The local provider may come and go with a reload: the handlers look it up per request.
 	local := func(handler func(*authhook.LocalIssuer) http.Handler) http.Handler {
 		return b.cors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -136,9 +137,13 @@ func (b *Broker) cors(next http.Handler) http.Handler {
 	})
 }
 
+// limitBody caps request bodies at maxRequestBody, but for publishPath, which sets its own limit from
+// mqtt.max_packet_size.
 func limitBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		if r.URL.Path != publishPath {
+			r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -21,13 +21,16 @@ func newKeyring(keys []string) keyring {
 
 func (k keyring) empty() bool { return len(k) == 0 }
 
-func (k keyring) match(presented string) bool {
+func (k keyring) match(presented string) bool { return k.find(presented) >= 0 }
+
+// find is the index of the presented key, or -1; it compares every key whatever matches.
+func (k keyring) find(presented string) int {
 	d := sha256.Sum256([]byte(presented))
-	found := 0
+	found := -1
 	for i := range k {
-		found |= subtle.ConstantTimeCompare(d[:], k[i][:])
+		found = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare(d[:], k[i][:]), i, found)
 	}
-	return found == 1
+	return found
 }
 
 // bearer returns the token of an "Authorization: Bearer <token>" header.

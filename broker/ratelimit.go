@@ -32,7 +32,11 @@ func newIPLimiter(perSecond float64, burst int) *ipLimiter {
 }
 
 // allow takes one token for ip; when none is left it says how long until one is.
-func (l *ipLimiter) allow(ip string) (ok bool, retryAfter time.Duration) {
+func (l *ipLimiter) allow(ip string) (ok bool, retryAfter time.Duration) { return l.allowN(ip, 1) }
+
+// allowN takes n tokens for ip at once, or none. n above the burst never fits: retryAfter is then
+// rate.InfDuration.
+func (l *ipLimiter) allowN(ip string, n int) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -45,7 +49,7 @@ func (l *ipLimiter) allow(ip string) (ok bool, retryAfter time.Duration) {
 		l.clients[ip] = b
 	}
 	b.lastSeen = now
-	r := b.limiter.ReserveN(now, 1)
+	r := b.limiter.ReserveN(now, n)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
 		return false, d

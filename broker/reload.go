@@ -20,10 +20,12 @@ type liveSettings struct {
 	apiKeys   keyring
 	adminKeys keyring
 	cors      map[string]bool
+	publish   *publishAccess
 }
 
 func newLiveSettings(cfg *Config) *liveSettings {
-	ls := &liveSettings{cfg: cfg, apiKeys: newKeyring(cfg.HTTP.APIKeys), adminKeys: newKeyring(cfg.HTTP.AdminKeys), cors: map[string]bool{}}
+	ls := &liveSettings{cfg: cfg, apiKeys: newKeyring(cfg.HTTP.APIKeys), adminKeys: newKeyring(cfg.HTTP.AdminKeys), cors: map[string]bool{},
+		publish: newPublishAccess(cfg.HTTP)}
 	for _, o := range cfg.HTTP.CORSOrigins {
 		ls.cors[o] = true
 	}
@@ -108,6 +110,7 @@ func (b *Broker) applyFile() (*ReloadResult, error) {
 	}
 	b.live.Store(newLiveSettings(next))
 	b.exchange.limit.setRate(next.HTTP.RateLimit.PerSecond, next.HTTP.RateLimit.Burst)
+	b.publish.limit.setRate(next.HTTP.PublishRateLimit.PerSecond, next.HTTP.PublishRateLimit.Burst)
 	b.connRate.limit.setRate(next.MQTT.MaxConnectRate.PerSecond, next.MQTT.MaxConnectRate.Burst)
 	setLogLevel(b.log, next.Log.Level)
 	if err := b.ReloadCertificates(); err != nil {
