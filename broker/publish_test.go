@@ -367,3 +367,57 @@ auth: {providers: [{name: local, type: local}]}
 		}
 	}
 }
+
+// TestPublishClusteredWaitsForTheCluster: on a cluster node a QoS 1 publish reaches a local subscriber once
+// (routed to the stream, not delivered again from it); once the node has lost the cluster, a QoS 1 publish
+// answers 503 and is not delivered.
+func TestPublishClusteredWaitsForTheCluster(t *testing.T) {
+	yaml := "data_dir: " + t.TempDir() + `
+listeners: [{type: tcp, address: "127.0.0.1:0"}]
+http: {address: "127.0.0.1:0", admin_keys: [` + testAdminKey + `]}
+auth: {providers: [{name: local, type: local}]}
+acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
+cluster: {node: solo}
+`
+	cfg, err := Parse([]byte(yaml), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	pb := &publishBroker{Broker: b, api: "http://" + b.Addresses()["http"]}
+	sub := pb.subscriber(t, "alice", "users/alice/#")
+	if code, _, raw := pb.post(t, testAdminKey, `{"topic": "users/alice/a", "payload": "once", "qos": 1}`); code != 200 {
+		t.Fatalf("%d %s", code, raw)
+	}
+	if m := sub.Next(t, 5*time.Second); string(m.Payload) != "once" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	select {
+	case m := <-sub.Received:
+		t.Fatalf("delivered again: %q", m.Payload)
+	case <-time.After(500 * time.Millisecond):
+	}
+
+	_ = b.cluster.c.Close()
+	code, _, raw := pb.post(t, testAdminKey, `{"topic": "users/alice/a", "payload": "lost", "qos": 1}`)
+	if c := errorCode(raw); code != 503 || (c != "publish_failed" && c != "unavailable") {
+		t.Fatalf("without the cluster: %d %s", code, raw)
+	}
+	// Past the readiness check (a node that loses the cluster mid-request): the cluster hook refuses it.
+	res := pb.publish.publishMessage(publishCaller{admin: true}, "$idmq-http", []byte(`{"topic": "users/alice/a", "payload": "lost", "qos": 1}`))
+	if res.Status != 503 || res.Error != "publish_failed" {
+		t.Fatalf("refused by the cluster hook: %+v", res)
+	}
+	select {
+	case m := <-sub.Received:
+		t.Fatalf("a message the cluster did not take was delivered: %q", m.Payload)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
