@@ -118,22 +118,35 @@ func (a *publishAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, resultFailed, http.StatusServiceUnavailable, "unavailable", "the broker is not ready (starting, stopping, or out of its cluster)")
 		return
 	}
-	publisher := access.publisher
-	results := make([]publishResult, len(raws.items))
-	failed := false
-	for i, raw := range raws.items {
-		results[i] = a.publishOne(caller, publisher, raw, r.RemoteAddr)
-		failed = failed || results[i].Status != http.StatusOK
-	}
+	results := a.publishAll(caller, access.publisher, raws.items, r.RemoteAddr)
 	if !raws.batch {
 		writeJSON(w, results[0].Status, results[0])
 		return
 	}
 	status := http.StatusOK
-	if failed {
-		status = http.StatusMultiStatus
+	for _, res := range results {
+		if res.Status != http.StatusOK {
+			status = http.StatusMultiStatus
+		}
 	}
 	writeJSON(w, status, results)
+}
+
+// publishAll publishes the messages in order, one result each.
+func (a *publishAPI) publishAll(caller publishCaller, publisher string, items [][]byte, remote string) []publishResult {
+	results := make([]publishResult, len(items))
+	for i, raw := range items {
+		if i > 0 && results[i-1].Status == http.StatusServiceUnavailable {
+			// The broker could not take a message: the later ones are not tried, so that a client
+			// sending the failed ones again keeps their order (and does not wait out each one's timeout).
+			results[i] = publishResult{Status: http.StatusServiceUnavailable, Error: "not_attempted",
+				Message: "an earlier message of this batch was not published; this one was not tried"}
+			a.total.WithLabelValues(resultFailed).Inc()
+			continue
+		}
+		results[i] = a.publishOne(caller, publisher, raw, remote)
+	}
+	return results
 }
 
 func (a *publishAPI) refuse(w http.ResponseWriter, result string, status int, code, message string) {
