@@ -98,10 +98,11 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 	// The rate limit refuses before any signature work; auth attaches the identity that the ACL hook's
 	// OnConnect (Will check) reads. mochifix.Add adds these first, in this order, then its fixes.
 	b.connRate = newConnectLimitHook(b.server, cfg.MQTT.MaxConnectRate, b.registry)
-	hooks := []mqtt.Hook{b.connRate, b.auth, b.acl}
+	b.publish = b.newPublishAPI() // its hook refuses MQTT clients using the HTTP publisher's client id
+	hooks := []mqtt.Hook{b.connRate, b.publish.pub, b.auth, b.acl}
 	if bench.BaselineAuth != nil {
 		log.Warn("authentication and ACL are OFF: every client may connect and use every topic (benchmark mode)", "hook", bench.BaselineAuth.ID())
-		hooks = []mqtt.Hook{hooks[0], bench.BaselineAuth}
+		hooks = []mqtt.Hook{hooks[0], hooks[1], bench.BaselineAuth}
 	}
 	if cfg.clustered() {
 		if err := b.joinCluster(); err != nil {
@@ -116,11 +117,6 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		return nil, err
 	}
 	b.exchange = b.newExchangeHandler()
-	b.publish = b.newPublishAPI()
-	// It provides OnPublished only, so it may follow the fixes (mochifix.Add's rule is about OnPublish).
-	if err := b.server.AddHook(b.publish.pub, nil); err != nil {
-		return nil, err
-	}
 	return b, nil
 }
 

@@ -54,7 +54,7 @@ func (b *Broker) newPublishAPI() *publishAPI {
 	rl := b.cfg.HTTP.PublishRateLimit
 	a := &publishAPI{
 		b:     b,
-		pub:   newHTTPPublisher(b.server),
+		pub:   newHTTPPublisher(b.server, func() string { return b.live.Load().publish.publisher }),
 		limit: newIPLimiter(rl.PerSecond, rl.Burst),
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idmq_http_publish_total",

@@ -423,3 +423,20 @@ cluster: {node: solo}
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestPublisherClientIDIsReserved: an MQTT client presenting http.publisher_client_id is refused (0x85), with
+// valid credentials, so No Local and the cluster never mistake the HTTP publisher's messages for a client's.
+func TestPublisherClientIDIsReserved(t *testing.T) {
+	pb := startPublishBroker(t, "")
+	tok, err := pb.auth.LocalIssuer().Mint("alice", time.Hour, nil, authhook.TopicGrants{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ack, err := testkit.ConnectV5(t, testkit.DialTCP(t, pb.Addresses()["tcp0"]), testkit.JWTConnect(defaultPublisherClientID, "alice", tok))
+	if err == nil || ack == nil || ack.ReasonCode != 0x85 {
+		t.Fatalf("CONNECT as %q: connack %+v, err %v; want 0x85", defaultPublisherClientID, ack, err)
+	}
+	if _, _, err := testkit.ConnectV5(t, testkit.DialTCP(t, pb.Addresses()["tcp0"]), testkit.JWTConnect("alice-1", "alice", tok)); err != nil {
+		t.Fatalf("another client id with the same token: %v", err)
+	}
+}

@@ -1,12 +1,15 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/refusal"
 )
 
 // httpPublisher puts HTTP publishes into mochi as an inline client, so every hook sees them as it sees a
@@ -28,6 +31,9 @@ type httpPublisher struct {
 	// clients are inline clients, one per publish in progress: OnPublished must tell whose publish it saw.
 	clients sync.Pool
 	calls   sync.Map // *mqtt.Client -> *atomic.Bool, set by OnPublished
+	// reservedID is the publisher's client id in force (it reloads): an MQTT client may not take it, or No
+	// Local and the cluster would mistake the HTTP publisher's messages for its own.
+	reservedID func() string
 }
 
 var _ mqtt.Hook = (*httpPublisher)(nil)
@@ -35,8 +41,8 @@ var _ mqtt.Hook = (*httpPublisher)(nil)
 // errNotPublished: a hook refused the publish (see Hook.OnPublish of the cluster).
 var errNotPublished = errors.New("the broker did not take the message (the cluster did not store it)")
 
-func newHTTPPublisher(server *mqtt.Server) *httpPublisher {
-	p := &httpPublisher{server: server}
+func newHTTPPublisher(server *mqtt.Server, reservedID func() string) *httpPublisher {
+	p := &httpPublisher{server: server, reservedID: reservedID}
 	p.clients.New = func() any {
 		cl := server.NewClient(nil, "http", "", true)
 		cl.Properties.ProtocolVersion = 5 // keep MQTT 5 properties: mochi strips them for 3.1.1 publishers
@@ -47,7 +53,21 @@ func newHTTPPublisher(server *mqtt.Server) *httpPublisher {
 
 func (p *httpPublisher) ID() string { return "idmq-http-publish" }
 
-func (p *httpPublisher) Provides(b byte) bool { return b == mqtt.OnPublished }
+func (p *httpPublisher) Provides(b byte) bool { return b == mqtt.OnPublished || b == mqtt.OnConnect }
+
+// OnConnect refuses an MQTT client that presents the HTTP publisher's client id, like an id held by another
+// user's session, before any token is verified.
+func (p *httpPublisher) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+	if cl.ID != p.reservedID() {
+		return nil
+	}
+	p.Log.Log(context.Background(), refusal.Lookup(refusal.ClientIDTaken).Level,
+		"connection refused: the client id is the HTTP publisher's (http.publisher_client_id)", "remote", cl.Net.Remote, "client", cl.ID)
+	if code, send := refusal.Connack(refusal.ClientIDTaken, cl.Properties.ProtocolVersion); send {
+		_ = p.server.SendConnack(cl, code, false, nil)
+	}
+	return refusal.Err(refusal.ClientIDTaken)
+}
 
 func (p *httpPublisher) OnPublished(cl *mqtt.Client, _ packets.Packet) {
 	if !cl.Net.Inline {

@@ -39,7 +39,7 @@ func (h *refuseHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 func TestPublisherReportsWhatHooksRefused(t *testing.T) {
 	m := testkit.NewMochi(testkit.MochiOptions{})
 	refuse := new(refuseHook)
-	pub := newHTTPPublisher(m.Server)
+	pub := newHTTPPublisher(m.Server, func() string { return "$idmq-http" })
 	m.Serve(t, new(auth.AllowHook), refuse, pub)
 	sub, _, err := testkit.ConnectV5(t, testkit.DialTCP(t, m.TCP), testkit.JWTConnect("sub", "", ""))
 	if err != nil {
