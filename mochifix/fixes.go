@@ -84,6 +84,9 @@ func Add(server *mqtt.Server, opts Options) (*Fixes, error) {
 	if err := server.AddHook(new(sendQuotaOff), nil); err != nil {
 		return nil, err
 	}
+	if err := server.AddHook(new(publishKeepsUserProperties), nil); err != nil {
+		return nil, err
+	}
 	if opts.SlowSubscriberWait > 0 {
 		maxInflight := int(server.Options.Capabilities.MaximumInflight)
 		f.slow = newBackpressure(server, maxInflight, opts.SlowSubscriberWait, f.log, opts.Registerer)
