@@ -1,0 +1,297 @@
+package e2e
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/idmq/idmq/internal/testkit"
+)
+
+// webhookSecret reaches the config through ${IDMQ_E2E_WEBHOOK_SECRET}, as a real secret would.
+const webhookSecret = "whsec-e2e-0123456789abcdef"
+
+const webhookConfig = `
+listeners: [{type: tcp, address: "127.0.0.1:{{tcp}}"}]
+http:
+  address: "127.0.0.1:{{http}}"
+  admin_keys: ["admin-key-0123456789abcdef"]
+auth:
+  leeway: 1s
+  providers: [{name: local, type: local}]
+acl:
+  rules:
+    - {topic: "users/%u/#", access: pubsub}
+events:
+  webhooks:
+    - url: "{{webhook}}"
+      insecure_http: true
+      secret: "${IDMQ_E2E_WEBHOOK_SECRET}"
+      timeout: 2s
+`
+
+// hookEvent is the payload as a receiver sees it.
+type hookEvent struct {
+	ID         string `json:"id"`
+	Type       string `json:"type"`
+	Time       string `json:"time"`
+	Node       string `json:"node"`
+	ClientID   string `json:"client_id"`
+	Username   string `json:"username"`
+	Provider   string `json:"provider"`
+	RemoteAddr string `json:"remote_addr"`
+	ReasonCode *int   `json:"reason_code"`
+	Reason     string `json:"reason"`
+	raw        string
+}
+
+// hookReceiver is a backend's endpoint on a fixed loopback port that can go down (connection refused) and
+// come back. It checks every request with the README's recipe, written out here rather than calling the
+// events package: parse t and v1 from Idmq-Signature, refuse a t more than 5 minutes from now, compare
+// HMAC-SHA256(secret, t + "." + raw body) in constant time.
+type hookReceiver struct {
+	t    *testing.T
+	addr string
+	mu   sync.Mutex
+	srv  *http.Server
+	got  []hookEvent
+	bad  []string
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	r := &hookReceiver{t: t, addr: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))}
+	r.up()
+	t.Cleanup(r.down)
+	return r
+}
+
+func (r *hookReceiver) url() string { return "http://" + r.addr + "/idmq-events" }
+
+func (r *hookReceiver) up() {
+	r.t.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 { // the port was ours a moment ago
+		if ln, err = net.Listen("tcp", r.addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(r.serve)}
+	r.mu.Lock()
+	r.srv = srv
+	r.mu.Unlock()
+	go func() { _ = srv.Serve(ln) }()
+}
+
+func (r *hookReceiver) down() {
+	r.mu.Lock()
+	srv := r.srv
+	r.srv = nil
+	r.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+	}
+}
+
+func verifyRecipe(secret, header string, body []byte, now time.Time) error {
+	var ts string
+	var sigs []string
+	for part := range strings.SplitSeq(header, ",") {
+		k, v, _ := strings.Cut(part, "=")
+		switch k {
+		case "t":
+			ts = v
+		case "v1":
+			sigs = append(sigs, v)
+		}
+	}
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return errors.New("no timestamp")
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		return fmt.Errorf("timestamp %s away", d)
+	}
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	want := mac.Sum(nil)
+	for _, s := range sigs {
+		if got, err := hex.DecodeString(s); err == nil && hmac.Equal(got, want) {
+			return nil
+		}
+	}
+	return errors.New("no signature matches")
+}
+
+func (r *hookReceiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	if err := verifyRecipe(webhookSecret, req.Header.Get("Idmq-Signature"), body, time.Now()); err != nil {
+		r.mu.Lock()
+		r.bad = append(r.bad, err.Error())
+		r.mu.Unlock()
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	var e hookEvent
+	if err := json.Unmarshal(body, &e); err != nil || e.ID == "" || e.ID != req.Header.Get("Idmq-Event-Id") {
+		r.mu.Lock()
+		r.bad = append(r.bad, "bad body: "+string(body))
+		r.mu.Unlock()
+		http.Error(w, "bad body", http.StatusBadRequest)
+		return
+	}
+	e.raw = string(body)
+	r.mu.Lock()
+	r.got = append(r.got, e)
+	r.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// events returns what arrived, duplicates included, in arrival order.
+func (r *hookReceiver) events() []hookEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.bad) > 0 {
+		r.t.Fatalf("the receiver refused requests: %v", r.bad)
+	}
+	return slices.Clone(r.got)
+}
+
+// unique drops retries: a duplicate must carry the same id and the very same body.
+func unique(t *testing.T, all []hookEvent) []hookEvent {
+	t.Helper()
+	seen := map[string]string{}
+	var out []hookEvent
+	for _, e := range all {
+		if raw, ok := seen[e.ID]; ok {
+			if raw != e.raw {
+				t.Fatalf("id %s arrived with two different bodies:\n%s\n%s", e.ID, raw, e.raw)
+			}
+			continue
+		}
+		seen[e.ID] = e.raw
+		out = append(out, e)
+	}
+	return out
+}
+
+// of is the sequence of "type[:reason_code]" one client's events arrived in.
+func of(events []hookEvent, clientID string) []string {
+	var out []string
+	for _, e := range events {
+		if e.ClientID != clientID {
+			continue
+		}
+		s := e.Type
+		if e.ReasonCode != nil {
+			s += fmt.Sprintf(":%#x", *e.ReasonCode)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (r *hookReceiver) waitFor(t *testing.T, within time.Duration, clientID string, n int) []string {
+	t.Helper()
+	var seq []string
+	testkit.Eventually(t, within, func() bool {
+		seq = of(unique(t, r.events()), clientID)
+		return len(seq) >= n
+	}, "%d events for %s (have %v)", n, clientID, func() []string { return seq }())
+	return seq
+}
+
+func startWithWebhook(t *testing.T, url string) *idmqProc {
+	t.Helper()
+	t.Setenv("IDMQ_E2E_WEBHOOK_SECRET", webhookSecret)
+	p := newIdmq(t, strings.ReplaceAll(webhookConfig, "{{webhook}}", url))
+	p.start()
+	return p
+}
+
+// TestWebhooksTellAClientsLife: connect, in-place AUTH refresh, expiry (0xA0), reconnect, revocation (0x98),
+// refused reconnect: each reaches the receiver, signed, in order, with who and why, and never a token.
+func TestWebhooksTellAClientsLife(t *testing.T) {
+	r := newHookReceiver(t)
+	p := startWithWebhook(t, r.url())
+	const id = "alice-phone"
+	tokens := []string{p.token("alice", "--ttl", "1m"), p.token("alice", "--ttl", "2s")}
+
+	c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect(id, "alice", tokens[0]))
+	if c == nil {
+		t.Fatalf("CONNACK 0x%02x", ca.ReasonCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ar, err := c.Authenticate(ctx, &paho.Auth{ReasonCode: 0x19, Properties: &paho.AuthProperties{AuthMethod: "JWT", AuthData: []byte(tokens[1])}})
+	cancel()
+	if err != nil || !ar.Success {
+		t.Fatalf("re-authentication: %+v %v", ar, err)
+	}
+	if d := c.NextDisconnect(t, 10*time.Second); d.ReasonCode != 0xA0 {
+		t.Fatalf("DISCONNECT 0x%02x, want 0xA0 at the refreshed token's expiry", d.ReasonCode)
+	}
+	// The next connection's events are ordered after these only once idmq has seen this one end.
+	r.waitFor(t, 10*time.Second, id, 4)
+
+	tokens = append(tokens, p.token("alice", "--ttl", "1m"))
+	c, ca = connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect(id, "alice", tokens[2]))
+	if c == nil {
+		t.Fatalf("CONNACK 0x%02x", ca.ReasonCode)
+	}
+	if code, body := p.admin(t, "POST", "/v1/revocations", "admin-key-0123456789abcdef", `{"username": "alice"}`); code != 200 || body["disconnected"] != float64(1) {
+		t.Fatalf("revocation: %d %v", code, body)
+	}
+	if d := c.NextDisconnect(t, 5*time.Second); d.ReasonCode != 0x98 {
+		t.Fatalf("DISCONNECT 0x%02x, want 0x98 on revocation", d.ReasonCode)
+	}
+	r.waitFor(t, 10*time.Second, id, 7)
+	if c, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect(id, "alice", tokens[2])); c != nil {
+		t.Fatal("a revoked token connected")
+	}
+
+	seq := r.waitFor(t, 10*time.Second, id, 8)
+	want := []string{"client.connected", "client.token_refreshed", "client.token_expired:0xa0", "client.disconnected:0xa0",
+		"client.connected", "session.revoked:0x98", "client.disconnected:0x98", "auth.failed:0x86"}
+	if !slices.Equal(seq, want) {
+		t.Fatalf("events for %s:\n got %v\nwant %v", id, seq, want)
+	}
+	for _, e := range unique(t, r.events()) {
+		for _, tok := range tokens {
+			if strings.Contains(e.raw, tok) || strings.Contains(e.raw, strings.Split(tok, ".")[2]) {
+				t.Fatalf("an event carries a token: %s", e.raw)
+			}
+		}
+		if e.Time == "" || e.Node == "" || len(e.ID) != 26 || e.RemoteAddr == "" || e.Provider != "local" {
+			t.Fatalf("event lacks time, node, id, remote address or provider: %s", e.raw)
+		}
+		if e.Type != "auth.failed" && e.Username != "alice" {
+			t.Fatalf("event without the verified username: %s", e.raw)
+		}
+		if e.Type == "auth.failed" && (e.Reason != "token_revoked" || e.Username != "") {
+			t.Fatalf("auth.failed: %s; want reason token_revoked and no (unverified) username", e.raw)
+		}
+	}
+	if v, _ := p.metric(`idmq_webhook_deliveries_total{result="delivered",webhook="` + strings.TrimSuffix(r.url(), "") + `"}`); v != "8" {
+		t.Fatalf("delivered counter %q, want 8", v)
+	}
+}
