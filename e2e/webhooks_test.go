@@ -295,3 +295,88 @@ func TestWebhooksTellAClientsLife(t *testing.T) {
 		t.Fatalf("delivered counter %q, want 8", v)
 	}
 }
+
+// types is of without reason codes.
+func types(events []hookEvent, clientID string) []string {
+	out := of(events, clientID)
+	for i, s := range out {
+		out[i], _, _ = strings.Cut(s, ":")
+	}
+	return out
+}
+
+// clientLife is one v5 client's connect, three in-place refreshes and clean disconnect, plus a refused
+// CONNECT under "<id>-bad": the events each client id must see, in this order.
+func clientLife(t *testing.T, p *idmqProc, id string, tokens []string) {
+	c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect(id, "alice", tokens[0]))
+	if c == nil {
+		t.Errorf("%s: CONNACK 0x%02x", id, ca.ReasonCode)
+		return
+	}
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ar, err := c.Authenticate(ctx, &paho.Auth{ReasonCode: 0x19, Properties: &paho.AuthProperties{AuthMethod: "JWT", AuthData: []byte(tokens[1+i%2])}})
+		cancel()
+		if err != nil || !ar.Success {
+			t.Errorf("%s: re-authentication %d: %+v %v", id, i, ar, err)
+			return
+		}
+	}
+	_ = c.Disconnect(&paho.Disconnect{})
+	if c, _ := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect(id+"-bad", "", "not-a-jwt")); c != nil {
+		t.Errorf("%s-bad: a garbage token connected", id)
+	}
+}
+
+var lifeEvents = []string{"client.connected", "client.token_refreshed", "client.token_refreshed", "client.token_refreshed", "client.disconnected"}
+
+// TestWebhooksSurviveAReceiverOutage: with the receiver down for 20 s, every event of 8 clients' lives is
+// delivered once it is back, in order per client, nothing lost, duplicates only as the same id and body.
+func TestWebhooksSurviveAReceiverOutage(t *testing.T) {
+	r := newHookReceiver(t)
+	p := startWithWebhook(t, r.url())
+	tokens := []string{p.token("alice", "--ttl", "5m"), p.token("alice", "--ttl", "5m"), p.token("alice", "--ttl", "6m")}
+
+	r.down()
+	downAt := time.Now()
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("outage-%d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			clientLife(t, p, ids[i], tokens)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		v, _ := p.metric(`idmq_webhook_deliveries_total{result="failed",webhook="` + r.url() + `"}`)
+		return v != "" && v != "0"
+	}, "failed delivery attempts while the receiver is down")
+	time.Sleep(20*time.Second - time.Since(downAt))
+	if n := len(r.events()); n != 0 {
+		t.Fatalf("%d events arrived while the receiver was down", n)
+	}
+	r.up()
+
+	// Backoff is capped at 30 s: everything is in within a minute of the receiver's return.
+	want := len(ids) * (len(lifeEvents) + 1)
+	testkit.Eventually(t, 60*time.Second, func() bool { return len(unique(t, r.events())) >= want }, "%d events after the outage", want)
+	got := unique(t, r.events())
+	if len(got) != want {
+		t.Fatalf("%d distinct events, want %d", len(got), want)
+	}
+	for _, id := range ids {
+		if seq := types(got, id); !slices.Equal(seq, lifeEvents) {
+			t.Fatalf("%s: %v, want %v", id, seq, lifeEvents)
+		}
+		if seq := types(got, id+"-bad"); !slices.Equal(seq, []string{"auth.failed"}) {
+			t.Fatalf("%s-bad: %v, want [auth.failed]", id, seq)
+		}
+	}
+	t.Logf("%d events delivered after a 20 s outage (%d requests, duplicates included)", len(got), len(r.events()))
+}
