@@ -380,3 +380,88 @@ func TestWebhooksSurviveAReceiverOutage(t *testing.T) {
 	}
 	t.Logf("%d events delivered after a 20 s outage (%d requests, duplicates included)", len(got), len(r.events()))
 }
+
+// blackhole accepts connections and never answers: a receiver that hangs, the worst case for a sender.
+func blackhole(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String() + "/idmq-events"
+}
+
+// connectLatency is the time from dialling to the CONNACK of one v5 client with a (cached) token.
+func connectLatency(t *testing.T, p *idmqProc, id, token string) time.Duration {
+	start := time.Now()
+	c, ca := connectV5(t, dialV5(t, p, "tcp", nil), testkit.JWTConnect(id, "alice", token))
+	took := time.Since(start)
+	if c == nil {
+		t.Fatalf("%s: CONNACK 0x%02x", id, ca.ReasonCode)
+	}
+	_ = c.Disconnect(&paho.Disconnect{})
+	return took
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestWebhooksDoNotSlowConnects: 300 CONNECTs to a broker whose webhook receiver hangs take no longer, by
+// median, than 1.2x the same to a broker without webhooks, measured in the same run, alternately.
+func TestWebhooksDoNotSlowConnects(t *testing.T) {
+	off := newIdmq(t, webhookConfig[:strings.Index(webhookConfig, "events:")])
+	off.start()
+	hole := blackhole(t)
+	dead := startWithWebhook(t, hole)
+	tokens := map[*idmqProc]string{off: off.token("alice", "--ttl", "10m"), dead: dead.token("alice", "--ttl", "10m")}
+	lat := map[*idmqProc][]time.Duration{}
+	for i := range 20 { // warm up: cache the tokens, grow the pools
+		connectLatency(t, off, fmt.Sprint("warm-", i), tokens[off])
+		connectLatency(t, dead, fmt.Sprint("warm-", i), tokens[dead])
+	}
+	// Alternating connect by connect (and which goes first), so a burst of load from other processes falls on
+	// both alike.
+	const connects = 300
+	for i := range connects {
+		order := []*idmqProc{off, dead}
+		if i%2 == 1 {
+			order[0], order[1] = dead, off
+		}
+		for _, p := range order {
+			lat[p] = append(lat[p], connectLatency(t, p, fmt.Sprint("storm-", i), tokens[p]))
+		}
+	}
+	mOff, mDead := median(lat[off]), median(lat[dead])
+	ratio := float64(mDead) / float64(mOff)
+	t.Logf("median CONNECT latency over %d connects: webhooks off %s, webhook to a hanging receiver %s: ratio %.2f",
+		connects, mOff, mDead, ratio)
+	if v, _ := dead.metric(`idmq_webhook_queue_depth{webhook="` + hole + `"}`); v == "" || v == "0" {
+		t.Fatalf("queue depth %q: the events were not waiting for the hanging receiver", v)
+	}
+	if ratio > 1.2 {
+		t.Fatalf("CONNECTs are %.2fx slower with a hanging webhook receiver (limit 1.2x)", ratio)
+	}
+}

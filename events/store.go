@@ -14,8 +14,8 @@ import (
 //
 // Writes are behind the queue: Emit never waits for the disk (a CONNECT must not wait for an fsync), and a
 // writer goroutine commits whatever accumulated in one transaction. A clean shutdown (Close) writes
-// everything; a crash (kill -9, power loss) loses the events of the last, not yet committed, batch, usually
-// a few milliseconds' worth.
+// everything; a crash (kill -9, power loss) loses the events of the last, not yet committed, batch: at most
+// commitDelay plus one commit's worth.
 type Store struct {
 	db      *bbolt.DB
 	mu      sync.Mutex
@@ -25,6 +25,9 @@ type Store struct {
 	done    chan struct{}
 	onError func(error)
 }
+
+// commitDelay is how long a write waits for more to commit with it: the crash window of an event.
+const commitDelay = 50 * time.Millisecond
 
 type storeOp struct {
 	bucket string
@@ -101,6 +104,9 @@ func (s *Store) add(op storeOp) {
 func (s *Store) write() {
 	defer close(s.done)
 	for range s.kick {
+		// Gather for a moment: a burst of events (a CONNECT storm) becomes one transaction and one fsync
+		// instead of one each, which would compete for the disk with the session store's own writes.
+		time.Sleep(commitDelay)
 		s.mu.Lock()
 		ops, closed := s.ops, s.closed
 		s.ops = nil
