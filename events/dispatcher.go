@@ -74,8 +74,10 @@ func New(opts Options) (*Dispatcher, error) {
 		client = newHTTPClient()
 	}
 	for _, wc := range cfg.Webhooks {
-		d.webhooks = append(d.webhooks, &webhook{cfg: wc, secret: []byte(wc.Secret), q: newQueue(shardsPerWebhook, wc.MaxQueue),
-			store: d.store, client: client, m: m.forWebhook(wc.Name), log: d.log, now: d.now})
+		wm := m.forWebhook(wc.Name)
+		d.webhooks = append(d.webhooks, &webhook{cfg: wc, secret: []byte(wc.Secret),
+			q:     newQueue(shardsPerWebhook, wc.MaxQueue, func(n int) { wm.depth.Set(float64(n)) }),
+			store: d.store, client: client, m: wm, log: d.log, now: d.now})
 	}
 	if err := d.restore(); err != nil {
 		return nil, err
@@ -120,7 +122,6 @@ func (d *Dispatcher) restore() error {
 			}
 			last = max(last, it.seq)
 		}
-		w.m.depth.Set(float64(w.q.len()))
 		if len(items) > 0 {
 			d.log.Info("events: undelivered events restored", "webhook", w.cfg.Name, "events", w.q.len())
 		}
@@ -199,7 +200,6 @@ func (d *Dispatcher) Close() error {
 		for _, w := range d.webhooks {
 			if lost := len(w.q.drain()); lost > 0 {
 				w.m.shutdown.Add(float64(lost))
-				w.m.depth.Set(0)
 				d.log.Warn("events: undelivered events lost at shutdown (the webhook queue is in memory only)", "webhook", w.cfg.Name, "events", lost)
 			}
 		}

@@ -24,10 +24,11 @@ type queue struct {
 	wake   []chan struct{} // one per shard, capacity 1: "look at your head again"
 	n      int
 	max    int
+	depth  func(n int) // told every change of n, under mu, so reports never arrive out of order
 }
 
-func newQueue(shards, max int) *queue {
-	q := &queue{shards: make([][]*item, shards), wake: make([]chan struct{}, shards), max: max}
+func newQueue(shards, max int, depth func(int)) *queue {
+	q := &queue{shards: make([][]*item, shards), wake: make([]chan struct{}, shards), max: max, depth: depth}
 	for i := range q.wake {
 		q.wake[i] = make(chan struct{}, 1)
 	}
@@ -49,6 +50,7 @@ func (q *queue) push(s int, it *item) (dropped *item) {
 	}
 	q.shards[s] = append(q.shards[s], it)
 	q.n++
+	q.depth(q.n)
 	q.mu.Unlock()
 	select {
 	case q.wake[s] <- struct{}{}:
@@ -76,6 +78,7 @@ func (q *queue) removeHeadLocked(s int) {
 	q.shards[s][0] = nil
 	q.shards[s] = q.shards[s][1:]
 	q.n--
+	q.depth(q.n)
 }
 
 // head is the next event of shard s, or nil.
@@ -109,6 +112,7 @@ func (q *queue) drain() []*item {
 		q.shards[s] = nil
 	}
 	q.n = 0
+	q.depth(0)
 	return out
 }
 

@@ -3,7 +3,7 @@ package events
 import "testing"
 
 func TestQueueKeepsOrderPerShardAndDropsTheOldest(t *testing.T) {
-	q := newQueue(2, 3)
+	q := newQueue(2, 3, func(int) {})
 	items := make([]*item, 5)
 	for i := range items {
 		items[i] = &item{seq: uint64(i + 1)}
@@ -38,7 +38,7 @@ func TestQueueKeepsOrderPerShardAndDropsTheOldest(t *testing.T) {
 }
 
 func TestShardOfIsStable(t *testing.T) {
-	q1, q2 := newQueue(8, 1), newQueue(8, 1)
+	q1, q2 := newQueue(8, 1, func(int) {}), newQueue(8, 1, func(int) {})
 	spread := map[int]bool{}
 	for _, id := range []string{"alice-phone", "bob", "", "device-42", "x", "y", "z", "w"} {
 		if q1.shardOf(id) != q2.shardOf(id) {

@@ -45,15 +45,13 @@ func (w *webhook) enqueue(s int, it *item) {
 	if w.store != nil {
 		w.store.put(w.cfg.Name, it)
 	}
-	w.m.depth.Set(float64(w.q.len()))
 }
 
-// forget removes a popped event from the store and the gauge.
+// forget removes a popped event from the store.
 func (w *webhook) forget(it *item) {
 	if w.store != nil {
 		w.store.del(w.cfg.Name, it)
 	}
-	w.m.depth.Set(float64(w.q.len()))
 }
 
 func (w *webhook) start(ctx context.Context) {
@@ -85,11 +83,11 @@ func (w *webhook) run(ctx context.Context, s int) {
 				return
 			}
 			if err == nil {
-				w.m.delivered.Inc()
-				w.recovered()
 				if w.q.pop(s, it) {
 					w.forget(it)
 				}
+				w.m.delivered.Inc() // after forget: a delivered count covers the store's delete
+				w.recovered()
 				break
 			}
 			w.m.failed.Inc()
