@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -463,5 +464,45 @@ func TestWebhooksDoNotSlowConnects(t *testing.T) {
 	}
 	if ratio > 1.2 {
 		t.Fatalf("CONNECTs are %.2fx slower with a hanging webhook receiver (limit 1.2x)", ratio)
+	}
+}
+
+// TestWebhookEventsSurviveAKill: events queued for a receiver that is down are in the bolt store; after
+// kill -9 and a restart, the receiver (back up) gets every one of them, in order per client.
+func TestWebhookEventsSurviveAKill(t *testing.T) {
+	r := newHookReceiver(t)
+	r.down()
+	p := startWithWebhook(t, r.url())
+	tokens := []string{p.token("alice", "--ttl", "5m"), p.token("alice", "--ttl", "5m"), p.token("alice", "--ttl", "6m")}
+	ids := []string{"kill-0", "kill-1", "kill-2"}
+	for _, id := range ids {
+		clientLife(t, p, id, tokens)
+	}
+	if t.Failed() {
+		return
+	}
+	want := len(ids) * (len(lifeEvents) + 1)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		v, _ := p.metric(`idmq_webhook_queue_depth{webhook="` + r.url() + `"}`)
+		return v == strconv.Itoa(want)
+	}, "%d events queued", want)
+	time.Sleep(500 * time.Millisecond) // the store commits within 50 ms of an event
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+
+	r.up()
+	p.start()
+	if !p.waitLog("events: undelivered events restored", 10*time.Second) {
+		t.Fatal("the restarted broker restored no events")
+	}
+	testkit.Eventually(t, 30*time.Second, func() bool { return len(unique(t, r.events())) >= want }, "%d events after the restart", want)
+	got := unique(t, r.events())
+	if len(got) != want {
+		t.Fatalf("%d distinct events, want %d", len(got), want)
+	}
+	for _, id := range ids {
+		if seq := types(got, id); !slices.Equal(seq, lifeEvents) {
+			t.Fatalf("%s: %v, want %v", id, seq, lifeEvents)
+		}
 	}
 }
