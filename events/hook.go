@@ -65,6 +65,9 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	c.mu.Lock()
 	end := c.end
 	c.mu.Unlock()
+	if err == nil {
+		err = cl.StopCause() // a client's DISCONNECT: mochi stopped it with the DISCONNECT's code
+	}
 	var code packets.Code
 	switch {
 	case end != nil:
