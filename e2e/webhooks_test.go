@@ -72,6 +72,9 @@ type hookReceiver struct {
 	srv  *http.Server
 	got  []hookEvent
 	bad  []string
+	// loseAnswers makes the next n accepted events answer 503 anyway: the event was processed but idmq does
+	// not know it (a lost response), so it must send it again, with the same id.
+	loseAnswers int
 }
 
 func newHookReceiver(t *testing.T) *hookReceiver {
@@ -164,7 +167,15 @@ func (r *hookReceiver) serve(w http.ResponseWriter, req *http.Request) {
 	e.raw = string(body)
 	r.mu.Lock()
 	r.got = append(r.got, e)
+	lose := r.loseAnswers > 0
+	if lose {
+		r.loseAnswers--
+	}
 	r.mu.Unlock()
+	if lose {
+		http.Error(w, "processed, but the answer is lost", http.StatusServiceUnavailable)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -332,7 +343,8 @@ func clientLife(t *testing.T, p *idmqProc, id string, tokens []string) {
 var lifeEvents = []string{"client.connected", "client.token_refreshed", "client.token_refreshed", "client.token_refreshed", "client.disconnected"}
 
 // TestWebhooksSurviveAReceiverOutage: with the receiver down for 20 s, every event of 8 clients' lives is
-// delivered once it is back, in order per client, nothing lost, duplicates only as the same id and body.
+// delivered once it is back, in order per client, nothing lost; the first answers after the outage are lost
+// (503 after processing), and those events come again with the same id and body.
 func TestWebhooksSurviveAReceiverOutage(t *testing.T) {
 	r := newHookReceiver(t)
 	p := startWithWebhook(t, r.url())
@@ -362,11 +374,14 @@ func TestWebhooksSurviveAReceiverOutage(t *testing.T) {
 	if n := len(r.events()); n != 0 {
 		t.Fatalf("%d events arrived while the receiver was down", n)
 	}
+	r.mu.Lock()
+	r.loseAnswers = 5
+	r.mu.Unlock()
 	r.up()
 
-	// Backoff is capped at 30 s: everything is in within a minute of the receiver's return.
+	// Backoff is capped at 30 s: a wait begun during the outage, then one after a lost answer, then delivery.
 	want := len(ids) * (len(lifeEvents) + 1)
-	testkit.Eventually(t, 60*time.Second, func() bool { return len(unique(t, r.events())) >= want }, "%d events after the outage", want)
+	testkit.Eventually(t, 90*time.Second, func() bool { return len(unique(t, r.events())) >= want }, "%d events after the outage", want)
 	got := unique(t, r.events())
 	if len(got) != want {
 		t.Fatalf("%d distinct events, want %d", len(got), want)
@@ -378,6 +393,9 @@ func TestWebhooksSurviveAReceiverOutage(t *testing.T) {
 		if seq := types(got, id+"-bad"); !slices.Equal(seq, []string{"auth.failed"}) {
 			t.Fatalf("%s-bad: %v, want [auth.failed]", id, seq)
 		}
+	}
+	if all := len(r.events()); all < want+5 {
+		t.Fatalf("%d requests accepted, want %d: the 5 events whose answer was lost were not sent again", all, want+5)
 	}
 	t.Logf("%d events delivered after a 20 s outage (%d requests, duplicates included)", len(got), len(r.events()))
 }
