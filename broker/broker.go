@@ -89,9 +89,6 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 	if err != nil {
 		return nil, err
 	}
-	if err := b.newEvents(); err != nil {
-		return nil, err
-	}
 	b.acl, err = aclhook.New(aclhook.Options{
 		Config:     cfg.ACL,
 		Subject:    b.aclSubject,
@@ -117,6 +114,10 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		hooks = b.cluster.hooks(hooks)
 	}
 	if err := b.addFixes(hooks); err != nil {
+		return nil, err
+	}
+	// After the store: a second idmq on this data_dir is refused by the store's lock, with its message.
+	if err := b.newEvents(); err != nil {
 		return nil, err
 	}
 	if err := b.server.AddHook(newMetricsHook(b.registry, b.server), nil); err != nil {
