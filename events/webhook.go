@@ -93,9 +93,9 @@ func (w *webhook) run(ctx context.Context, s int) {
 			w.m.failed.Inc()
 			w.failed(err)
 			if w.now().Sub(it.at) >= w.cfg.RetryFor {
-				w.m.expired.Inc()
-				if w.q.pop(s, it) {
+				if w.q.pop(s, it) { // else it was dropped for room meanwhile, and counted then
 					w.forget(it)
+					w.m.expired.Inc()
 				}
 				break
 			}
