@@ -23,8 +23,10 @@ func (h *Hook) refuseConnect(cl *mqtt.Client, err error) error {
 	h.metrics.observe(provider, kind)
 	h.log.Log(context.Background(), refusal.Lookup(kind).Level, "authhook: connection refused",
 		"provider", provider, "reason", string(kind), "remote", cl.Net.Remote, "client", cl.ID, "error", err.Error())
+	code := connackCode(err, cl.Properties.ProtocolVersion)
+	h.notify(AuthEvent{Kind: AuthRefused, Client: cl, Provider: provider, Reason: kind, Code: code})
 	if h.server != nil {
-		_ = h.server.SendConnack(cl, connackCode(err, cl.Properties.ProtocolVersion), false, nil)
+		_ = h.server.SendConnack(cl, code, false, nil)
 	}
 	return refusal.Err(kind)
 }

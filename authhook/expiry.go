@@ -90,9 +90,11 @@ func (h *Hook) expired(s *session, id *Identity) {
 	s.ending = true
 	s.mu.Unlock()
 	cl := s.client.Value()
-	if cl == nil {
+	if cl == nil || cl.Closed() {
 		return
 	}
+	h.notify(AuthEvent{Kind: TokenExpired, Client: cl, Identity: id, Provider: id.Provider,
+		Code: packets.Code{Code: packets.ErrMaxConnectTime.Code, Reason: expiredReason}})
 	if err := h.Disconnect(cl, packets.ErrMaxConnectTime, expiredReason); err == nil {
 		h.log.Info("authhook: credential expired, client disconnected", "provider", id.Provider, "username", id.Username,
 			"client", cl.ID, "remote", cl.Net.Remote, "expired_at", id.ExpiresAt)

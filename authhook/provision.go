@@ -30,6 +30,9 @@ type Options struct {
 	// attributes and grants), on the client's own goroutine, before the AUTH success reply is sent. The broker
 	// recompiles the client's ACL here.
 	OnIdentityChange func(cl *mqtt.Client)
+	// OnAuthEvent, when set, is told of refusals, refreshes, expiries and revocations (authevent.go), on the
+	// goroutine that decided. It must not block: it runs on a CONNECT's or an AUTH's path.
+	OnAuthEvent func(AuthEvent)
 }
 
 // New builds the hook as Caddy builds a module: the config is defaulted and validated, then each provider is

@@ -91,6 +91,7 @@ func (h *Hook) OnAuthPacket(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	if h.onIdentityChange != nil {
 		h.onIdentityChange(cl)
 	}
+	h.notify(AuthEvent{Kind: TokenRefreshed, Client: cl, Identity: &id, Provider: id.Provider})
 	_ = cl.WritePacket(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Auth},
 		ReasonCode:  packets.CodeSuccess.Code,
@@ -109,5 +110,7 @@ func (h *Hook) reauthRefused(cl *mqtt.Client, cur *Identity, err error) {
 	kind := ReasonOf(err)
 	h.log.Log(context.Background(), refusal.Lookup(kind).Level, "authhook: re-authentication refused, client disconnected",
 		"provider", cur.Provider, "username", cur.Username, "reason", string(kind), "client", cl.ID, "remote", cl.Net.Remote, "error", err.Error())
-	_ = h.Disconnect(cl, refusal.Disconnect(kind), "")
+	code := refusal.Disconnect(kind)
+	h.notify(AuthEvent{Kind: AuthRefused, Client: cl, Identity: cur, Provider: cur.Provider, Reason: kind, Code: code})
+	_ = h.Disconnect(cl, code, "")
 }

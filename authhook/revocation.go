@@ -106,7 +106,16 @@ func (h *Hook) Revoke(r Revocation) (disconnected int, err error) {
 		if h.revoked(id) == nil {
 			return true
 		}
-		if cl := s.client.Value(); cl != nil && h.Disconnect(cl, packets.ErrAdministrativeAction, revokedReason) == nil {
+		s.mu.Lock()
+		closed := s.closed // an earlier Disconnect (another revocation) already ended it
+		s.mu.Unlock()
+		cl := s.client.Value()
+		if closed || cl == nil || cl.Closed() {
+			return true
+		}
+		h.notify(AuthEvent{Kind: CredentialsRevoked, Client: cl, Identity: id, Provider: id.Provider,
+			Code: packets.Code{Code: packets.ErrAdministrativeAction.Code, Reason: revokedReason}})
+		if h.Disconnect(cl, packets.ErrAdministrativeAction, revokedReason) == nil {
 			disconnected++
 			h.log.Info("authhook: credentials revoked, client disconnected", "provider", id.Provider, "username", id.Username,
 				"client", cl.ID, "remote", cl.Net.Remote)

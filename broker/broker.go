@@ -17,6 +17,7 @@ import (
 
 	"github.com/idmq/idmq/aclhook"
 	"github.com/idmq/idmq/authhook"
+	"github.com/idmq/idmq/events"
 	"github.com/idmq/idmq/internal/benchmode"
 	"github.com/idmq/idmq/mochifix"
 )
@@ -42,6 +43,9 @@ type Broker struct {
 	storeOK  atomic.Bool
 	stopFDs  func()       // ends the file descriptor watch (fdlimit.go)
 	cluster  *clusterNode // nil: one node
+
+	events     *events.Dispatcher // nil: no webhooks (events.go)
+	eventsHook *events.Hook
 }
 
 // New assembles a broker from a validated config. Nothing is bound until Start. A New that fails leaves
@@ -81,6 +85,7 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		// After an MQTT 5 re-authentication the client's rules follow its new token. b.acl is read when
 		// called: the ACL hook is built after this one.
 		OnIdentityChange: func(cl *mqtt.Client) { b.acl.Refresh(cl) },
+		OnAuthEvent:      b.onAuthEvent,
 	})
 	if err != nil {
 		return nil, err
@@ -113,8 +118,17 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 	if err := b.addFixes(hooks); err != nil {
 		return nil, err
 	}
+	// After the store: a second idmq on this data_dir is refused by the store's lock, with its message.
+	if err := b.newEvents(); err != nil {
+		return nil, err
+	}
 	if err := b.server.AddHook(newMetricsHook(b.registry, b.server), nil); err != nil {
 		return nil, err
+	}
+	if b.eventsHook != nil {
+		if err := b.server.AddHook(b.eventsHook, nil); err != nil {
+			return nil, err
+		}
 	}
 	b.exchange = b.newExchangeHandler()
 	return b, nil
@@ -142,6 +156,9 @@ func (b *Broker) release() {
 	}
 	if b.fixes != nil {
 		_ = b.fixes.Close() // the store and the write-ahead log's file lock
+	}
+	if b.events != nil {
+		_ = b.events.Close() // the webhooks' workers and store
 	}
 	if b.acl != nil {
 		_ = b.acl.Stop() // the sweeper, started when the hook was added
@@ -302,6 +319,12 @@ func (b *Broker) Close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	_ = b.auth.Stop() // mochi stopped the hook in server.Close when it was added; Stop is idempotent
+	if b.events != nil {
+		// After server.Close, so the disconnections it caused are queued (and persisted) too.
+		if err := b.events.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := b.fixes.Close(); err != nil {
 		errs = append(errs, err)
 	}

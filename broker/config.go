@@ -16,6 +16,7 @@ import (
 	"github.com/idmq/idmq/aclhook"
 	"github.com/idmq/idmq/authhook"
 	"github.com/idmq/idmq/cluster"
+	"github.com/idmq/idmq/events"
 	"github.com/idmq/idmq/internal/fielderr"
 )
 
@@ -36,6 +37,7 @@ type Config struct {
 	ACL       aclhook.Config   `yaml:"acl"`
 	// Cluster, when present, makes this node one of several on NATS JetStream (cluster.go); nil: one node.
 	Cluster *cluster.Config `yaml:"cluster"`
+	Events  events.Config   `yaml:"events"` // event webhooks (events.go)
 
 	// dir is the directory of the config file; relative paths in the file are resolved against it.
 	dir      string

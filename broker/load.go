@@ -86,6 +86,10 @@ func Parse(data []byte, dir string) (*Config, error) {
 	if err != nil {
 		errs = append(errs, located(root, "acl", err)...)
 	}
+	cfg.Events.SetDefaults()
+	if err := cfg.Events.Validate(); err != nil {
+		errs = append(errs, located(root, "events", err)...)
+	}
 	clusterWarnings, err := cfg.prepareCluster()
 	if err != nil {
 		errs = append(errs, located(root, "cluster", err)...)

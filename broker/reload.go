@@ -136,6 +136,7 @@ func restartRequired(cur, next *Config) []string {
 	check("http.cert_file", cur.HTTP.CertFile, next.HTTP.CertFile)
 	check("http.key_file", cur.HTTP.KeyFile, next.HTTP.KeyFile)
 	check("storage", cur.Storage, next.Storage)
+	check("events", cur.Events, next.Events)
 	curMQTT, nextMQTT := cur.MQTT, next.MQTT
 	curMQTT.MaxConnectRate, nextMQTT.MaxConnectRate = RateLimitConfig{}, RateLimitConfig{} // applied live
 	check("mqtt", curMQTT, nextMQTT)
