@@ -61,9 +61,15 @@ func (y *tally) total() int {
 	return n
 }
 
+// testMember is a paho client and its connection.
+type testMember struct {
+	*paho.Client
+	conn net.Conn
+}
+
 // member connects a client to addr that subscribes to filter at QoS 1 and records what it receives. With
 // holdAcks it never acknowledges (paho's manual acknowledgement, never given).
-func member(t *testing.T, addr, id, filter string, y *tally, holdAcks bool) net.Conn {
+func member(t *testing.T, addr, id, filter string, y *tally, holdAcks bool) testMember {
 	t.Helper()
 	conn := testkit.DialTCP(t, addr)
 	c := paho.NewClient(paho.ClientConfig{
@@ -85,7 +91,7 @@ func member(t *testing.T, addr, id, filter string, y *tally, holdAcks bool) net.
 	if err != nil || sa.Reasons[0] != 1 {
 		t.Fatalf("subscribe %s: %v %v", id, err, sa)
 	}
-	return conn
+	return testMember{c, conn}
 }
 
 func publishN(t *testing.T, s *mqtt.Server, topic string, n int) {
@@ -179,7 +185,7 @@ func TestSharedUnackedGoesToAnotherMember(t *testing.T) {
 	if held.total() == 0 || held.total()+good.total() != n {
 		t.Fatalf("holder %d + other member %d; want %d, some at the holder", held.total(), good.total(), n)
 	}
-	_ = holder.Close() // dies without acknowledging
+	_ = holder.conn.Close() // dies without acknowledging
 	eventually(t, 10*time.Second, "every message at the remaining member", func() bool {
 		good.mu.Lock()
 		defer good.mu.Unlock()
@@ -239,5 +245,48 @@ func TestSplitSharedAndConsumerName(t *testing.T) {
 	a, b := ShareConsumerName("g", "a/#"), ShareConsumerName("g/a", "#")
 	if a == b || a != ShareConsumerName("g", "a/#") || len(a) != len(shareConsumerPfx)+32 {
 		t.Fatalf("names %q %q", a, b)
+	}
+}
+
+// TestSharedQoS0AndLeaving: QoS 0 copies are handed over once each; a member that unsubscribes receives no
+// more, and once the node's last member left, mochi holds no shared subscription for the topic (the guard
+// is gone with the group).
+func TestSharedQoS0AndLeaving(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	mA, hA := listeningNode(t, nodes[0])
+	mB, _ := listeningNode(t, nodes[1])
+	atA, atB := newTally(), newTally()
+	a := member(t, mA.TCP, "a", "$share/g/q", atA, false)
+	member(t, mB.TCP, "b", "$share/g/q", atB, false)
+
+	for i := range 50 {
+		if err := mB.Server.Publish("q", []byte(strconv.Itoa(i)), false, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "50 QoS 0 messages at the group", func() bool { return atA.total()+atB.total() >= 50 })
+	time.Sleep(300 * time.Millisecond)
+	if got := atA.total() + atB.total(); got != 50 || atA.total() == 0 {
+		t.Fatalf("group received %d (a %d, b %d); want 50, some at each", got, atA.total(), atB.total())
+	}
+
+	sharedAt := func() int { return len(mA.Server.Topics.Subscribers("q").Shared) }
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"$share/g/q"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "no shared subscription left on A", func() bool { return sharedAt() == 0 })
+	hA.shared.mu.Lock()
+	groups := len(hA.shared.groups)
+	hA.shared.mu.Unlock()
+	if groups != 0 {
+		t.Fatalf("node A still holds %d groups", groups)
+	}
+	before := atA.total()
+	publishN(t, mA.Server, "q", 20)
+	eventually(t, 10*time.Second, "20 more at b", func() bool { return atB.total() >= 50-before+20 })
+	if atA.total() != before {
+		t.Fatalf("a received %d after unsubscribing", atA.total()-before)
 	}
 }
