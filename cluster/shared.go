@@ -29,9 +29,8 @@ import (
 const (
 	// shareAckWait is how long JetStream waits for a message's acknowledgement before redelivering it: the
 	// delay after which messages held by a node that died go to other members. Messages still in flight to a
-	// connected member are kept from redelivery by shareKeepAlive.
+	// connected member are kept from redelivery (keepAlive, every third of it).
 	shareAckWait      = 30 * time.Second
-	shareKeepAlive    = shareAckWait / 3
 	shareWindow       = 32                   // unacknowledged messages per member
 	shareMaxAckPend   = 8192                 // per group consumer, cluster-wide
 	shareMaxWaiting   = 4096                 // pull requests per consumer: one per connected member
@@ -67,12 +66,13 @@ type shareKey struct{ group, filter string }
 // sharing is a node's part in the cluster's shared subscriptions. mu guards groups, clients and every
 // member's and group's fields but cons (consMu).
 type sharing struct {
-	c      *Cluster
-	server *mqtt.Server
-	log    *slog.Logger
-	ctx    context.Context // ends with stop: pull requests, keep-alive
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	c       *Cluster
+	server  *mqtt.Server
+	log     *slog.Logger
+	ackWait time.Duration   // shareAckWait; tests shorten it (on every node: it is the consumer's)
+	ctx     context.Context // ends with stop: pull requests, keep-alive
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	injectMu sync.Mutex   // one delivery at a time through injector
 	injector *mqtt.Client // publishes each shared delivery to its one member; never routed
@@ -137,7 +137,7 @@ func newSharing(c *Cluster, server *mqtt.Server) *sharing {
 	inj := server.NewClient(nil, "cluster", "", true)
 	inj.Properties.ProtocolVersion = 5
 	ctx, cancel := context.WithCancel(context.Background())
-	return &sharing{c: c, server: server, log: c.log, ctx: ctx, cancel: cancel, injector: inj,
+	return &sharing{c: c, server: server, log: c.log, ackWait: shareAckWait, ctx: ctx, cancel: cancel, injector: inj,
 		groups: map[shareKey]*shareGroup{}, clients: map[*mqtt.Client]*shareClient{}}
 }
 
@@ -360,11 +360,12 @@ func (s *sharing) pullerDone(g *shareGroup) {
 	}
 }
 
-// keepAlive tells JetStream, every shareKeepAlive, that deliveries still in flight to connected members are
-// being worked on, so they are redelivered after shareAckWait only when their node is gone.
+// keepAlive tells JetStream, every third of the ack wait, that deliveries still in flight to connected
+// members are being worked on, so they are redelivered after the ack wait only when their node is gone.
 func (s *sharing) keepAlive() {
 	defer s.wg.Done()
-	t := time.NewTicker(shareKeepAlive)
+	every := s.ackWait / 3
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -375,7 +376,7 @@ func (s *sharing) keepAlive() {
 			s.mu.Lock()
 			for _, sc := range s.clients {
 				for _, r := range sc.records {
-					if now.Sub(r.since) >= shareKeepAlive {
+					if now.Sub(r.since) >= every {
 						r.since = now
 						busy = append(busy, r.msg)
 					}

@@ -21,8 +21,17 @@ import (
 // for idmq's, whose e2e tests run the real one).
 func listeningNode(t *testing.T, c *Cluster) (*testkit.Mochi, *Hook) {
 	t.Helper()
+	return listeningNodeAckWait(t, c, 0)
+}
+
+// listeningNodeAckWait is listeningNode with the shared subscriptions' ack wait shortened (0: the default).
+func listeningNodeAckWait(t *testing.T, c *Cluster, ackWait time.Duration) (*testkit.Mochi, *Hook) {
+	t.Helper()
 	m := testkit.NewMochi(testkit.MochiOptions{InlineClient: true})
 	h := NewHook(c, m.Server, HookOptions{})
+	if ackWait > 0 {
+		h.shared.ackWait = ackWait
+	}
 	m.Serve(t, new(auth.AllowHook), h)
 	if err := h.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -289,4 +298,53 @@ func TestSharedQoS0AndLeaving(t *testing.T) {
 	if atA.total() != before {
 		t.Fatalf("a received %d after unsubscribing", atA.total()-before)
 	}
+}
+
+// heldAndOther connects, on two nodes, a member that never acknowledges and one that does, publishes n QoS 1
+// messages from pubNode and waits until the group has them all; it returns how many the holder has.
+func heldAndOther(t *testing.T, holderAt, otherAt *testkit.Mochi, pub *mqtt.Server, n int) (holder testMember, held, other *tally) {
+	t.Helper()
+	held, other = newTally(), newTally()
+	holder = member(t, holderAt.TCP, "holder", "$share/g/h", held, true)
+	member(t, otherAt.TCP, "other", "$share/g/h", other, false)
+	publishN(t, pub, "h", n)
+	eventually(t, 10*time.Second, "every message at the group", func() bool { return held.total()+other.total() >= n })
+	if held.total() == 0 || held.total()+other.total() != n {
+		t.Fatalf("holder %d + other %d; want %d, some at the holder", held.total(), other.total(), n)
+	}
+	return holder, held, other
+}
+
+// TestSharedInFlightKeptWhileConnected: deliveries in flight to a connected member that is slow to
+// acknowledge are not redelivered to another member when the ack wait passes.
+func TestSharedInFlightKeptWhileConnected(t *testing.T) {
+	const wait = 1500 * time.Millisecond
+	nodes, _ := startCluster(t, 2)
+	mA, _ := listeningNodeAckWait(t, nodes[0], wait)
+	mB, _ := listeningNodeAckWait(t, nodes[1], wait)
+	const n = 40
+	_, held, other := heldAndOther(t, mA, mB, mB.Server, n)
+	time.Sleep(4 * wait)
+	if got := other.total(); got != n-held.total() {
+		t.Fatalf("the other member has %d after %s; want %d (the holder's %d redelivered?)", got, 4*wait, n-held.total(), held.total())
+	}
+}
+
+// TestSharedNodeDeathRedelivers: deliveries held by a node that is gone (its NATS connection and server shut,
+// nothing acknowledged or given back) reach another node's member after the ack wait.
+func TestSharedNodeDeathRedelivers(t *testing.T) {
+	const wait = 2 * time.Second
+	nodes, _ := startCluster(t, 3)
+	mA, _ := listeningNodeAckWait(t, nodes[0], wait)
+	mB, _ := listeningNodeAckWait(t, nodes[1], wait)
+	mC, _ := listeningNodeAckWait(t, nodes[2], wait)
+	const n = 40
+	_, held, other := heldAndOther(t, mA, mB, mC.Server, n)
+	_ = nodes[0].Close()
+	eventually(t, 30*time.Second, "the dead node's deliveries at the other member", func() bool {
+		other.mu.Lock()
+		defer other.mu.Unlock()
+		return len(other.got) == n
+	})
+	t.Logf("%d held by the dead node redelivered", held.total())
 }

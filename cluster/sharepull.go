@@ -27,7 +27,7 @@ func (s *sharing) consumer(ctx context.Context, g *shareGroup) (jetstream.Consum
 		// A group's members receive what is published after the group came to be, like a new subscription.
 		DeliverPolicy:     jetstream.DeliverNewPolicy,
 		AckPolicy:         jetstream.AckExplicitPolicy,
-		AckWait:           shareAckWait,
+		AckWait:           s.ackWait,
 		MaxDeliver:        -1,
 		FilterSubjects:    FilterSubjects(g.key.filter),
 		MaxAckPending:     shareMaxAckPend,
