@@ -80,6 +80,13 @@ type testMember struct {
 // holdAcks it never acknowledges (paho's manual acknowledgement, never given).
 func member(t *testing.T, addr, id, filter string, y *tally, holdAcks bool) testMember {
 	t.Helper()
+	return memberWith(t, addr, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}, filter, y, holdAcks)
+}
+
+// memberWith is member with its own CONNECT; no SUBSCRIBE when filter is empty.
+func memberWith(t *testing.T, addr string, cp *paho.Connect, filter string, y *tally, holdAcks bool) testMember {
+	t.Helper()
+	id := cp.ClientID
 	conn := testkit.DialTCP(t, addr)
 	c := paho.NewClient(paho.ClientConfig{
 		Conn:                       conn,
@@ -92,10 +99,13 @@ func member(t *testing.T, addr, id, filter string, y *tally, holdAcks bool) test
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+	if _, err := c.Connect(ctx, cp); err != nil {
 		t.Fatalf("connect %s: %v", id, err)
 	}
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	if filter == "" {
+		return testMember{c, conn}
+	}
 	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
 	if err != nil || sa.Reasons[0] != 1 {
 		t.Fatalf("subscribe %s: %v %v", id, err, sa)
@@ -347,4 +357,45 @@ func TestSharedNodeDeathRedelivers(t *testing.T) {
 		return len(other.got) == n
 	})
 	t.Logf("%d held by the dead node redelivered", held.total())
+}
+
+// TestSharedResumedSessionRejoins: a member with a persistent session receives nothing of the group while
+// offline (the online member gets it all, nothing queues in the offline session) and is a member again when
+// it resumes the session, without subscribing again.
+func TestSharedResumedSessionRejoins(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	mA, _ := listeningNode(t, nodes[0])
+	mB, _ := listeningNode(t, nodes[1])
+	persistent, other := newTally(), newTally()
+	expiry := uint32(60)
+	cp := func(clean bool) *paho.Connect {
+		return &paho.Connect{ClientID: "p", CleanStart: clean, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
+	}
+	p := memberWith(t, mA.TCP, cp(true), "$share/g/r", persistent, false)
+	member(t, mB.TCP, "other", "$share/g/r", other, false)
+	if err := p.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "p offline", func() bool {
+		cl, ok := mA.Server.Clients.Get("p")
+		return ok && cl.Closed()
+	})
+	publishN(t, mB.Server, "r", 20)
+	eventually(t, 10*time.Second, "20 at the online member", func() bool { return other.total() >= 20 })
+
+	memberWith(t, mA.TCP, cp(false), "", persistent, false)
+	time.Sleep(300 * time.Millisecond)
+	if persistent.total() != 0 {
+		t.Fatalf("the resumed session brought %d queued group messages", persistent.total())
+	}
+	for i := range 40 {
+		if err := mB.Server.Publish("r", []byte("after-"+strconv.Itoa(i)), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "40 more at the group", func() bool { return persistent.total()+other.total() >= 60 })
+	if persistent.total() == 0 {
+		t.Fatal("the resumed member received nothing")
+	}
 }
