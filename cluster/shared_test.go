@@ -134,6 +134,7 @@ func TestSharedGroupAcrossNodes(t *testing.T) {
 		member(t, addr, fmt.Sprintf("m%d", i), "$share/g/s/#", group, false)
 	}
 	member(t, mB.TCP, "plain", "s/#", plain, false)
+	waitPulling(t, nodes[0], "g", "s/#", 4)
 
 	const n = 400
 	publishN(t, mA.Server, "s/a", n/2)
@@ -171,6 +172,22 @@ func TestSharedGroupAcrossNodes(t *testing.T) {
 	}
 }
 
+// waitPulling waits until n pull requests wait on the consumer of group and filter: that many members
+// (a member's first request may fail while the new consumer's leader is being chosen, and is retried).
+func waitPulling(t *testing.T, c *Cluster, group, filter string, n int) {
+	t.Helper()
+	eventually(t, 10*time.Second, fmt.Sprintf("%d pull requests on $share/%s/%s", n, group, filter), func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		cons, err := c.b.stream.Consumer(ctx, ShareConsumerName(group, filter))
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumWaiting >= n
+	})
+}
+
 func consumerNames(t *testing.T, c *Cluster) map[string]bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -196,6 +213,7 @@ func TestSharedUnackedGoesToAnotherMember(t *testing.T) {
 	held, good := newTally(), newTally()
 	holder := member(t, mA.TCP, "holder", "$share/g/w/+", held, true)
 	member(t, mB.TCP, "good", "$share/g/w/+", good, false)
+	waitPulling(t, nodes[0], "g", "w/+", 2)
 
 	const n = 40
 	publishN(t, mA.Server, "w/x", n)
@@ -277,6 +295,7 @@ func TestSharedQoS0AndLeaving(t *testing.T) {
 	atA, atB := newTally(), newTally()
 	a := member(t, mA.TCP, "a", "$share/g/q", atA, false)
 	member(t, mB.TCP, "b", "$share/g/q", atB, false)
+	waitPulling(t, nodes[0], "g", "q", 2)
 
 	for i := range 50 {
 		if err := mB.Server.Publish("q", []byte(strconv.Itoa(i)), false, 0); err != nil {
@@ -312,11 +331,12 @@ func TestSharedQoS0AndLeaving(t *testing.T) {
 
 // heldAndOther connects, on two nodes, a member that never acknowledges and one that does, publishes n QoS 1
 // messages from pubNode and waits until the group has them all; it returns how many the holder has.
-func heldAndOther(t *testing.T, holderAt, otherAt *testkit.Mochi, pub *mqtt.Server, n int) (holder testMember, held, other *tally) {
+func heldAndOther(t *testing.T, c *Cluster, holderAt, otherAt *testkit.Mochi, pub *mqtt.Server, n int) (holder testMember, held, other *tally) {
 	t.Helper()
 	held, other = newTally(), newTally()
 	holder = member(t, holderAt.TCP, "holder", "$share/g/h", held, true)
 	member(t, otherAt.TCP, "other", "$share/g/h", other, false)
+	waitPulling(t, c, "g", "h", 2)
 	publishN(t, pub, "h", n)
 	eventually(t, 10*time.Second, "every message at the group", func() bool { return held.total()+other.total() >= n })
 	if held.total() == 0 || held.total()+other.total() != n {
@@ -333,7 +353,7 @@ func TestSharedInFlightKeptWhileConnected(t *testing.T) {
 	mA, _ := listeningNodeAckWait(t, nodes[0], wait)
 	mB, _ := listeningNodeAckWait(t, nodes[1], wait)
 	const n = 40
-	_, held, other := heldAndOther(t, mA, mB, mB.Server, n)
+	_, held, other := heldAndOther(t, nodes[0], mA, mB, mB.Server, n)
 	time.Sleep(4 * wait)
 	if got := other.total(); got != n-held.total() {
 		t.Fatalf("the other member has %d after %s; want %d (the holder's %d redelivered?)", got, 4*wait, n-held.total(), held.total())
@@ -349,7 +369,7 @@ func TestSharedNodeDeathRedelivers(t *testing.T) {
 	mB, _ := listeningNodeAckWait(t, nodes[1], wait)
 	mC, _ := listeningNodeAckWait(t, nodes[2], wait)
 	const n = 40
-	_, held, other := heldAndOther(t, mA, mB, mC.Server, n)
+	_, held, other := heldAndOther(t, nodes[2], mA, mB, mC.Server, n)
 	_ = nodes[0].Close()
 	eventually(t, 30*time.Second, "the dead node's deliveries at the other member", func() bool {
 		other.mu.Lock()
@@ -385,7 +405,7 @@ func TestSharedResumedSessionRejoins(t *testing.T) {
 	eventually(t, 10*time.Second, "20 at the online member", func() bool { return other.total() >= 20 })
 
 	memberWith(t, mA.TCP, cp(false), "", persistent, false)
-	time.Sleep(300 * time.Millisecond)
+	waitPulling(t, nodes[0], "g", "r", 2)
 	if persistent.total() != 0 {
 		t.Fatalf("the resumed session brought %d queued group messages", persistent.total())
 	}

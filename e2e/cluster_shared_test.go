@@ -29,6 +29,12 @@ func (y *sharedTally) add(member string, payload []byte) {
 	y.mu.Unlock()
 }
 
+func (y *sharedTally) perMember(name string) int {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	return y.per[name]
+}
+
 func (y *sharedTally) distinct() int {
 	y.mu.Lock()
 	defer y.mu.Unlock()
@@ -160,10 +166,15 @@ func TestClusterSharedMemberDiesUnacknowledged(t *testing.T) {
 	y.collect(t, "other", other)
 
 	pub := clusterClient(t, nodes[2], "producer")
-	const n = 200
-	for k := range n {
+	// At least 200, and on until the holder has some: a member's first pull may be retried while the group's
+	// new consumer gets its leader.
+	n := 0
+	for ; n < 200 || y.perMember("holder") == 0; n++ {
+		if n == 5000 {
+			t.Fatal("5000 messages published and none reached the holder")
+		}
 		if _, err := pub.Publish(context.Background(), &paho.Publish{Topic: "users/alice/work", QoS: 1,
-			Payload: fmt.Appendf(nil, "%d", k)}); err != nil {
+			Payload: fmt.Appendf(nil, "%d", n)}); err != nil {
 			t.Fatal(err)
 		}
 	}
