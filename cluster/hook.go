@@ -21,7 +21,8 @@ import (
 
 // Hook wires a node's mochi server into the cluster: every publish a client makes here goes to the stream (its
 // PUBACK/PUBREC only after JetStream's ack, see ackGate), every message other nodes published is delivered here
-// through one ordered consumer, and retained messages follow the idmq-retained bucket. Add it as the last of
+// through one ordered consumer, retained messages follow the idmq-retained bucket, and shared subscriptions are
+// served by their group's consumer (sharing, shared.go). Add it as the last of
 // mochifix.Options.Hooks, after authentication and ACL: a publish they refuse is never routed.
 type Hook struct {
 	mqtt.HookBase

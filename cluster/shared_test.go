@@ -331,7 +331,8 @@ func TestSharedQoS0AndLeaving(t *testing.T) {
 
 // heldAndOther connects, on two nodes, a member that never acknowledges and one that does, publishes n QoS 1
 // messages from pubNode and waits until the group has them all; it returns how many the holder has.
-func heldAndOther(t *testing.T, c *Cluster, holderAt, otherAt *testkit.Mochi, pub *mqtt.Server, n int) (holder testMember, held, other *tally) {
+func heldAndOther(t *testing.T, c *Cluster, holderAt, otherAt *testkit.Mochi, pub *mqtt.Server, n int) (
+	holder testMember, held, other *tally) {
 	t.Helper()
 	held, other = newTally(), newTally()
 	holder = member(t, holderAt.TCP, "holder", "$share/g/h", held, true)
@@ -356,7 +357,8 @@ func TestSharedInFlightKeptWhileConnected(t *testing.T) {
 	_, held, other := heldAndOther(t, nodes[0], mA, mB, mB.Server, n)
 	time.Sleep(4 * wait)
 	if got := other.total(); got != n-held.total() {
-		t.Fatalf("the other member has %d after %s; want %d (the holder's %d redelivered?)", got, 4*wait, n-held.total(), held.total())
+		t.Fatalf("the other member has %d after %s; want %d (the holder's %d redelivered?)",
+			got, 4*wait, n-held.total(), held.total())
 	}
 }
 

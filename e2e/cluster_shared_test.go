@@ -158,7 +158,8 @@ func TestClusterSharedMemberDiesUnacknowledged(t *testing.T) {
 		Username: "alice", UsernameFlag: true, Password: []byte(a.token("alice")), PasswordFlag: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := holder.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+	sub := &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}
+	if _, err := holder.Subscribe(ctx, sub); err != nil {
 		t.Fatal(err)
 	}
 	other := clusterClient(t, b, "other")
@@ -210,7 +211,8 @@ func TestClusterSharedMemberDiesUnacknowledged(t *testing.T) {
 			t.Fatalf("message %d reached the other member %d times (%v)", k, got, by)
 		}
 	}
-	t.Logf("holder had %d unacknowledged; all %d at the other member %s after the drop", held, n, time.Since(dropped).Round(time.Millisecond))
+	t.Logf("holder had %d unacknowledged; all %d at the other member %s after the drop",
+		held, n, time.Since(dropped).Round(time.Millisecond))
 }
 
 func countOf(xs []string, x string) int {
