@@ -174,6 +174,10 @@ func (s *sharing) join(cl *mqtt.Client, filter string) {
 	}
 	key := shareKey{group, topicFilter}
 	s.mu.Lock()
+	if cl.Closed() { // its OnDisconnect may have run: it would never leave
+		s.mu.Unlock()
+		return
+	}
 	sc := s.clientOf(cl)
 	for _, m := range sc.members {
 		if m.g.key == key {

@@ -64,6 +64,9 @@ func (s *sharing) pull(m *shareMember) {
 		if left || s.ctx.Err() != nil {
 			return
 		}
+		if m.cl.Closed() {
+			room = 0 // gone; it leaves when mochi reports the disconnect
+		}
 		if room <= 0 || backoff > 0 {
 			wait := time.NewTimer(max(backoff, shareFetchWait))
 			select {
