@@ -91,10 +91,7 @@ func (s *sharing) settleRecord(r *shareRecord) {
 // release gives back one reserved place in m's window. Under mu.
 func (s *sharing) release(m *shareMember) {
 	m.outstanding--
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
+	m.signal()
 }
 
 // keepAlive tells JetStream, every third of the ack wait, that deliveries still in flight to connected
@@ -123,6 +120,16 @@ func (s *sharing) keepAlive() {
 			for _, m := range busy {
 				_ = m.InProgress()
 			}
+		}
+	}
+}
+
+// signal wakes m's lanes that wait for room.
+func (m *shareMember) signal() {
+	for _, w := range m.wake {
+		select {
+		case w <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -20,10 +20,12 @@ import (
 // picks one member per node, so each node would deliver its own copy; in a cluster mochi's choice is removed
 // from every publish (OnSelectSubscribers) and each group+filter is served by ONE durable JetStream pull
 // consumer on the stream, named from group and filter so that every node binds the same one. Every local
-// member keeps one pull request open on it with as many messages as it has room for (shareWindow less its
+// member keeps pull requests open on it for as many messages as it has room for (shareWindow less its
 // unacknowledged ones); the server hands messages to the waiting requests in turn, so the group's messages
 // spread over its members cluster-wide, one member each, and a member's share follows how fast it
-// acknowledges. A message is acknowledged to JetStream when its member acknowledged it (PUBACK, PUBCOMP; a
+// acknowledges. A member has two requests (lanes), each for up to half its window: while one is renewed (a
+// round trip to the consumer's leader, longer from other nodes) the other still waits, so a node far from
+// the leader is not skipped meanwhile. A message is acknowledged to JetStream when its member acknowledged it (PUBACK, PUBCOMP; a
 // QoS 0 copy when handed over); a member that disconnects first has its messages taken back from its session
 // and redelivered at once to another member, and those of a node that dies come back after shareAckWait.
 const (
@@ -32,8 +34,9 @@ const (
 	// connected member are kept from redelivery (keepAlive, every third of it).
 	shareAckWait      = 30 * time.Second
 	shareWindow       = 32                   // unacknowledged messages per member
+	shareLanes        = 2                    // pull requests per member, so that one is always waiting
 	shareMaxAckPend   = 8192                 // per group consumer, cluster-wide
-	shareMaxWaiting   = 4096                 // pull requests per consumer: one per connected member
+	shareMaxWaiting   = 8192                 // pull requests per consumer: shareLanes per connected member
 	shareFetchWait    = 5 * time.Second      // a pull request's life; a member's puller notices its end within it
 	shareInactive     = 2 * time.Minute      // a consumer no node pulls from for this long is deleted
 	shareConsumerPfx  = "idmq-share-"        // + hash of group and filter
@@ -103,8 +106,9 @@ type shareMember struct {
 	g           *shareGroup
 	filter      string // the subscription's filter as the client wrote it ($share/...): mochi's key
 	outstanding int    // deliveries not yet acknowledged, reserved before handing over
+	requested   int    // messages asked for by its open pull requests
 	left        bool
-	wake        chan struct{} // an acknowledgement made room, or the member left
+	wake        [shareLanes]chan struct{} // per lane: an acknowledgement made room, or the member left
 }
 
 // shareClient is what a client holds: its memberships and its unacknowledged deliveries by packet id.
@@ -195,10 +199,13 @@ func (s *sharing) join(cl *mqtt.Client, filter string) {
 		// so that mochi asks OnSelectSubscribers about each delivery, however members come and go.
 		s.server.Topics.Subscribe(shareGuardClient, packets.Subscription{Filter: g.guard})
 	}
-	m := &shareMember{cl: cl, g: g, filter: filter, wake: make(chan struct{}, 1)}
+	m := &shareMember{cl: cl, g: g, filter: filter}
+	for i := range m.wake {
+		m.wake[i] = make(chan struct{}, 1)
+	}
 	g.members = append(g.members, m)
 	sc.members = append(sc.members, m)
-	g.running++
+	g.running += shareLanes
 	s.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(s.ctx, s.c.opts.OpTimeout)
@@ -206,8 +213,10 @@ func (s *sharing) join(cl *mqtt.Client, filter string) {
 		s.log.Warn("cluster: shared subscription consumer not ready; retrying", "filter", filter, "err", err)
 	}
 	cancel()
-	s.wg.Add(1)
-	go s.pull(m)
+	for lane := range shareLanes {
+		s.wg.Add(1)
+		go s.pull(m, lane)
+	}
 }
 
 // leave ends cl's membership in the group of filter; its deliveries in flight stay until acknowledged.
@@ -261,10 +270,7 @@ func (s *sharing) removeMember(m *shareMember) {
 			break
 		}
 	}
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
+	m.signal()
 }
 
 // pullerDone: m's puller exited. The last one of a group without members removes the group and its guard;

@@ -172,10 +172,11 @@ func TestSharedGroupAcrossNodes(t *testing.T) {
 	}
 }
 
-// waitPulling waits until n pull requests wait on the consumer of group and filter: that many members
-// (a member's first request may fail while the new consumer's leader is being chosen, and is retried).
-func waitPulling(t *testing.T, c *Cluster, group, filter string, n int) {
+// waitPulling waits until the pull requests of n members wait on the consumer of group and filter (a
+// member's first request may fail while the new consumer's leader is being chosen, and is retried).
+func waitPulling(t *testing.T, c *Cluster, group, filter string, members int) {
 	t.Helper()
+	n := members * shareLanes
 	eventually(t, 10*time.Second, fmt.Sprintf("%d pull requests on $share/%s/%s", n, group, filter), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

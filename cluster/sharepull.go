@@ -50,36 +50,37 @@ func (g *shareGroup) forget(cons jetstream.Consumer) {
 	g.consMu.Unlock()
 }
 
-// pull keeps one pull request open for m, for as many messages as m has room for, until m leaves or the node
+// pull keeps one of m's pull requests (lane) open, for up to half the room m has, until m leaves or the node
 // stops. A request outlives m's leaving by up to shareFetchWait; what it still brings goes to another local
 // member or back to JetStream.
-func (s *sharing) pull(m *shareMember) {
+func (s *sharing) pull(m *shareMember, lane int) {
 	defer s.wg.Done()
 	defer s.pullerDone(m.g)
 	var backoff time.Duration
 	for {
+		if backoff > 0 && !s.sleep(backoff, nil) {
+			return
+		}
 		s.mu.Lock()
-		left, room := m.left, shareWindow-m.outstanding
+		left, n := m.left, 0
+		if !left && !m.cl.Closed() { // a closed member leaves when mochi reports the disconnect
+			n = min(shareWindow-m.outstanding-m.requested, shareWindow/shareLanes)
+			m.requested += max(n, 0)
+		}
 		s.mu.Unlock()
 		if left || s.ctx.Err() != nil {
 			return
 		}
-		if m.cl.Closed() {
-			room = 0 // gone; it leaves when mochi reports the disconnect
-		}
-		if room <= 0 || backoff > 0 {
-			wait := time.NewTimer(max(backoff, shareFetchWait))
-			select {
-			case <-m.wake: // an acknowledgement, or m left
-			case <-wait.C:
-			case <-s.ctx.Done():
+		if n <= 0 {
+			if !s.sleep(shareFetchWait, m.wake[lane]) { // until an acknowledgement makes room, or m leaves
+				return
 			}
-			wait.Stop()
-			if room <= 0 {
-				continue
-			}
+			continue
 		}
-		err := s.fetch(m, room)
+		err := s.fetch(m, n)
+		s.mu.Lock()
+		m.requested -= n
+		s.mu.Unlock()
 		if err == nil {
 			backoff = 0
 			continue
@@ -89,6 +90,19 @@ func (s *sharing) pull(m *shareMember) {
 			s.log.Debug("cluster: shared subscription pull", "group", m.g.key.group, "filter", m.g.key.filter, "err", err)
 		}
 	}
+}
+
+// sleep waits for d or wake; false if the node stops meanwhile.
+func (s *sharing) sleep(d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wake:
+	case <-t.C:
+	case <-s.ctx.Done():
+		return false
+	}
+	return true
 }
 
 // fetch runs one pull request for up to n messages and hands each over as it arrives.
