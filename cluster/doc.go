@@ -72,10 +72,10 @@
 // # Shared subscriptions
 //
 // mochi would pick one member of a $share group on every node, so a node takes shared subscribers out of every
-// routed publish (OnSelectSubscribers) and the group's consumer delivers instead: each local member keeps one
-// pull request open for as many messages as it has room for (32 unacknowledged). JetStream serves waiting pull
-// requests in turn, so messages spread over the members cluster-wide, one member each, by member rather than
-// by node. The node hands a pulled message to that member through mochi (an inline publish whose subscriber
+// routed publish (OnSelectSubscribers) and the group's consumer delivers instead: each local member keeps two
+// pull requests open for as many messages as it has room for (32 unacknowledged; two so that one still waits
+// while the other is renewed). JetStream serves waiting pull requests in turn, so messages spread over the
+// members cluster-wide, one member each, by member rather than by node. The node hands a pulled message to that member through mochi (an inline publish whose subscriber
 // selection is that member's subscription alone: ACL, QoS and packet ids stay mochi's) and acknowledges it to
 // JetStream on the member's PUBACK or PUBCOMP (QoS 0: when handed over). A member that disconnects first has
 // its deliveries removed from its session and Nak'd, so another member receives them at once; deliveries held
