@@ -24,6 +24,10 @@
 //	idmq-msgs          stream, limits retention, MaxAge = cluster.retention, file storage, duplicate window 2m.
 //	                   Subjects idmq.m.> and idmq.t.>: every MQTT PUBLISH accepted by any node, once.
 //	                   Subject: TopicSubject(topic) (below). Body: the envelope (below), no headers.
+//	idmq-share-<hash> durable pull consumer on idmq-msgs, one per shared subscription group and filter
+//	                   (hash: ShareConsumerName(group, filter), the same on every node), FilterSubjects(filter),
+//	                   DeliverNew, explicit ack, AckWait 30s, created by the first node with a member, deleted by
+//	                   JetStream 2 minutes after the last pull request (no member left on any node).
 //	KV idmq-retained   key RetainedKey(topic) ("m.<tokens>" or "t.<tokens>.<hash>"): the retained message's
 //	                   envelope; an empty retained payload is a delete. One value per topic, last writer wins.
 //	KV idmq-sessions   key ClientKey(client id): a persistent session, its subscriptions and its cursor, the
@@ -64,6 +68,20 @@
 // No durable consumer per subscription or per session (nats-server #3116, #6191): a persistent session is a
 // cursor, a stream sequence; resuming it on any node replays the stream from the cursor (Consume with StartSeq,
 // IncludeOwn and the session's FilterSubjects).
+//
+// # Shared subscriptions
+//
+// mochi would pick one member of a $share group on every node, so a node takes shared subscribers out of every
+// routed publish (OnSelectSubscribers) and the group's consumer delivers instead: each local member keeps two
+// pull requests open for as many messages as it has room for (32 unacknowledged; two so that one still waits
+// while the other is renewed). JetStream serves waiting pull requests in turn, so messages spread over the
+// members cluster-wide, one member each, by member rather than by node. The node hands a pulled message to that member through mochi (an inline publish whose subscriber
+// selection is that member's subscription alone: ACL, QoS and packet ids stay mochi's) and acknowledges it to
+// JetStream on the member's PUBACK or PUBCOMP (QoS 0: when handed over). A member that disconnects first has
+// its deliveries removed from its session and Nak'd, so another member receives them at once; deliveries held
+// by a dead node return after the AckWait. While a member is connected its deliveries are kept from
+// redelivery (InProgress every 10s). A node holding members subscribes a "guard" shared subscription on the
+// group's filter, so that mochi consults the hook for every such delivery whatever members come and go.
 //
 // # Readiness
 //

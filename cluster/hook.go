@@ -21,7 +21,8 @@ import (
 
 // Hook wires a node's mochi server into the cluster: every publish a client makes here goes to the stream (its
 // PUBACK/PUBREC only after JetStream's ack, see ackGate), every message other nodes published is delivered here
-// through one ordered consumer, and retained messages follow the idmq-retained bucket. Add it as the last of
+// through one ordered consumer, retained messages follow the idmq-retained bucket, and shared subscriptions are
+// served by their group's consumer (sharing, shared.go). Add it as the last of
 // mochifix.Options.Hooks, after authentication and ACL: a publish they refuse is never routed.
 type Hook struct {
 	mqtt.HookBase
@@ -38,6 +39,7 @@ type Hook struct {
 	owners   *owners
 	identity func(*mqtt.Client) string
 	consumer *Consumer
+	shared   *sharing
 }
 
 // HookOptions complete a Hook.
@@ -69,6 +71,7 @@ func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 		h.identity = func(cl *mqtt.Client) string { return string(cl.Properties.Username) }
 	}
 	h.owners = newOwners(c, server, h.metrics.takeovers.Inc)
+	h.shared = newSharing(c, server)
 	return h
 }
 
@@ -79,7 +82,7 @@ func (h *Hook) Provides(b byte) bool {
 	case mqtt.OnConnect, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect:
 		return true
 	}
-	return false
+	return sharingEvents(b)
 }
 
 // Start loads the cluster's retained messages into mochi, then follows the bucket and starts routing other
@@ -102,6 +105,7 @@ func (h *Hook) Start(ctx context.Context) error {
 		return err
 	}
 	h.consumer = k
+	h.shared.start()
 	return nil
 }
 
@@ -110,6 +114,7 @@ func (h *Hook) Stop() error {
 	if h.consumer != nil {
 		h.consumer.Stop()
 	}
+	h.shared.stop()
 	h.retained.stop()
 	h.owners.stop()
 	return nil
@@ -138,7 +143,7 @@ func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
 // otherwise (websocket, inline publishes) here. A publish the cluster did not take closes the connection, its
 // ack unsent, so the client sends it again; a QoS 0 publish is delivered locally whatever happens.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl == h.injector {
+	if cl == h.injector || cl == h.shared.injector {
 		return pk, nil
 	}
 	msg := messageOf(cl.ID, pk)
@@ -207,6 +212,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if !cl.Net.Inline {
 		h.owners.release(cl, expire)
 	}
+	h.shared.disconnected(cl)
 }
 
 // OnWillSent routes a Will mochi published here to the other nodes (mochi delivers it locally without
