@@ -32,6 +32,7 @@ type Options struct {
 	Server     *mqtt.Server          // sends the CONNACK refusing a forbidden Will topic
 	Registerer prometheus.Registerer // optional; idmq_acl_denied_total{action} is registered here
 	Logger     *slog.Logger          // optional; slog.Default()
+	Now        func() time.Time      // optional; time.Now (paces the denial log lines)
 }
 
 // Hook is the mochi hook enforcing the ACL. Add it with server.AddHook(h, nil) after the
@@ -47,6 +48,7 @@ type Hook struct {
 	subject SubjectFunc
 	server  *mqtt.Server
 	logger  *slog.Logger
+	denyLog *denyLog
 	denied  map[string]prometheus.Counter // by action label; read-only after New
 
 	// clients maps *mqtt.Client to its *ClientRules. sync.Map reads take no lock, so the
@@ -85,6 +87,9 @@ func New(opts Options) (*Hook, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "idmq_acl_denied_total",
 		Help: "Requests denied by the ACL, by action (publish, subscribe, will).",
@@ -106,6 +111,7 @@ func New(opts Options) (*Hook, error) {
 		subject:    opts.Subject,
 		server:     opts.Server,
 		logger:     logger,
+		denyLog:    &denyLog{logger: logger, now: opts.Now},
 		denied:     map[string]prometheus.Counter{},
 		sweepEvery: time.Minute,
 		stop:       make(chan struct{}),
@@ -237,6 +243,7 @@ func (h *Hook) compile(cl *mqtt.Client) *ClientRules {
 // session keeps them: mochi checks messages queued for it while offline against them. They are
 // dropped when the session expires, is taken over, or by the sweeper.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	h.denyLog.forget(cl)
 	if expire || cl.IsTakenOver() {
 		h.clients.Delete(cl)
 	}
@@ -345,12 +352,11 @@ func (h *Hook) rulesOf(cl *mqtt.Client) *ClientRules {
 	return nil
 }
 
-// deny counts a denied request and logs it at debug level. The log call is guarded so that
-// denials allocate nothing while debug logging is off.
+// deny counts a denied request and logs it at debug level, at most once per client per denyLogEvery.
+// The log call is guarded so that denials allocate nothing while debug logging is off.
 func (h *Hook) deny(cl *mqtt.Client, label, topic string, d Decision) {
 	h.denied[label].Inc()
-	if h.logger.Enabled(context.Background(), slog.LevelDebug) {
-		h.logger.Debug("acl: denied", "client", cl.ID, "username", string(cl.Properties.Username),
-			"action", label, "topic", topic, "rule", d.Rule())
+	if h.denyLog.enabled() {
+		h.denyLog.log(cl, label, topic, d)
 	}
 }
