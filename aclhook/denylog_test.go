@@ -28,7 +28,7 @@ func (c *fakeClock) add(d time.Duration) {
 func TestDenialLinesAreRateLimitedPerClient(t *testing.T) {
 	const payload = "blood-pressure-120-80"
 	clock := &fakeClock{t: time.Now()}
-	b := startBrokerAt(t, clock.now)
+	b := startBrokerWith(t, brokerConfig, clock.now)
 	alice := b.mustDialV5(t, "alice", "alice-1")
 	bob := b.mustDialV5(t, "bob", "bob-1")
 	before := b.denied(labelPublish)

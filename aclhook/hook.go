@@ -282,6 +282,9 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			// so OnPublish checks the resolved topic.
 			return true
 		}
+		if isV3(cl) {
+			return true // OnPublish decides (denyaction.go)
+		}
 		act, label = ActionPublish, labelPublish
 	}
 	d := h.rulesOf(cl).Check(act, topic)
@@ -292,10 +295,14 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish checks publishes whose topic came from a topic alias (see OnACLCheck), and, when a rule
-// restricts qos or retain, every publish with its QoS and retain flag (OnACLCheck knows neither). A denied
-// QoS 1/2 publish gets PUBACK/PUBREC 0x87, as mochi does for its own ACL check.
+// OnPublish checks the publishes of 3.1.1 clients (denyaction.go), publishes whose topic came from a
+// topic alias (see OnACLCheck), and, when a rule restricts qos or retain, every publish with its QoS and
+// retain flag (OnACLCheck knows neither). A denied v5 QoS 1/2 publish gets PUBACK/PUBREC 0x87, as mochi
+// does for its own ACL check.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if isV3(cl) {
+		return h.publishV3(cl, pk)
+	}
 	if cl.Net.Inline || (!pk.Properties.TopicAliasFlag && !h.rules.Load().limited) {
 		return pk, nil
 	}
@@ -322,12 +329,11 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, packets.ErrRejectPacket // mochi drops the packet without further acks
 }
 
-// OnPacketRead makes a v5 QoS 1/2 publish to $SYS reach OnACLCheck. mochi drops such publishes
-// before asking the ACL and sends no PUBACK/PUBREC at all, leaving the client waiting; prefixing
-// another '$' keeps the topic a '$' topic, which OnACLCheck always denies with 0x87.
+// OnPacketRead makes a QoS 1/2 publish to $SYS reach the ACL. mochi drops such publishes before
+// asking the ACL and sends no PUBACK/PUBREC at all, leaving the client waiting; prefixing another
+// '$' keeps the topic a '$' topic, which the rules always deny (v5: 0x87; 3.1.1: deny_action).
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 &&
-		cl.Properties.ProtocolVersion == 5 && !cl.Net.Inline &&
+	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 && !cl.Net.Inline &&
 		len(pk.TopicName) >= len(mqtt.SysPrefix) && strings.EqualFold(pk.TopicName[:len(mqtt.SysPrefix)], mqtt.SysPrefix) {
 		pk.TopicName = "$" + pk.TopicName
 	}

@@ -67,11 +67,11 @@ type testBroker struct {
 
 func startBroker(t *testing.T) *testBroker {
 	t.Helper()
-	return startBrokerAt(t, time.Now)
+	return startBrokerWith(t, brokerConfig, time.Now)
 }
 
-// startBrokerAt starts the broker with the hook's clock.
-func startBrokerAt(t *testing.T, now func() time.Time) *testBroker {
+// startBrokerWith starts the broker with the hook's config and clock.
+func startBrokerWith(t *testing.T, cfg Config, now func() time.Time) *testBroker {
 	t.Helper()
 	b := &testBroker{
 		reg: prometheus.NewRegistry(),
@@ -84,7 +84,7 @@ func startBrokerAt(t *testing.T, now func() time.Time) *testBroker {
 	}
 	m := testkit.NewMochi(testkit.MochiOptions{InlineClient: true})
 	hook, err := New(Options{
-		Config: brokerConfig,
+		Config: cfg,
 		Subject: func(cl *mqtt.Client) (Subject, bool) {
 			b.mu.Lock()
 			defer b.mu.Unlock()
