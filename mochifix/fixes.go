@@ -57,9 +57,10 @@ type Fixes struct {
 }
 
 // Add adds opts.Hooks and then every fix hook to server, in the one order that works: your hooks (so a
-// refused CONNECT or publish is refused before any fix acts on it), the send quota off (quota.go), the
-// backpressure wait (backpressure.go), and last the store with its fixes and the write-ahead log, which
-// must see only publishes no other hook can still reject or change. Add no hook that provides OnPublish
+// refused CONNECT or publish is refused before any fix acts on it), the send quota off (quota.go) and
+// the Receive Maximum enforced instead (receivemax.go), the backpressure wait (backpressure.go), and last
+// the store with its fixes and the write-ahead log, which must see only publishes no other hook can still
+// reject or change. Add no hook that provides OnPublish
 // after Add.
 //
 // Call it before server.Serve; add listeners through Fixes.Listener; after server.Serve, call Start. If
@@ -82,6 +83,10 @@ func Add(server *mqtt.Server, opts Options) (*Fixes, error) {
 		}
 	}
 	if err := server.AddHook(new(sendQuotaOff), nil); err != nil {
+		return nil, err
+	}
+	receiveMax := &receiveMaximum{maxInflight: int(server.Options.Capabilities.MaximumInflight)}
+	if err := server.AddHook(receiveMax, nil); err != nil {
 		return nil, err
 	}
 	if opts.SlowSubscriberWait > 0 {
