@@ -60,8 +60,7 @@ type Fixes struct {
 // refused CONNECT or publish is refused before any fix acts on it), the send quota off (quota.go) and
 // the Receive Maximum enforced instead (receivemax.go), the backpressure wait (backpressure.go), and last
 // the store with its fixes and the write-ahead log, which must see only publishes no other hook can still
-// reject or change. Add no hook that provides OnPublish
-// after Add.
+// reject or change. Add no hook that provides OnPublish after Add.
 //
 // Call it before server.Serve; add listeners through Fixes.Listener; after server.Serve, call Start. If
 // Add fails, nothing it opened is left open (the hooks it did add stay on the server; close or drop it).
