@@ -93,6 +93,9 @@ func Add(server *mqtt.Server, opts Options) (*Fixes, error) {
 			return nil, err
 		}
 	}
+	if err := server.AddHook(new(packetIDSpaces), nil); err != nil {
+		return nil, err
+	}
 	receiveMax := &receiveMaximum{maxInflight: int(server.Options.Capabilities.MaximumInflight)}
 	if err := server.AddHook(receiveMax, nil); err != nil {
 		return nil, err

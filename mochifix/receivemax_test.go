@@ -33,10 +33,19 @@ func (c *rawV5) next(d time.Duration) (pk packets.Packet, ok bool) {
 	}
 	fh, body := readPacket(c.t, c.c, c.r)
 	pk = packets.Packet{FixedHeader: fh, ProtocolVersion: 5}
-	if fh.Type == packets.Publish {
-		if err := pk.PublishDecode(body); err != nil {
-			c.t.Fatal(err)
-		}
+	var err error
+	switch fh.Type {
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	}
+	if err != nil {
+		c.t.Fatal(err)
 	}
 	return pk, true
 }
