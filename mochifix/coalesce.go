@@ -50,7 +50,7 @@ func (c *CoalescingConn) SetAckGate(g AckGate) {
 func (c *CoalescingConn) WriteReleased(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.writeLocked(p)
+	return c.writeLocked(p, isPublishAck(p))
 }
 
 const (
@@ -83,17 +83,24 @@ func (c *CoalescingConn) Read(p []byte) (int, error) {
 
 // Write holds an acknowledgement while the read loop has input in hand, and writes anything else through,
 // after what is held.
-func (c *CoalescingConn) Write(p []byte) (int, error) {
+func (c *CoalescingConn) Write(p []byte) (int, error) { return c.write(p, isPublishAck(p)) }
+
+// writeFromReadLoop is Write for packets the read loop itself sends because of what it read: the
+// deliveries an acknowledgement releases from a Receive Maximum window (receivemax.go) go out with the
+// batch's acknowledgements, in one write(2).
+func (c *CoalescingConn) writeFromReadLoop(p []byte) (int, error) { return c.write(p, true) }
+
+func (c *CoalescingConn) write(p []byte, holdable bool) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gate != nil && isGatedAck(p) && c.gate.Hold(p) {
 		return len(p), nil
 	}
-	return c.writeLocked(p)
+	return c.writeLocked(p, holdable)
 }
 
-func (c *CoalescingConn) writeLocked(p []byte) (int, error) {
-	if c.holding && isPublishAck(p) && len(c.held)+len(p) <= maxHeldBytes && !c.closed.Load() {
+func (c *CoalescingConn) writeLocked(p []byte, holdable bool) (int, error) {
+	if c.holding && holdable && len(c.held)+len(p) <= maxHeldBytes && !c.closed.Load() {
 		c.held = append(c.held, p...)
 		return len(p), nil
 	}

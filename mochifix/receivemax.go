@@ -147,6 +147,10 @@ func (c *windowConn) acknowledged(id uint16) error {
 	if len(out) == 0 {
 		return nil
 	}
+	if inner, ok := c.Conn.(*CoalescingConn); ok {
+		_, err := inner.writeFromReadLoop(out)
+		return err
+	}
 	_, err := c.Conn.Write(out)
 	return err
 }

@@ -219,3 +219,45 @@ func BenchmarkWindowConnWrite(b *testing.B) {
 		}
 	})
 }
+
+// TestBackpressureWindowIsTheReceiveMaximum: a subscriber's window for the backpressure fix is its Receive
+// Maximum when that is smaller than max_inflight: a publisher to a subscriber with Receive Maximum 4 that
+// acknowledges nothing is held (one wait), while one to a subscriber without a Receive Maximum is not.
+func TestBackpressureWindowIsTheReceiveMaximum(t *testing.T) {
+	const wait = 400 * time.Millisecond
+	for _, tc := range []struct {
+		receiveMax uint16
+		held       bool
+	}{{4, true}, {0, false}} {
+		s := mqtt.New(&mqtt.Options{Logger: quietLog()})
+		f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: wait})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddListener(f.Listener(listeners.NewNet("tcp", ln), ListenerOptions{})); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Serve(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = CloseServer(s) })
+		subscribeV5(t, ln.Addr().String(), "window", tc.receiveMax, "bp") // never acknowledges
+		pub := subscribeV5(t, ln.Addr().String(), "publisher", 0, "unused")
+		start := time.Now()
+		for i := range 8 {
+			pub.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: uint16(i + 1),
+				TopicName: "bp", Payload: []byte("m")})
+			pub.expectType(packets.Puback)
+		}
+		if took := time.Since(start); (took >= wait*3/4) != tc.held {
+			t.Errorf("Receive Maximum %d: 8 publishes took %v; held for the subscriber: want %v", tc.receiveMax, took, tc.held)
+		}
+	}
+}
