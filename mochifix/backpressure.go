@@ -42,6 +42,7 @@ type backpressure struct {
 	slow        map[*mqtt.Client]struct{}      // subscribers not waited for again; dropped on disconnect
 	stopped     chan struct{}
 	stopOnce    sync.Once
+	drains      drainState // QoS 0 (qos0pacing.go)
 
 	waits, slowSubscribers prometheus.Counter
 	waitSeconds            prometheus.Counter
@@ -74,7 +75,8 @@ func (h *backpressure) ID() string { return "idmq-backpressure" }
 
 func (h *backpressure) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect:
+	case mqtt.OnPublish, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect,
+		mqtt.OnPublishDropped, mqtt.OnPacketSent:
 		return true
 	}
 	return false
