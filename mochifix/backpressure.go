@@ -211,6 +211,6 @@ func (h *backpressure) markSlow(cl *mqtt.Client) {
 		return
 	}
 	h.slowSubscribers.Inc()
-	h.log.Warn("subscriber is not keeping up with its QoS 1/2 messages; publishers no longer wait for it and messages beyond mqtt.max_inflight are dropped until it reconnects",
+	h.log.Warn("subscriber is not keeping up with its messages; publishers no longer wait for it and what exceeds its window (mqtt.max_inflight) or queue (mqtt.outbound_queue) is dropped until it reconnects",
 		"client", cl.ID, "listener", cl.Net.Listener, "inflight", cl.State.Inflight.Len(), "waited", h.wait)
 }
