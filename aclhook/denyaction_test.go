@@ -11,7 +11,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 // TestV3DeniedPublishIgnored: with deny_action ignore (the default), a 3.1.1 client's denied QoS 1
@@ -20,12 +20,12 @@ import (
 func TestV3DeniedPublishIgnored(t *testing.T) {
 	b := startBroker(t)
 	bob := b.mustDialV5(t, "bob", "bob-1")
-	if code := subscribeV5(t, bob, "users/bob/#"); code != 0x01 {
+	if code := bob.SubscribeQoS1(t, "users/bob/#"); code != 0x01 {
 		t.Fatalf("bob subscribe: %#x", code)
 	}
-	alice, tok := dialV3(t, b, "alice", "alice-v3", "")
-	if tok.Error() != nil {
-		t.Fatal(tok.Error())
+	alice, _, err := dialV3(t, b, "alice", "alice-v3", "")
+	if err != nil {
+		t.Fatal(err)
 	}
 	before := b.denied(labelPublish)
 	for _, p := range []struct {
@@ -44,14 +44,14 @@ func TestV3DeniedPublishIgnored(t *testing.T) {
 		t.Errorf("idmq_acl_denied_total{action=publish} grew by %v, want 4", got)
 	}
 	// Allowed traffic still flows on the same connection; bob receives the marker and nothing before it.
-	root, tok := dialV3(t, b, "root", "root-v3", "")
-	if tok.Error() != nil {
-		t.Fatal(tok.Error())
+	root, _, err := dialV3(t, b, "root", "root-v3", "")
+	if err != nil {
+		t.Fatal(err)
 	}
 	if pt := root.Publish("users/bob/marker", 1, false, "m"); !pt.WaitTimeout(5*time.Second) || pt.Error() != nil {
 		t.Fatal("marker not acknowledged")
 	}
-	if m := nextMessage(t, bob); m.Topic != "users/bob/marker" {
+	if m := bob.Next(t, 5*time.Second); m.Topic != "users/bob/marker" {
 		t.Fatalf("bob received %s from a denied publish", m.Topic)
 	}
 	if pt := alice.Publish("users/alice/ok", 1, false, "ok"); !pt.WaitTimeout(5*time.Second) || pt.Error() != nil {
@@ -67,25 +67,8 @@ func TestV3DeniedPublishDisconnects(t *testing.T) {
 	cfg.DenyAction = DenyDisconnect
 	b := startBrokerWith(t, cfg, time.Now)
 
-	c, err := net.Dial("tcp", b.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	r := bufio.NewReader(c)
-	if err := mochitest.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
-		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "alice-raw", Keepalive: 30, Clean: true,
-			UsernameFlag: true, Username: []byte("alice")}}); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if b0, err := r.ReadByte(); err != nil || b0>>4 != packets.Connack {
-		t.Fatalf("first byte %#x (%v), want CONNACK", b0, err)
-	}
-	if _, err := r.Discard(3); err != nil {
-		t.Fatal(err)
-	}
-	if err := mochitest.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+	c, r := dialRawV3(t, b.addr, "alice", "alice-raw")
+	if err := wire.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		ProtocolVersion: 4, PacketID: 9, TopicName: "users/bob/x", Payload: []byte("forbidden")}); err != nil {
 		t.Fatal(err)
 	}
@@ -100,4 +83,54 @@ func TestV3DeniedPublishDisconnects(t *testing.T) {
 	if code := publishV5(t, v5, &paho.Publish{Topic: "users/alice/x", QoS: 1}); code != 0 {
 		t.Fatalf("v5 client after its denial: PUBACK %#x", code)
 	}
+}
+
+// TestDenyActionFollowsReload: deny_action changes with a reload, as the rules do; a 3.1.1 client's
+// denied QoS 1 publish is acknowledged under ignore and closes the same connection once a reload made
+// it disconnect.
+func TestDenyActionFollowsReload(t *testing.T) {
+	b := startBroker(t)
+	c, r := dialRawV3(t, b.addr, "alice", "alice-reload")
+	publish := func(id uint16) {
+		t.Helper()
+		if err := wire.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			ProtocolVersion: 4, PacketID: id, TopicName: "users/bob/x", Payload: []byte("forbidden")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(1)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if pk, err := wire.ReadPacket(r, 4); err != nil || pk.FixedHeader.Type != packets.Puback || pk.PacketID != 1 {
+		t.Fatalf("under ignore: type %d id %d (%v), want PUBACK 1", pk.FixedHeader.Type, pk.PacketID, err)
+	}
+	cfg := brokerConfig
+	cfg.DenyAction = DenyDisconnect
+	if err := b.hook.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	publish(2)
+	if b0, err := r.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("read %#x (%v) after the reload to disconnect, want the connection closed without a packet", b0, err)
+	}
+}
+
+// dialRawV3 connects a raw 3.1.1 client as username and reads its CONNACK.
+func dialRawV3(t *testing.T, addr, username, clientID string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	r := bufio.NewReader(c)
+	if err := wire.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: clientID, Keepalive: 30, Clean: true,
+			UsernameFlag: true, Username: []byte(username)}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if pk, err := wire.ReadPacket(r, 4); err != nil || pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("CONNACK: type %d code %#x (%v)", pk.FixedHeader.Type, pk.ReasonCode, err)
+	}
+	return c, r
 }

@@ -41,7 +41,7 @@ func TestAuthPacketsOutOfTurn(t *testing.T) {
 				t.Errorf("AUTH answered with %+v, want DISCONNECT 0x82", ar)
 			}
 			select {
-			case d := <-c.disconnects:
+			case d := <-c.Disconnects:
 				if d.ReasonCode != 0x82 {
 					t.Fatalf("DISCONNECT 0x%02x, want 0x82", d.ReasonCode)
 				}

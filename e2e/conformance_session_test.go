@@ -6,13 +6,15 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // nextV5 returns the next message c receives, or nil within d: the tests publish a marker after what must
 // not arrive and expect the marker next (messages to one client keep their order).
-func nextV5(c *v5Client, d time.Duration) *paho.Publish {
+func nextV5(c *testkit.V5Client, d time.Duration) *paho.Publish {
 	select {
-	case m := <-c.received:
+	case m := <-c.Received:
 		return m
 	case <-time.After(d):
 		return nil
@@ -26,7 +28,7 @@ func TestSubscriptionOptionsV5(t *testing.T) {
 	p := newIdmq(t, aclConfig)
 	p.start()
 	token := p.token("alice")
-	connect := func(id string) *v5Client {
+	connect := func(id string) *testkit.V5Client {
 		c, ca := connectV5(t, dialV5(t, p, "tcp", nil), &paho.Connect{ClientID: id, CleanStart: true,
 			Username: "alice", UsernameFlag: true, Password: []byte(token), PasswordFlag: true})
 		if c == nil {
@@ -35,7 +37,7 @@ func TestSubscriptionOptionsV5(t *testing.T) {
 		return c
 	}
 	ctx := context.Background()
-	sub := func(c *v5Client, id *int, opts ...paho.SubscribeOptions) {
+	sub := func(c *testkit.V5Client, id *int, opts ...paho.SubscribeOptions) {
 		t.Helper()
 		s := &paho.Subscribe{Subscriptions: opts}
 		if id != nil {
@@ -46,13 +48,13 @@ func TestSubscriptionOptionsV5(t *testing.T) {
 			t.Fatalf("subscribe %+v: %+v %v", opts, sa, err)
 		}
 	}
-	pub := func(c *v5Client, topic string, retain bool) {
+	pub := func(c *testkit.V5Client, topic string, retain bool) {
 		t.Helper()
 		if pr, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Retain: retain, Payload: []byte(topic)}); err != nil || pr.ReasonCode != 0 {
 			t.Fatalf("publish %s: %+v %v", topic, pr, err)
 		}
 	}
-	expectNext := func(c *v5Client, topic string) *paho.Publish {
+	expectNext := func(c *testkit.V5Client, topic string) *paho.Publish {
 		t.Helper()
 		m := nextV5(c, 5*time.Second)
 		if m == nil || m.Topic != topic {
@@ -158,7 +160,7 @@ func TestWillDelayEndsWithTheSession(t *testing.T) {
 		WillMessage:    &paho.WillMessage{Topic: "users/alice/will", QoS: 1, Payload: []byte("gone")},
 		WillProperties: &paho.WillProperties{WillDelayInterval: &willDelay}})
 	start := time.Now()
-	_ = c.conn.Close() // an end the client did not announce: the Will applies
+	_ = c.Conn.Close() // an end the client did not announce: the Will applies
 	m := nextV5(watcher, 8*time.Second)
 	if m == nil || m.Topic != "users/alice/will" {
 		t.Fatalf("no Will within 8 s (%+v), want it when the 1 s session ends", m)

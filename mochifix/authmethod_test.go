@@ -46,10 +46,9 @@ func TestConnackEchoesAuthenticationMethod(t *testing.T) {
 				Connect:    packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "m-" + method, Keepalive: 60, Clean: true},
 				Properties: packets.Properties{AuthenticationMethod: method, AuthenticationData: []byte("token")}})
 			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			fh, body := readPacket(t, conn, c.r)
-			pk := packets.Packet{FixedHeader: fh, ProtocolVersion: 5}
-			if err := pk.ConnackDecode(body); err != nil || fh.Type != packets.Connack || pk.ReasonCode != 0 {
-				t.Fatalf("CONNACK type %d code %#x: %v", fh.Type, pk.ReasonCode, err)
+			pk := readPacket(t, conn, c.r, 5)
+			if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+				t.Fatalf("CONNACK type %d code %#x", pk.FixedHeader.Type, pk.ReasonCode)
 			}
 			want := ""
 			if echo {

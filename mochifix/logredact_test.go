@@ -14,7 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 // connectAndDeny accepts every CONNECT and denies publishing to one topic.
@@ -72,11 +72,11 @@ func TestLoggerRedactsPackets(t *testing.T) {
 	t.Cleanup(func() { _ = CloseServer(s) })
 
 	publish := func(id, topic string) {
-		c := dialConnect(t, ln.Addr().String(), id)
+		c := dialConnect(t, ln.Addr().String(), id, true)
 		if typ, err := readType(c, 5*time.Second); typ != packets.Connack {
 			t.Fatalf("%s: packet type %d (%v), want CONNACK", id, typ, err)
 		}
-		if err := mochitest.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		if err := wire.WritePacket(c, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 			ProtocolVersion: 4, PacketID: 7, TopicName: topic, Payload: []byte(secret)}); err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/idmq/idmq/internal/mochitest"
+	"github.com/idmq/idmq/internal/testkit/wire"
 )
 
 // rawV5 is a raw MQTT 5 client: it acknowledges only when the test says so.
@@ -31,29 +31,13 @@ func (c *rawV5) next(d time.Duration) (pk packets.Packet, ok bool) {
 	if _, err := c.r.Peek(1); err != nil {
 		return pk, false
 	}
-	fh, body := readPacket(c.t, c.c, c.r)
-	pk = packets.Packet{FixedHeader: fh, ProtocolVersion: 5}
-	var err error
-	switch fh.Type {
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	}
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return pk, true
+	return readPacket(c.t, c.c, c.r, 5), true
 }
 
 func (c *rawV5) write(pk packets.Packet) {
 	c.t.Helper()
 	pk.ProtocolVersion = 5
-	if err := mochitest.WritePacket(c.c, &pk); err != nil {
+	if err := wire.WritePacket(c.c, &pk); err != nil {
 		c.t.Fatal(err)
 	}
 }
