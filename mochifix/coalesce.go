@@ -63,6 +63,16 @@ const (
 // NewCoalescingConn wraps c.
 func NewCoalescingConn(c net.Conn) *CoalescingConn { return &CoalescingConn{Conn: c} }
 
+// CoalescingConnOf returns the CoalescingConn under conn, as mochi's client holds it: Listener puts the Receive
+// Maximum window (receivemax.go) around it.
+func CoalescingConnOf(conn net.Conn) (*CoalescingConn, bool) {
+	if w, ok := conn.(*windowConn); ok {
+		conn = w.Conn
+	}
+	c, ok := conn.(*CoalescingConn)
+	return c, ok
+}
+
 // Read flushes what is held, then reads. Reads happen on the client's read loop only.
 func (c *CoalescingConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
