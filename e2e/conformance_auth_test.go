@@ -84,3 +84,45 @@ func TestNoReasonStringWithoutProblemInformation(t *testing.T) {
 		_ = c.Disconnect(&paho.Disconnect{})
 	}
 }
+
+// TestConnackRepeatsAuthMethod: a successful CONNACK repeats the CONNECT's Authentication Method
+// [MQTT-4.12.0-5] (3.2.2.3.17), through paho.golang (with an AuthHandler: v0.23.0 panics without one); a
+// client that sent none gets none; mqtt.skip_auth_method_echo leaves it out for clients that cannot take it.
+func TestConnackRepeatsAuthMethod(t *testing.T) {
+	for _, skip := range []bool{false, true} {
+		cfg := aclConfig
+		if skip {
+			cfg = "mqtt: {skip_auth_method_echo: true}\n" + cfg
+		}
+		p := newIdmq(t, cfg)
+		p.start()
+		token := p.token("alice")
+		for _, tc := range []struct {
+			name string
+			cp   paho.Connect
+			want string
+		}{
+			{"method JWT", paho.Connect{Properties: &paho.ConnectProperties{AuthMethod: "JWT", AuthData: []byte(token)}}, "JWT"},
+			{"password", paho.Connect{Username: "alice", UsernameFlag: true, Password: []byte(token), PasswordFlag: true}, ""},
+		} {
+			if skip {
+				tc.want = ""
+			}
+			cp := tc.cp
+			cp.ClientID, cp.CleanStart = "echo-"+tc.name, true
+			c, ca := connectV5(t, dialV5(t, p, "tcp", nil), &cp)
+			if c == nil {
+				t.Fatalf("skip %v, %s: CONNACK 0x%02x", skip, tc.name, ca.ReasonCode)
+			}
+			got := ""
+			if ca.Properties != nil {
+				got = ca.Properties.AuthMethod
+			}
+			if got != tc.want {
+				t.Errorf("skip_auth_method_echo %v, %s: CONNACK Authentication Method %q, want %q", skip, tc.name, got, tc.want)
+			}
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+		p.stop()
+	}
+}

@@ -4,9 +4,11 @@ package mochifix
 // must repeat the one the client's CONNECT named [MQTT-4.12.0-5]; clients that check (enhanced
 // authentication libraries) treat the connection as failed.
 // Fix: authMethodEcho sets the property on a successful CONNACK to a client that sent one, as the
-// CONNACK is encoded. A client that sent none gets none [MQTT-4.12.0-6]. Only with
-// Options.EchoAuthMethod: paho.golang v0.23 dereferences a nil AuthHandler when the CONNACK carries a
-// method, so turning it on breaks clients that set a method without one (idmq's own e2e helpers do).
+// CONNACK is encoded. A client that sent none gets none [MQTT-4.12.0-6]. On unless
+// Options.SkipAuthMethodEcho: paho.golang (v0.23.0, client.go expectConnack) calls
+// ClientConfig.AuthHandler.Authenticated() on such a CONNACK without the nil check its other AUTH paths
+// have, so a paho.golang client that sends a method but sets no AuthHandler panics (a client bug; the
+// CONNACK is what the spec requires). idmq's Go SDK and test kit set an AuthHandler.
 // Upstream: none filed.
 // Proof: TestConnackEchoesAuthenticationMethod (authmethod_test.go).
 // Delete when: mochi's SendConnack copies the Authentication Method.

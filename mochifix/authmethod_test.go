@@ -12,13 +12,13 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// TestConnackEchoesAuthenticationMethod: with EchoAuthMethod, a successful CONNACK repeats the CONNECT's
-// Authentication Method [MQTT-4.12.0-5] and a client that sent none gets none [MQTT-4.12.0-6]; without
-// it, mochi's CONNACK has none.
+// TestConnackEchoesAuthenticationMethod: by default a successful CONNACK repeats the CONNECT's
+// Authentication Method [MQTT-4.12.0-5] and a client that sent none gets none [MQTT-4.12.0-6]; with
+// SkipAuthMethodEcho, mochi's CONNACK has none.
 func TestConnackEchoesAuthenticationMethod(t *testing.T) {
 	for _, echo := range []bool{true, false} {
 		s := mqtt.New(&mqtt.Options{Logger: quietLog()})
-		f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, EchoAuthMethod: echo})
+		f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SkipAuthMethodEcho: !echo})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -31,10 +31,10 @@ type Options struct {
 	// SlowSubscriberWait is how long a QoS 1/2 publisher may wait for a subscriber that is behind
 	// (backpressure.go); 0 turns that fix off and mochi drops what exceeds a subscriber's window.
 	SlowSubscriberWait time.Duration
-	// EchoAuthMethod puts the CONNECT's Authentication Method into a successful CONNACK, as MQTT 5 requires
-	// (authmethod.go). Off by default: paho.golang (v0.23) then calls the client's AuthHandler, and a
-	// client configured with a method but no AuthHandler crashes.
-	EchoAuthMethod bool
+	// SkipAuthMethodEcho leaves the Authentication Method out of a successful CONNACK, against MQTT 5
+	// [MQTT-4.12.0-5] (authmethod.go), for clients that cannot take it: paho.golang up to v0.23 at least
+	// panics on such a CONNACK unless its ClientConfig.AuthHandler is set.
+	SkipAuthMethodEcho bool
 	// Logger defaults to discarding; Registerer, if set, receives the backpressure metrics.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -88,7 +88,7 @@ func Add(server *mqtt.Server, opts Options) (*Fixes, error) {
 	if err := server.AddHook(new(sendQuotaOff), nil); err != nil {
 		return nil, err
 	}
-	if opts.EchoAuthMethod {
+	if !opts.SkipAuthMethodEcho {
 		if err := server.AddHook(new(authMethodEcho), nil); err != nil {
 			return nil, err
 		}
