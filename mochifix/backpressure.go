@@ -3,7 +3,8 @@ package mochifix
 // Defect: mochi v2.7.9 keeps at most the server's maximum in-flight of unacknowledged QoS 1/2 messages per
 // subscriber and drops the rest ("client store quota reached"), even while the subscriber acknowledges as
 // fast as it can: a publisher's PUBACK waits for nobody downstream, so a publisher can run far ahead.
-// Fix: a subscriber whose window (max in-flight, or its MQTT 5 Receive Maximum when smaller) is 3/4 full
+// Fix: a subscriber whose window (max in-flight or the outbound queue, whichever is smaller, or its MQTT 5
+// Receive Maximum when smaller still) is 3/4 full
 // is "behind" until it is back to half. A QoS 1/2 publish to a
 // behind subscriber waits in OnPublish, before routing and before the publisher's PUBACK, so the
 // publisher's read loop stops and TCP pushes back. The wait is bounded:

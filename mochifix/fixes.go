@@ -101,8 +101,13 @@ func Add(server *mqtt.Server, opts Options) (*Fixes, error) {
 		return nil, err
 	}
 	if opts.SlowSubscriberWait > 0 {
-		maxInflight := int(server.Options.Capabilities.MaximumInflight)
-		f.slow = newBackpressure(server, maxInflight, opts.SlowSubscriberWait, f.log, opts.Registerer)
+		// The window is bounded by the outbound queue too: mochi drops a QoS 1/2 delivery that finds the queue
+		// full and deletes its in-flight record, after the publisher had its PUBACK (TestQoS1BurstFitsTheOutboundQueue).
+		window := int(server.Options.Capabilities.MaximumInflight)
+		if q := int(server.Options.Capabilities.MaximumClientWritesPending); q > 0 && q < window {
+			window = q
+		}
+		f.slow = newBackpressure(server, window, opts.SlowSubscriberWait, f.log, opts.Registerer)
 		if err := server.AddHook(f.slow, nil); err != nil {
 			return nil, err
 		}
