@@ -17,10 +17,12 @@ package mochifix
 // Delete when: mochi paces publishers (or blocks) instead of dropping.
 
 import (
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -99,16 +101,51 @@ func (h *backpressure) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	if slow {
 		return
 	}
-	queued := int64(h.server.Options.Capabilities.MaximumClientWritesPending)
 	dr := h.startDrain(cl)
 	defer h.endDrain(cl)
-	target := dr.written.Load() + queued
 	start := time.Now()
 	timer := time.NewTimer(h.wait)
 	defer timer.Stop()
 	h.waits.Inc()
-	// The queue held `queued` when mochi dropped; one more may have been in the writer's hands, counted
-	// only once written. Wait for both, the last one briefly: it may not exist.
+	if !h.waitWritten(cl, dr, timer.C) {
+		if timer.Stop() || cl.Closed() {
+			return // stopped, or the subscriber left
+		}
+		h.waitSeconds.Add(time.Since(start).Seconds())
+		h.markSlow(cl)
+		return
+	}
+	if cl.Closed() {
+		return
+	}
+	h.waitSeconds.Add(time.Since(start).Seconds())
+	h.writeLate(cl, pk)
+}
+
+// waitWritten waits until what cl's queue held when mochi dropped (and the packet its writer may have had in
+// hand) is written; false when timeout fired or the server stopped first. mochi's count of packets queued or
+// being written (outboundPending) answers exactly; without it, writes are counted from startDrain on, which
+// misses those made between mochi's drop and startDrain (under load, a subscriber reading as fast as it can
+// was then marked slow), and the one in hand gets drainGrace.
+func (h *backpressure) waitWritten(cl *mqtt.Client, dr *drain, timeout <-chan time.Time) bool {
+	if n := outboundPending(cl); n >= 0 {
+		// mochi decrements the count after the write that wakes us, so it is looked at again shortly too.
+		recheck := time.NewTicker(time.Millisecond)
+		defer recheck.Stop()
+		target := dr.written.Load() + n
+		for dr.written.Load() < target && outboundPending(cl) > 0 {
+			select {
+			case <-dr.wake:
+			case <-recheck.C:
+			case <-h.stopped:
+				return false
+			case <-timeout:
+				return false
+			}
+		}
+		return true
+	}
+	target := dr.written.Load() + int64(h.server.Options.Capabilities.MaximumClientWritesPending)
 	var grace <-chan time.Time
 	for dr.written.Load() < target+1 {
 		if grace == nil && dr.written.Load() >= target {
@@ -121,19 +158,24 @@ func (h *backpressure) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 			continue
 		case <-grace:
 		case <-h.stopped:
-			return
-		case <-timer.C:
-			h.waitSeconds.Add(time.Since(start).Seconds())
-			h.markSlow(cl)
-			return
+			return false
+		case <-timeout:
+			return false
 		}
 		break
 	}
-	if cl.Closed() {
-		return
+	return true
+}
+
+// outboundPending is mochi's count of cl's packets queued or being written (ClientState.outboundQty: the
+// write loop decrements it after each write), or -1 if it cannot be read. mochi v2.7.9 keeps it unexported;
+// reflect finds it and it is read atomically, as mochi writes it.
+func outboundPending(cl *mqtt.Client) int64 {
+	f := reflect.ValueOf(&cl.State).Elem().FieldByName("outboundQty")
+	if !f.IsValid() || f.Kind() != reflect.Int32 {
+		return -1
 	}
-	h.waitSeconds.Add(time.Since(start).Seconds())
-	h.writeLate(cl, pk)
+	return int64(atomic.LoadInt32((*int32)(unsafe.Pointer(f.UnsafeAddr()))))
 }
 
 // writeLate writes what mochi dropped as publishToClient would have queued it: the subscription's
