@@ -12,6 +12,8 @@ package mochifix
 // never wait. Nobody draining costs one atomic load per packet written. Measured (idmq-bench fanin, 10 QoS 0
 // pairs x 10,000, defaults, 3 rounds beside Mosquitto 2.0.11): 100,000 of 100,000 delivered each round at
 // 123-136k/s (Mosquitto 87-110k/s), where the previous code delivered 72-80%.
+// The wait reads mochi's unexported count of queued packets (ClientState.outboundQty) through reflect; if an
+// upgrade renames it, the wait falls back to counting writes.
 // Upstream: none filed.
 // Proof: TestQoS0BurstIsPacedNotDropped (qos0pacing_test.go).
 // Delete when: mochi paces publishers (or blocks) instead of dropping.
