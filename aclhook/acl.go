@@ -28,6 +28,9 @@ type Rules struct {
 	config []Rule // as written, for Explain
 	// limited: some rule restricts QoS or retain, so publishes are checked with them (Hook.OnPublish).
 	limited bool
+	// denyAction answers a 3.1.1 client's denied QoS 1/2 publish (denyaction.go); it lives here so that a
+	// Reload swaps it with the rules.
+	denyAction DenyAction
 }
 
 type ruleTemplate struct {
@@ -49,7 +52,7 @@ func NewRules(c Config) (*Rules, error) {
 	if _, err := c.Validate(nil); err != nil {
 		return nil, err
 	}
-	r := &Rules{rules: make([]ruleTemplate, len(c.Rules)), config: c.Rules}
+	r := &Rules{rules: make([]ruleTemplate, len(c.Rules)), config: c.Rules, denyAction: c.DenyAction}
 	for i, cr := range c.Rules {
 		tmpl, _ := parseTemplate(cr.Topic) // Validate parsed it already
 		rt := ruleTemplate{index: i, access: cr.Access, tmpl: tmpl, limits: limitsOf(cr)}

@@ -14,7 +14,24 @@ import (
 type Config struct {
 	// Rules are evaluated in order; the first that matches a request decides it. No match is a deny.
 	Rules []Rule `yaml:"rules"`
+	// DenyAction is what an MQTT 3.1.1 client's denied QoS 1/2 publish gets: "ignore" (the default: a
+	// normal PUBACK/PUBREC, the message dropped) or "disconnect" (the connection closed). 3.1.1 has no
+	// negative acknowledgement [MQTT-3.3.5-2]; MQTT 5 clients get PUBACK/PUBREC 0x87 either way.
+	DenyAction DenyAction `yaml:"deny_action"`
 }
+
+// DenyAction: see Config.DenyAction. The zero value is DenyIgnore.
+type DenyAction string
+
+const (
+	DenyIgnore     DenyAction = "ignore"
+	DenyDisconnect DenyAction = "disconnect"
+)
+
+// ErrUnknownDenyAction: deny_action is neither ignore nor disconnect.
+var ErrUnknownDenyAction = errors.New("aclhook: unknown deny_action")
+
+func (a DenyAction) valid() bool { return a == "" || a == DenyIgnore || a == DenyDisconnect }
 
 // Rule grants or denies one action on the topics a filter covers, for the clients whose attributes
 // satisfy When.
@@ -161,6 +178,9 @@ func (c Config) Validate(knownAttributes []string) (warnings []string, err error
 				warnings = append(warnings, fmt.Sprintf("%s.when.%s: attribute %q is not mapped by any provider; the rule never applies", path, name, name))
 			}
 		}
+	}
+	if !c.DenyAction.valid() {
+		errs = append(errs, &FieldError{Path: "deny_action", Err: fmt.Errorf("%w %q (want ignore or disconnect)", ErrUnknownDenyAction, string(c.DenyAction))})
 	}
 	if len(c.Rules) == 0 {
 		warnings = append(warnings, "rules: none configured; only filters granted by credentials are allowed")

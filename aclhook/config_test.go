@@ -151,3 +151,20 @@ func TestValidateWarnings(t *testing.T) {
 		t.Errorf("empty config warnings %q", w)
 	}
 }
+
+// TestValidateDenyAction: deny_action is ignore (also when absent) or disconnect; anything else names the field.
+func TestValidateDenyAction(t *testing.T) {
+	for _, ok := range []DenyAction{"", DenyIgnore, DenyDisconnect} {
+		if _, err := (Config{DenyAction: ok}).Validate(nil); err != nil {
+			t.Errorf("deny_action %q: %v", ok, err)
+		}
+	}
+	_, err := Config{DenyAction: "drop"}.Validate(nil)
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Path != "deny_action" || !errors.Is(err, ErrUnknownDenyAction) {
+		t.Fatalf("deny_action drop: %v, want a FieldError on deny_action wrapping ErrUnknownDenyAction", err)
+	}
+	if want := `deny_action: aclhook: unknown deny_action "drop" (want ignore or disconnect)`; err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+}

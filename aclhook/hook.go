@@ -32,6 +32,7 @@ type Options struct {
 	Server     *mqtt.Server          // sends the CONNACK refusing a forbidden Will topic
 	Registerer prometheus.Registerer // optional; idmq_acl_denied_total{action} is registered here
 	Logger     *slog.Logger          // optional; slog.Default()
+	Now        func() time.Time      // optional; time.Now (paces the denial log lines)
 }
 
 // Hook is the mochi hook enforcing the ACL. Add it with server.AddHook(h, nil) after the
@@ -47,6 +48,7 @@ type Hook struct {
 	subject SubjectFunc
 	server  *mqtt.Server
 	logger  *slog.Logger
+	denyLog *denyLog
 	denied  map[string]prometheus.Counter // by action label; read-only after New
 
 	// clients maps *mqtt.Client to its *ClientRules. sync.Map reads take no lock, so the
@@ -85,6 +87,9 @@ func New(opts Options) (*Hook, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "idmq_acl_denied_total",
 		Help: "Requests denied by the ACL, by action (publish, subscribe, will).",
@@ -106,6 +111,7 @@ func New(opts Options) (*Hook, error) {
 		subject:    opts.Subject,
 		server:     opts.Server,
 		logger:     logger,
+		denyLog:    &denyLog{logger: logger, now: opts.Now},
 		denied:     map[string]prometheus.Counter{},
 		sweepEvery: time.Minute,
 		stop:       make(chan struct{}),
@@ -237,6 +243,7 @@ func (h *Hook) compile(cl *mqtt.Client) *ClientRules {
 // session keeps them: mochi checks messages queued for it while offline against them. They are
 // dropped when the session expires, is taken over, or by the sweeper.
 func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	h.denyLog.forget(cl)
 	if expire || cl.IsTakenOver() {
 		h.clients.Delete(cl)
 	}
@@ -275,6 +282,9 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			// so OnPublish checks the resolved topic.
 			return true
 		}
+		if isV3(cl) {
+			return true // OnPublish decides (denyaction.go)
+		}
 		act, label = ActionPublish, labelPublish
 	}
 	d := h.rulesOf(cl).Check(act, topic)
@@ -285,10 +295,14 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	return false
 }
 
-// OnPublish checks publishes whose topic came from a topic alias (see OnACLCheck), and, when a rule
-// restricts qos or retain, every publish with its QoS and retain flag (OnACLCheck knows neither). A denied
-// QoS 1/2 publish gets PUBACK/PUBREC 0x87, as mochi does for its own ACL check.
+// OnPublish checks the publishes of 3.1.1 clients (denyaction.go), publishes whose topic came from a
+// topic alias (see OnACLCheck), and, when a rule restricts qos or retain, every publish with its QoS and
+// retain flag (OnACLCheck knows neither). A denied v5 QoS 1/2 publish gets PUBACK/PUBREC 0x87, as mochi
+// does for its own ACL check.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if isV3(cl) {
+		return h.publishV3(cl, pk)
+	}
 	if cl.Net.Inline || (!pk.Properties.TopicAliasFlag && !h.rules.Load().limited) {
 		return pk, nil
 	}
@@ -315,12 +329,11 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, packets.ErrRejectPacket // mochi drops the packet without further acks
 }
 
-// OnPacketRead makes a v5 QoS 1/2 publish to $SYS reach OnACLCheck. mochi drops such publishes
-// before asking the ACL and sends no PUBACK/PUBREC at all, leaving the client waiting; prefixing
-// another '$' keeps the topic a '$' topic, which OnACLCheck always denies with 0x87.
+// OnPacketRead makes a QoS 1/2 publish to $SYS reach the ACL. mochi drops such publishes before
+// asking the ACL and sends no PUBACK/PUBREC at all, leaving the client waiting; prefixing another
+// '$' keeps the topic a '$' topic, which the rules always deny (v5: 0x87; 3.1.1: deny_action).
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 &&
-		cl.Properties.ProtocolVersion == 5 && !cl.Net.Inline &&
+	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 && !cl.Net.Inline &&
 		len(pk.TopicName) >= len(mqtt.SysPrefix) && strings.EqualFold(pk.TopicName[:len(mqtt.SysPrefix)], mqtt.SysPrefix) {
 		pk.TopicName = "$" + pk.TopicName
 	}
@@ -345,12 +358,11 @@ func (h *Hook) rulesOf(cl *mqtt.Client) *ClientRules {
 	return nil
 }
 
-// deny counts a denied request and logs it at debug level. The log call is guarded so that
-// denials allocate nothing while debug logging is off.
+// deny counts a denied request and logs it at debug level, at most once per client per denyLogEvery.
+// The log call is guarded so that denials allocate nothing while debug logging is off.
 func (h *Hook) deny(cl *mqtt.Client, label, topic string, d Decision) {
 	h.denied[label].Inc()
-	if h.logger.Enabled(context.Background(), slog.LevelDebug) {
-		h.logger.Debug("acl: denied", "client", cl.ID, "username", string(cl.Properties.Username),
-			"action", label, "topic", topic, "rule", d.Rule())
+	if h.denyLog.enabled() {
+		h.denyLog.log(cl, label, topic, d)
 	}
 }

@@ -67,6 +67,12 @@ type testBroker struct {
 
 func startBroker(t *testing.T) *testBroker {
 	t.Helper()
+	return startBrokerWith(t, brokerConfig, time.Now)
+}
+
+// startBrokerWith starts the broker with the hook's config and clock.
+func startBrokerWith(t *testing.T, cfg Config, now func() time.Time) *testBroker {
+	t.Helper()
 	b := &testBroker{
 		reg: prometheus.NewRegistry(),
 		log: &testkit.LogBuffer{},
@@ -78,7 +84,7 @@ func startBroker(t *testing.T) *testBroker {
 	}
 	m := testkit.NewMochi(testkit.MochiOptions{InlineClient: true})
 	hook, err := New(Options{
-		Config: brokerConfig,
+		Config: cfg,
 		Subject: func(cl *mqtt.Client) (Subject, bool) {
 			b.mu.Lock()
 			defer b.mu.Unlock()
@@ -88,6 +94,7 @@ func startBroker(t *testing.T) *testBroker {
 		Server:     m.Server,
 		Registerer: b.reg,
 		Logger:     slog.New(slog.NewTextHandler(b.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Now:        now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -460,7 +467,7 @@ func TestNewRejects(t *testing.T) {
 
 func TestOnACLCheckDoesNotAllocate(t *testing.T) {
 	b := startBroker(t)
-	b.hook.logger = slog.New(slog.NewTextHandler(io.Discard, nil)) // debug off, as in production
+	b.hook.denyLog.logger = slog.New(slog.NewTextHandler(io.Discard, nil)) // debug off, as in production
 	c := b.mustDialV5(t, "alice", "alice-1")
 	_ = c
 	cl, _ := b.server.Clients.Get("alice-1")

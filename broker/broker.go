@@ -66,7 +66,7 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		Capabilities:             capabilities(cfg.MQTT),
 		ClientNetReadBufferSize:  cfg.MQTT.ReadBufferSize,
 		ClientNetWriteBufferSize: cfg.MQTT.WriteBufferSize,
-		Logger:                   log,
+		Logger:                   mochifix.Logger(log), // mochi logs whole packets, payloads included
 		// $SYS topics are published every 30s rather than mochi's 1s: they cost a fan-out each time.
 		SysTopicResendInterval: 30,
 	})

@@ -130,6 +130,9 @@ type MQTTConfig struct {
 	OutboundQueue   int `yaml:"outbound_queue"`
 	ReadBufferSize  int `yaml:"read_buffer_size"`  // bytes; the reader grows past it for larger packets
 	WriteBufferSize int `yaml:"write_buffer_size"` // bytes buffered before a flush to the socket
+	// SkipAuthMethodEcho leaves the Authentication Method out of a successful CONNACK, against MQTT 5
+	// [MQTT-4.12.0-5], for clients that crash on it (paho.golang without an AuthHandler; mochifix/authmethod.go).
+	SkipAuthMethodEcho bool `yaml:"skip_auth_method_echo"`
 }
 
 func defaultConfig() Config {

@@ -25,6 +25,7 @@ func (b *Broker) addFixes(hooks []mqtt.Hook) error {
 	opts := mochifix.Options{
 		Hooks:              hooks,
 		SlowSubscriberWait: b.cfg.MQTT.SlowSubscriberWait,
+		SkipAuthMethodEcho: b.cfg.MQTT.SkipAuthMethodEcho,
 		Logger:             b.log,
 		Registerer:         b.registry,
 	}

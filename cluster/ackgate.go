@@ -19,6 +19,9 @@ import (
 type ackGate struct {
 	conn    gatedConn
 	latency interface{ Observe(float64) } // JetStream publish latency; may be nil
+	// wireID is the id the client gave the publish its read loop is handling (Hook.OnPacketRead); only that
+	// goroutine reads and writes it.
+	wireID uint16
 
 	mu      sync.Mutex
 	queue   []*gatedAck

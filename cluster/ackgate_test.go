@@ -53,6 +53,16 @@ func gatedPipe(t *testing.T) (*mochifix.CoalescingConn, *ackGate, net.Conn) {
 func TestAckGateReleasesInOrderAfterJetStream(t *testing.T) {
 	nodes := startSolo(t)
 	conn, g, client := gatedPipe(t)
+	// The client reads from the start: net.Pipe has no buffer, and a release JetStream acknowledged before the
+	// loop ends would otherwise block the gate's write, under the connection's lock, and so the loop's next Write.
+	const wantLen = 4 * 4 // four acknowledgements of 4 bytes
+	read := make(chan []byte, 1)
+	go func() {
+		got := make([]byte, wantLen)
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _ := io.ReadFull(client, got)
+		read <- got[:n]
+	}()
 	var want []byte
 	for i, pid := range []uint16{7, 8, 9} {
 		ack, err := nodes[0].PublishAsync(&Message{Topic: "gate/x", QoS: 1})
@@ -77,11 +87,7 @@ func TestAckGateReleasesInOrderAfterJetStream(t *testing.T) {
 			want = append(want, p...)
 		}
 	}
-	got := make([]byte, len(want))
-	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(client, got); err != nil {
-		t.Fatal(err)
-	}
+	got := <-read
 	if !bytes.Equal(got, want) {
 		t.Fatalf("client read % x\nwant         % x", got, want)
 	}
@@ -89,6 +95,7 @@ func TestAckGateReleasesInOrderAfterJetStream(t *testing.T) {
 	p := encodedAck(t, packets.Puback, 200)
 	go func() { _, _ = conn.Write(p) }()
 	got = make([]byte, len(p))
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(client, got); err != nil || !bytes.Equal(got, p) {
 		t.Fatalf("idle gate: read % x, %v", got, err)
 	}

@@ -79,7 +79,7 @@ func (h *Hook) ID() string { return "idmq-cluster" }
 
 func (h *Hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect:
 		return true
 	}
 	return sharingEvents(b)
@@ -163,7 +163,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 	}
 	if g := h.gateOf(cl); g != nil {
-		g.expect(pk.PacketID, ack)
+		g.expect(g.wireID, ack)
 		return pk, nil
 	}
 	if _, err := ack.Wait(context.Background()); err != nil { // bounded by OpTimeout
@@ -186,13 +186,26 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, err error) (packets.Pa
 	return pk, packets.ErrRejectPacket
 }
 
+// OnPacketRead notes the packet id of a QoS 1/2 publish as the client sent it: mochifix may give the publish
+// another id inside mochi (packetidspace.go) and translate its PUBACK/PUBREC back, so the gate must expect the
+// client's id. It runs before mochifix's hooks (the Hook is one of Options.Hooks), on the client's read loop,
+// as OnPublish does.
+func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 && !cl.Net.Inline {
+		if g := h.gateOf(cl); g != nil {
+			g.wireID = pk.PacketID
+		}
+	}
+	return pk, nil
+}
+
 // gateOf returns cl's ack gate, installing it on the first routed QoS 1/2 publish; nil if cl's connection is
 // not a mochifix.CoalescingConn.
 func (h *Hook) gateOf(cl *mqtt.Client) *ackGate {
 	if g, ok := h.gates.Load(cl); ok {
 		return g.(*ackGate)
 	}
-	conn, ok := cl.Net.Conn.(*mochifix.CoalescingConn)
+	conn, ok := mochifix.CoalescingConnOf(cl.Net.Conn)
 	if !ok {
 		return nil
 	}

@@ -1,14 +1,20 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/idmq/idmq/internal/testkit/wire"
+	"github.com/idmq/idmq/mochifix"
 )
 
 // mochiNode is a mochi server wired to a cluster node by a Hook. Test-only: mochi's allow-all auth hook stands
@@ -143,5 +149,79 @@ func TestPacketOfExpiry(t *testing.T) {
 				t.Fatalf("ok %v expiry %d; want %v %d", ok, pk.Properties.MessageExpiryInterval, tt.ok, tt.remains)
 			}
 		})
+	}
+}
+
+// TestHookGateBehindMochifixListener: behind mochifix's Listener (the Receive Maximum window around the
+// CoalescingConn) the ack gate is installed, and a QoS 1 publish that reuses the packet id of a delivery the
+// client has not acknowledged (mochifix gives it another id inside mochi) gets its PUBACK with the client's
+// id, promptly: the gate expects the id the client sent, not mochi's.
+func TestHookGateBehindMochifixListener(t *testing.T) {
+	nodes := startSolo(t)
+	s := mqtt.New(&mqtt.Options{InlineClient: true})
+	h := NewHook(nodes[0], s, HookOptions{})
+	f, err := mochifix.Add(s, mochifix.Options{Hooks: []mqtt.Hook{new(auth.AllowHook), h}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddListener(f.Listener(listeners.NewNet("tcp", ln), mochifix.ListenerOptions{Coalesce: true})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Stop(); _ = mochifix.CloseServer(s) })
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	send := func(pk packets.Packet) {
+		t.Helper()
+		pk.ProtocolVersion = 5
+		if err := wire.WritePacket(c, &pk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := func(want byte) packets.Packet {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		pk, err := wire.ReadPacket(r, 5)
+		if err != nil || pk.FixedHeader.Type != want {
+			t.Fatalf("packet type %d (%v), want %d", pk.FixedHeader.Type, err, want)
+		}
+		return pk
+	}
+	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "both-ways", Keepalive: 60, Clean: true}})
+	next(packets.Connack)
+	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "down", Qos: 1}}})
+	next(packets.Suback)
+	if err := s.Publish("down", []byte("delivery"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	delivery := next(packets.Publish) // left unacknowledged
+	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: delivery.PacketID,
+		TopicName: "up", Payload: []byte("own publish")})
+	if ack := next(packets.Puback); ack.PacketID != delivery.PacketID || ack.ReasonCode != 0 {
+		t.Fatalf("PUBACK id %d code %#x, want id %d code 0", ack.PacketID, ack.ReasonCode, delivery.PacketID)
+	}
+	gated := false
+	h.gates.Range(func(any, any) bool { gated = true; return false })
+	if !gated {
+		t.Error("no ack gate installed: the client's connection was not recognised as a CoalescingConn")
 	}
 }

@@ -217,7 +217,7 @@ func (idp *floodIdP) measureValidConnects(t *testing.T, p *idmqProc, end time.Ti
 		if err != nil {
 			t.Fatalf("valid client %d: dial: %v", i, err)
 		}
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}})
+		c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}, AuthHandler: testkit.NoAuthExchange{}})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		start := time.Now()
 		ca, err := c.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("valid-%d", i), CleanStart: true, KeepAlive: 30,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/idmq/idmq/authhook"
 	"github.com/idmq/idmq/broker"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 const (
@@ -245,6 +246,7 @@ func (s *soak) connect(clientID, token string, onPublish func(*paho.Publish)) (*
 	cfg := paho.ClientConfig{
 		Conn:          conn,
 		PacketTimeout: 20 * time.Second,
+		AuthHandler:   testkit.NoAuthExchange{},
 		OnServerDisconnect: func(d *paho.Disconnect) {
 			select {
 			case sc.disconnects <- d:

@@ -3,7 +3,9 @@ package mochifix
 // Defect: mochi v2.7.9 keeps at most the server's maximum in-flight of unacknowledged QoS 1/2 messages per
 // subscriber and drops the rest ("client store quota reached"), even while the subscriber acknowledges as
 // fast as it can: a publisher's PUBACK waits for nobody downstream, so a publisher can run far ahead.
-// Fix: a subscriber whose window is 3/4 full is "behind" until it is back to half. A QoS 1/2 publish to a
+// Fix: a subscriber whose window (max in-flight or the outbound queue, whichever is smaller, or its MQTT 5
+// Receive Maximum when smaller still) is 3/4 full
+// is "behind" until it is back to half. A QoS 1/2 publish to a
 // behind subscriber waits in OnPublish, before routing and before the publisher's PUBACK, so the
 // publisher's read loop stops and TCP pushes back. The wait is bounded:
 //   - at most `wait` per message; a subscriber that makes it expire is "slow" and not waited for again while
@@ -13,7 +15,8 @@ package mochifix
 //   - Stop (server shutdown) releases every waiting publisher.
 // Nobody behind costs one atomic load per QoS 1/2 publish and one in-flight length read per delivery.
 // Upstream: none filed.
-// Proof: TestQoS1SlowSubscriberLosesNothing, TestStalledSubscriberCostsPublishersOneWait (e2e).
+// Proof: TestQoS1SlowSubscriberLosesNothing, TestStalledSubscriberCostsPublishersOneWait (e2e),
+// TestBackpressureWindowIsTheReceiveMaximum (receivemax_test.go).
 // Delete when: mochi holds publishers (or queues beyond the window) instead of dropping.
 
 import (
@@ -40,6 +43,7 @@ type backpressure struct {
 	slow        map[*mqtt.Client]struct{}      // subscribers not waited for again; dropped on disconnect
 	stopped     chan struct{}
 	stopOnce    sync.Once
+	drains      drainState // QoS 0 (qos0pacing.go)
 
 	waits, slowSubscribers prometheus.Counter
 	waitSeconds            prometheus.Counter
@@ -72,7 +76,8 @@ func (h *backpressure) ID() string { return "idmq-backpressure" }
 
 func (h *backpressure) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect:
+	case mqtt.OnPublish, mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnDisconnect,
+		mqtt.OnPublishDropped, mqtt.OnPacketSent:
 		return true
 	}
 	return false
@@ -87,7 +92,8 @@ func (h *backpressure) Stop() error {
 // OnQosPublish runs after mochi stored a delivery in the subscriber's window (in whichever goroutine
 // routed it); a window at the high watermark marks the subscriber behind.
 func (h *backpressure) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
-	if pk.FixedHeader.Type != packets.Publish || cl.State.Inflight.Len() < h.high || cl.Closed() {
+	high, _ := h.watermarks(cl)
+	if pk.FixedHeader.Type != packets.Publish || cl.State.Inflight.Len() < high || cl.Closed() {
 		return // an offline session's window fills by design; nobody waits for it
 	}
 	h.mu.Lock()
@@ -98,9 +104,22 @@ func (h *backpressure) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64,
 	h.mu.Unlock()
 }
 
+// watermarks are the subscriber's: an MQTT 5 client's window is its Receive Maximum when that is smaller
+// than the server's maximum in-flight (what receivemax.go holds beyond it still waits in mochi's store).
+func (h *backpressure) watermarks(cl *mqtt.Client) (high, low int) {
+	rm := int(cl.Properties.Props.ReceiveMaximum)
+	if cl.Properties.ProtocolVersion < 5 || rm == 0 || rm*3/4 >= h.high {
+		return h.high, h.low
+	}
+	return max(1, rm*3/4), rm / 2
+}
+
 // OnQosComplete runs in the subscriber's read loop when it acknowledged a delivery.
 func (h *backpressure) OnQosComplete(cl *mqtt.Client, _ packets.Packet) {
-	if h.behindCount.Load() == 0 || cl.State.Inflight.Len() > h.low {
+	if h.behindCount.Load() == 0 {
+		return
+	}
+	if _, low := h.watermarks(cl); cl.State.Inflight.Len() > low {
 		return
 	}
 	h.release(cl)
@@ -193,6 +212,6 @@ func (h *backpressure) markSlow(cl *mqtt.Client) {
 		return
 	}
 	h.slowSubscribers.Inc()
-	h.log.Warn("subscriber is not keeping up with its QoS 1/2 messages; publishers no longer wait for it and messages beyond mqtt.max_inflight are dropped until it reconnects",
+	h.log.Warn("subscriber is not keeping up with its messages; publishers no longer wait for it and what exceeds its window (mqtt.max_inflight) or queue (mqtt.outbound_queue) is dropped until it reconnects",
 		"client", cl.ID, "listener", cl.Net.Listener, "inflight", cl.State.Inflight.Len(), "waited", h.wait)
 }

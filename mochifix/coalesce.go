@@ -50,7 +50,7 @@ func (c *CoalescingConn) SetAckGate(g AckGate) {
 func (c *CoalescingConn) WriteReleased(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.writeLocked(p)
+	return c.writeLocked(p, isPublishAck(p))
 }
 
 const (
@@ -62,6 +62,16 @@ const (
 
 // NewCoalescingConn wraps c.
 func NewCoalescingConn(c net.Conn) *CoalescingConn { return &CoalescingConn{Conn: c} }
+
+// CoalescingConnOf returns the CoalescingConn under conn, as mochi's client holds it: Listener puts the Receive
+// Maximum window (receivemax.go) around it.
+func CoalescingConnOf(conn net.Conn) (*CoalescingConn, bool) {
+	if w, ok := conn.(*windowConn); ok {
+		conn = w.Conn
+	}
+	c, ok := conn.(*CoalescingConn)
+	return c, ok
+}
 
 // Read flushes what is held, then reads. Reads happen on the client's read loop only.
 func (c *CoalescingConn) Read(p []byte) (int, error) {
@@ -83,17 +93,24 @@ func (c *CoalescingConn) Read(p []byte) (int, error) {
 
 // Write holds an acknowledgement while the read loop has input in hand, and writes anything else through,
 // after what is held.
-func (c *CoalescingConn) Write(p []byte) (int, error) {
+func (c *CoalescingConn) Write(p []byte) (int, error) { return c.write(p, isPublishAck(p)) }
+
+// writeFromReadLoop is Write for packets the read loop itself sends because of what it read: the
+// deliveries an acknowledgement releases from a Receive Maximum window (receivemax.go) go out with the
+// batch's acknowledgements, in one write(2).
+func (c *CoalescingConn) writeFromReadLoop(p []byte) (int, error) { return c.write(p, true) }
+
+func (c *CoalescingConn) write(p []byte, holdable bool) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gate != nil && isGatedAck(p) && c.gate.Hold(p) {
 		return len(p), nil
 	}
-	return c.writeLocked(p)
+	return c.writeLocked(p, holdable)
 }
 
-func (c *CoalescingConn) writeLocked(p []byte) (int, error) {
-	if c.holding && isPublishAck(p) && len(c.held)+len(p) <= maxHeldBytes && !c.closed.Load() {
+func (c *CoalescingConn) writeLocked(p []byte, holdable bool) (int, error) {
+	if c.holding && holdable && len(c.held)+len(p) <= maxHeldBytes && !c.closed.Load() {
 		c.held = append(c.held, p...)
 		return len(p), nil
 	}

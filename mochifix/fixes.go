@@ -31,6 +31,10 @@ type Options struct {
 	// SlowSubscriberWait is how long a QoS 1/2 publisher may wait for a subscriber that is behind
 	// (backpressure.go); 0 turns that fix off and mochi drops what exceeds a subscriber's window.
 	SlowSubscriberWait time.Duration
+	// SkipAuthMethodEcho leaves the Authentication Method out of a successful CONNACK, against MQTT 5
+	// [MQTT-4.12.0-5] (authmethod.go), for clients that cannot take it: paho.golang up to v0.23 at least
+	// panics on such a CONNACK unless its ClientConfig.AuthHandler is set.
+	SkipAuthMethodEcho bool
 	// Logger defaults to discarding; Registerer, if set, receives the backpressure metrics.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -57,10 +61,10 @@ type Fixes struct {
 }
 
 // Add adds opts.Hooks and then every fix hook to server, in the one order that works: your hooks (so a
-// refused CONNECT or publish is refused before any fix acts on it), the send quota off (quota.go), the
-// backpressure wait (backpressure.go), and last the store with its fixes and the write-ahead log, which
-// must see only publishes no other hook can still reject or change. Add no hook that provides OnPublish
-// after Add.
+// refused CONNECT or publish is refused before any fix acts on it), the send quota off (quota.go) and
+// the Receive Maximum enforced instead (receivemax.go), the backpressure wait (backpressure.go), and last
+// the store with its fixes and the write-ahead log, which must see only publishes no other hook can still
+// reject or change. Add no hook that provides OnPublish after Add.
 //
 // Call it before server.Serve; add listeners through Fixes.Listener; after server.Serve, call Start. If
 // Add fails, nothing it opened is left open (the hooks it did add stay on the server; close or drop it).
@@ -87,9 +91,26 @@ func Add(server *mqtt.Server, opts Options) (*Fixes, error) {
 	if err := server.AddHook(new(publishKeepsUserProperties), nil); err != nil {
 		return nil, err
 	}
+	if !opts.SkipAuthMethodEcho {
+		if err := server.AddHook(new(authMethodEcho), nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := server.AddHook(new(packetIDSpaces), nil); err != nil {
+		return nil, err
+	}
+	receiveMax := &receiveMaximum{maxInflight: int(server.Options.Capabilities.MaximumInflight)}
+	if err := server.AddHook(receiveMax, nil); err != nil {
+		return nil, err
+	}
 	if opts.SlowSubscriberWait > 0 {
-		maxInflight := int(server.Options.Capabilities.MaximumInflight)
-		f.slow = newBackpressure(server, maxInflight, opts.SlowSubscriberWait, f.log, opts.Registerer)
+		// The window is bounded by the outbound queue too: mochi drops a QoS 1/2 delivery that finds the queue
+		// full and deletes its in-flight record, after the publisher had its PUBACK (TestQoS1BurstFitsTheOutboundQueue).
+		window := int(server.Options.Capabilities.MaximumInflight)
+		if q := int(server.Options.Capabilities.MaximumClientWritesPending); q > 0 && q < window {
+			window = q
+		}
+		f.slow = newBackpressure(server, window, opts.SlowSubscriberWait, f.log, opts.Registerer)
 		if err := server.AddHook(f.slow, nil); err != nil {
 			return nil, err
 		}

@@ -1,17 +1,21 @@
 package mochifix
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
+	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -110,5 +114,68 @@ func TestAddThatFailsReleasesTheLog(t *testing.T) {
 	defer f.Close()
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		t.Fatalf("the log is still locked: %v", err)
+	}
+}
+
+// TestQoS1BurstFitsTheOutboundQueue: with an outbound queue (16) smaller than the in-flight window (64), a
+// burst of QoS 1 publishes reaches a subscriber that acknowledges as fast as it reads, every message: the
+// backpressure window is bounded by the queue too. mochi drops a QoS 1 delivery that finds the queue full
+// and deletes its in-flight record after the publisher had its PUBACK, so without the bound some are lost.
+func TestQoS1BurstFitsTheOutboundQueue(t *testing.T) {
+	const total = 2000
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClientWritesPending = 16
+	caps.MaximumInflight = 64
+	s := mqtt.New(&mqtt.Options{Logger: quietLog(), Capabilities: caps})
+	f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddListener(f.Listener(listeners.NewNet("tcp", ln), ListenerOptions{})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = CloseServer(s) })
+	sub := subscribeV5(t, ln.Addr().String(), "reader", 0, "burst")
+	pub := subscribeV5(t, ln.Addr().String(), "burster", 0, "unused")
+	var burst bytes.Buffer
+	for i := range total {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 5,
+			PacketID: uint16(i + 1), TopicName: "burst", Payload: []byte(strconv.Itoa(i))}
+		if err := pk.PublishEncode(&burst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { _, _ = pub.c.Write(burst.Bytes()) }()
+	go func() { // the publisher's PUBACKs, read so that its connection never blocks the server's writer
+		for {
+			if _, ok := pub.next(10 * time.Second); !ok {
+				return
+			}
+		}
+	}()
+	seen := map[string]bool{}
+	for len(seen) < total {
+		pk, ok := sub.next(5 * time.Second)
+		if !ok {
+			break
+		}
+		if pk.FixedHeader.Type != packets.Publish {
+			continue
+		}
+		seen[string(pk.Payload)] = true
+		sub.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	if len(seen) != total {
+		t.Fatalf("%d of %d acknowledged QoS 1 messages delivered (%d counted dropped)", len(seen), total, s.Info.MessagesDropped)
 	}
 }

@@ -133,6 +133,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		if l.opts.Coalesce {
 			c = NewCoalescingConn(c)
 		}
+		c = newWindowConn(c) // holds what exceeds the client's Receive Maximum (receivemax.go)
 		// Refusals are logged, with their reason, by the hook that refused; mochi's listener would add a
 		// second, message-less warning for each.
 		if err := establish(id, c); err != nil && l.log != nil {

@@ -4,9 +4,8 @@ package mochifix
 // each packet the client sends, calls Inflight.NextImmediate, which takes the in-flight read lock twice. A
 // publisher waiting for the write lock in between blocks both goroutines forever (at once under QoS 1
 // fan-in).
-// Fix: turn the quota off once the session is established, which keeps mochi on its 3.1.1 path. The cost:
-// QoS 1/2 deliveries are not held back at the client's Receive Maximum; the server's maximum in-flight
-// still bounds what is kept per client.
+// Fix: turn the quota off once the session is established, which keeps mochi on its 3.1.1 path; the
+// client's Receive Maximum is then enforced by receivemax.go.
 // Upstream: none filed.
 // Proof: TestQoS1FanInToClientWithReceiveMaximum (e2e).
 // Delete when: mochi's Inflight.NextImmediate takes its lock once.

@@ -52,6 +52,7 @@ func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) { c.Disconnects <- Disconnect{d, time.Now()} },
 		OnClientError:      func(error) {},
+		AuthHandler:        NoAuthExchange{},
 	})
 	if cp.KeepAlive == 0 {
 		cp.KeepAlive = 30
@@ -66,6 +67,14 @@ func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.
 	}
 	return c, ca, err
 }
+
+// NoAuthExchange is the AuthHandler a paho.golang client needs when it sends an Authentication Method:
+// paho.golang v0.23.0 calls AuthHandler.Authenticated, without a nil check, on a successful CONNACK that
+// repeats the method, as MQTT 5 requires [MQTT-4.12.0-5]. idmq never continues an exchange (AUTH 0x18).
+type NoAuthExchange struct{}
+
+func (NoAuthExchange) Authenticate(*paho.Auth) *paho.Auth { return &paho.Auth{ReasonCode: 0x18} }
+func (NoAuthExchange) Authenticated()                     {}
 
 // packetLocked makes paho.golang write each packet whole. paho writes a packet's parts with one Write each
 // (net.Buffers) while other goroutines of its own write too (acknowledgements, PINGREQ); it holds the

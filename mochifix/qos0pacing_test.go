@@ -1,0 +1,79 @@
+package mochifix
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// TestQoS0BurstIsPacedNotDropped: a burst of QoS 0 publishes far larger than the subscriber's outbound
+// queue (16 here) reaches a subscriber that reads as fast as it can, every message, in order; without the
+// backpressure fix mochi drops most of it.
+func TestQoS0BurstIsPacedNotDropped(t *testing.T) {
+	const total = 3000
+	for _, tc := range []struct {
+		wait     time.Duration
+		lossless bool
+	}{{2 * time.Second, true}, {0, false}} {
+		caps := mqtt.NewDefaultServerCapabilities()
+		caps.MaximumClientWritesPending = 16
+		s := mqtt.New(&mqtt.Options{Logger: quietLog(), Capabilities: caps})
+		f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: tc.wait})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddListener(f.Listener(listeners.NewNet("tcp", ln), ListenerOptions{})); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Serve(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = CloseServer(s) })
+		sub := subscribeV5(t, ln.Addr().String(), "reader", 0, "unused")
+		sub.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 2,
+			Filters: packets.Subscriptions{{Filter: "burst", Qos: 0}}})
+		sub.expectType(packets.Suback)
+		pub := subscribeV5(t, ln.Addr().String(), "burster", 0, "unused")
+		var burst bytes.Buffer
+		for i := range total {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 5,
+				TopicName: "burst", Payload: []byte(strconv.Itoa(i))}
+			if err := pk.PublishEncode(&burst); err != nil {
+				t.Fatal(err)
+			}
+		}
+		go func() { _, _ = pub.c.Write(burst.Bytes()) }()
+		got, inOrder := 0, true
+		for got < total {
+			pk, ok := sub.next(3 * time.Second)
+			if !ok {
+				break
+			}
+			if pk.FixedHeader.Type != packets.Publish {
+				continue
+			}
+			if string(pk.Payload) != fmt.Sprint(got) {
+				inOrder = false
+			}
+			got++
+		}
+		if lossless := got == total && inOrder; lossless != tc.lossless {
+			t.Errorf("slow_subscriber_wait %v: %d of %d QoS 0 messages, in order %v; want all in order: %v", tc.wait, got, total, inOrder, tc.lossless)
+		}
+	}
+}
