@@ -76,7 +76,9 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 			k.bad.Add(1)
 			return
 		}
-		k.lastSeq.Store(meta.Sequence.Stream)
+		// Stored once the message is handled: LastSeq never names a message still being delivered, which a
+		// persistent session's cursor relies on (sessions.go).
+		defer k.lastSeq.Store(meta.Sequence.Stream)
 		data := jm.Data()
 		if !opts.IncludeOwn && originIs(data, node) {
 			return
@@ -115,7 +117,8 @@ func (k *Consumer) Stop() {
 	}
 }
 
-// LastSeq is the stream sequence of the last message read (skipped own messages included).
+// LastSeq is the stream sequence of the last message handled: passed to fn and fn returned, or skipped (own
+// messages included).
 func (k *Consumer) LastSeq() uint64 { return k.lastSeq.Load() }
 
 // Unreadable counts stream messages skipped because their envelope could not be decoded.

@@ -38,6 +38,7 @@ type Hook struct {
 	owners   *owners
 	identity func(*mqtt.Client) string
 	consumer *Consumer
+	sessions *sessions
 }
 
 // HookOptions complete a Hook.
@@ -47,6 +48,9 @@ type HookOptions struct {
 	Identity func(*mqtt.Client) string
 	// Registerer, if set, receives the idmq_cluster_* routing metrics.
 	Registerer prometheus.Registerer
+	// ReadAllowed is the ACL's read check (mochi's OnACLCheck with write false) for messages a resumed
+	// session gets from the stream, which bypass mochi's delivery. Nil: nothing is replayed.
+	ReadAllowed func(cl *mqtt.Client, topic string, write bool) bool
 }
 
 var _ mqtt.Hook = (*Hook)(nil)
@@ -69,6 +73,7 @@ func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 		h.identity = func(cl *mqtt.Client) string { return string(cl.Properties.Username) }
 	}
 	h.owners = newOwners(c, server, h.metrics.takeovers.Inc)
+	h.sessions = newSessions(h, o.ReadAllowed)
 	return h
 }
 
@@ -76,7 +81,9 @@ func (h *Hook) ID() string { return "idmq-cluster" }
 
 func (h *Hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect,
+		mqtt.OnPublished, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnSubscribed,
+		mqtt.OnUnsubscribed, mqtt.OnQosComplete:
 		return true
 	}
 	return false
@@ -102,11 +109,13 @@ func (h *Hook) Start(ctx context.Context) error {
 		return err
 	}
 	h.consumer = k
+	h.sessions.start()
 	return nil
 }
 
 // Stop ends routing in and the retained watch.
 func (h *Hook) Stop() error {
+	h.sessions.close()
 	if h.consumer != nil {
 		h.consumer.Stop()
 	}
@@ -118,8 +127,11 @@ func (h *Hook) Stop() error {
 // OnConnect claims the client id for this node: a connection of the same client on another node ends, another
 // user's client id is refused (ClientIDTaken), and a node that cannot reach the bucket refuses the client.
 func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
-	err := h.owners.claim(cl, h.identity(cl))
+	existed, err := h.owners.claim(cl, h.identity(cl))
 	if err == nil {
+		if existed {
+			h.sessions.hadOwner.Store(cl, struct{}{})
+		}
 		return nil
 	}
 	kind := refusal.ClusterUnavailable
@@ -149,8 +161,12 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	}
 	start := time.Now()
+	h.sessions.gate.enter(cl) // until OnPublished: in the stream, not yet delivered here
 	ack, err := h.c.PublishAsync(&msg)
 	if err != nil {
+		if pk.FixedHeader.Qos > 0 { // refused: mochi will not deliver it (QoS 0 is, and calls OnPublished)
+			h.sessions.gate.exit(cl)
+		}
 		return h.refuse(cl, pk, err)
 	}
 	h.metrics.out.Inc()
@@ -162,6 +178,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 	}
 	if _, err := ack.Wait(context.Background()); err != nil { // bounded by OpTimeout
+		h.sessions.gate.exit(cl)
 		return h.refuse(cl, pk, err)
 	}
 	h.metrics.latency.Observe(time.Since(start).Seconds())
@@ -204,7 +221,9 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if g, ok := h.gates.LoadAndDelete(cl); ok {
 		g.(*ackGate).close()
 	}
+	h.sessions.gate.exit(cl) // a publish its connection's failure kept from mochi's delivery
 	if !cl.Net.Inline {
+		h.sessions.disconnected(cl, expire)
 		h.owners.release(cl, expire)
 	}
 }
@@ -236,6 +255,9 @@ func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
 // compares the publishing client id, the ACL is checked per subscriber by mochi. Its retained copy comes from
 // the bucket, not from here, so the routed packet is not retained again.
 func (h *Hook) deliver(d Delivery) {
+	h.sessions.routeMu.Lock() // a resumed session's hand-over pauses routing (sessions_resume.go)
+	defer h.sessions.routeMu.Unlock()
+	defer h.sessions.routedSeq.Store(d.Seq)
 	pk, ok := packetOf(&d.Message, h.c.opts.Now())
 	if !ok {
 		return // expired on its way
