@@ -39,7 +39,7 @@ type sessions struct {
 	gate      localGate
 	routeMu   sync.Mutex    // held while a routed message is injected, and by a resume handing over to live
 	routedSeq atomic.Uint64 // the last other nodes' message injected here; written under routeMu
-	switchMu  sync.Mutex // one hand-over at a time
+	switchMu  sync.Mutex    // one hand-over at a time
 
 	byClient  sync.Map // *mqtt.Client -> *session
 	byID      sync.Map // client id -> *session, the latest of that id here

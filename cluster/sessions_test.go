@@ -254,5 +254,3 @@ func TestDisjointSubjects(t *testing.T) {
 		})
 	}
 }
-
-
