@@ -191,6 +191,13 @@ func (r *replay) handOver() (bool, error) {
 			return false, err
 		}
 		end := info.State.LastSeq
+		ctx, cancel = context.WithTimeout(context.Background(), m.c.opts.OpTimeout)
+		ci, err := r.cons.Info(ctx) // what the consumer has now: every message up to end, so no fetch waits
+		cancel()
+		if err != nil {
+			return false, err
+		}
+		r.left = ci.NumPending
 		for {
 			if len(r.buf) == 0 {
 				if r.left == 0 || r.next > end {
