@@ -44,17 +44,18 @@ var (
 )
 
 type replay struct {
-	m     *sessions
-	s     *session
-	cl    *mqtt.Client
-	node  string
-	idx   *mqtt.TopicsIndex // the session's subscriptions, as mochi would match them
-	subjs []string          // FilterSubjects of the replayed subscriptions
-	cons  jetstream.Consumer
-	next  uint64     // first stream sequence not read yet
-	left  uint64     // messages for the consumer after the last one read
-	buf   []Delivery // read, not handled yet
-	limit int        // window during the catch-up
+	m      *sessions
+	s      *session
+	cl     *mqtt.Client
+	node   string
+	idx    *mqtt.TopicsIndex // the session's subscriptions, as mochi would match them
+	subjs  []string          // FilterSubjects of the replayed subscriptions
+	cons   jetstream.Consumer
+	next   uint64     // first stream sequence not read yet
+	left   uint64     // messages for the consumer after the last one read
+	buf    []Delivery // read, not handled yet
+	limit  int        // window during the catch-up
+	reopen bool       // the consumer must be created again from next
 }
 
 // resume runs a resumed session's replay and hand-over; a failed one ends the connection, so the client
@@ -105,19 +106,50 @@ func (m *sessions) newReplay(s *session) *replay {
 	return r
 }
 
+// resumeWithin bounds how long a resume keeps trying JetStream calls that fail: just after a node's death
+// they time out until the stream's leader is elected again.
+const resumeWithin = 30 * time.Second
+
 func (r *replay) run() error {
+	deadline := time.Now().Add(resumeWithin)
 	if len(r.subjs) > 0 {
-		if err := r.open(); err != nil {
-			return err
+		for err := r.open(); err != nil; err = r.open() {
+			if r.cl.Closed() {
+				return errClientGone
+			}
+			if time.Now().After(deadline) {
+				return err
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	}
 	for {
+		if r.reopen {
+			if err := r.open(); err != nil {
+				if r.cl.Closed() {
+					return errClientGone
+				}
+				if time.Now().After(deadline) {
+					return err
+				}
+				time.Sleep(250 * time.Millisecond)
+				continue
+			}
+		}
 		if err := r.catchUp(); err != nil {
 			return err
 		}
 		done, err := r.handOver()
-		if done || err != nil {
-			return err
+		if done {
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, errClientGone) || errors.Is(err, errReplayStalled) || time.Now().After(deadline) {
+				return err
+			}
+			// Most likely the stream's leader moved: read on from where the replay stands, with a new consumer.
+			r.closeConsumer()
+			r.reopen = r.cons != nil
 		}
 	}
 }
@@ -198,12 +230,14 @@ func (r *replay) handOver() (bool, error) {
 			return false, err
 		}
 		r.left = ci.NumPending
+		var skipped uint64 // the first message left to live delivery: where to read again if this fails
 		for {
 			if len(r.buf) == 0 {
 				if r.left == 0 || r.next > end {
 					break
 				}
 				if err := r.fetch(); err != nil {
+					r.rewind(skipped)
 					return false, err
 				}
 				continue
@@ -214,9 +248,13 @@ func (r *replay) handOver() (bool, error) {
 			}
 			r.buf = r.buf[1:]
 			if d.Origin != r.node && d.Seq > routed {
+				if skipped == 0 {
+					skipped = d.Seq
+				}
 				continue // routing delivers it once live
 			}
 			if err := r.deliver(&d, true); err != nil {
+				r.rewind(skipped)
 				return false, err
 			}
 		}
@@ -224,6 +262,15 @@ func (r *replay) handOver() (bool, error) {
 	r.goLive()
 	r.s.replaying.Store(false)
 	return true, nil
+}
+
+// rewind makes the next fetch read from seq again (a failed hand-over left messages from seq on to live
+// delivery, which did not start); own messages after it that were delivered come again.
+func (r *replay) rewind(seq uint64) {
+	if seq == 0 {
+		return
+	}
+	r.buf, r.next = nil, seq
 }
 
 // goLive puts the session's subscriptions into mochi's topic tree; one the client made meanwhile stays as
@@ -336,7 +383,7 @@ func (r *replay) open() error {
 	if err != nil {
 		return err
 	}
-	r.cons = cons
+	r.cons, r.reopen = cons, false
 	r.left = cons.CachedInfo().NumPending
 	return nil
 }
@@ -350,9 +397,11 @@ func (r *replay) closeConsumer() {
 	_ = r.m.c.b.stream.DeleteConsumer(ctx, r.cons.CachedInfo().Name)
 }
 
-// fetch reads the next batch into r.buf; a consumer lost with its server is created again where it stopped.
+// fetch reads the next batch into r.buf; a consumer lost with its server is created again where it stopped,
+// for up to resumeWithin.
 func (r *replay) fetch() error {
-	for attempt := 0; ; attempt++ {
+	deadline := time.Now().Add(resumeWithin)
+	for {
 		n := int(min(uint64(replayBatch), max(r.left, 1)))
 		batch, err := r.cons.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
 		got := 0
@@ -378,12 +427,15 @@ func (r *replay) fetch() error {
 			}
 			return nil
 		}
-		if attempt == 2 {
+		if time.Now().After(deadline) || r.cl.Closed() {
 			return err
 		}
 		r.closeConsumer()
-		if err := r.open(); err != nil {
-			return err
+		for r.open() != nil {
+			if time.Now().After(deadline) || r.cl.Closed() {
+				return err
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	}
 }

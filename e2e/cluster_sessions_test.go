@@ -162,13 +162,49 @@ func TestClusterSessionSubscriberNodeKilled(t *testing.T) {
 			waitReady(t, b, 20*time.Second)
 			close(stopFirst)
 
-			moved, ca := sessionClient(t, b, "victim", false)
-			if !ca.SessionPresent {
-				t.Error("CONNACK on B after the kill: session present = false")
-			}
+			// A client that loses its node reconnects to another with clean_start=false, and again whenever the
+			// connection ends (B refuses with 0x88 until the buckets A led have new leaders).
 			stopSecond := make(chan struct{})
-			defer close(stopSecond)
-			go drainInto(moved, stopSecond)
+			var reconnecting sync.WaitGroup
+			defer func() { close(stopSecond); reconnecting.Wait() }()
+			presentOnce := make(chan bool, 1)
+			reconnecting.Go(func() {
+				token, expiry := b.token("alice"), uint32(3600)
+				for {
+					select {
+					case <-stopSecond:
+						return
+					default:
+					}
+					c, ca, err := testkit.ConnectV5(t, dialV5(t, b, "tcp", nil), &paho.Connect{ClientID: "victim", CleanStart: false,
+						Username: "alice", UsernameFlag: true, Password: []byte(token), PasswordFlag: true,
+						Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+					if err != nil {
+						time.Sleep(250 * time.Millisecond)
+						continue
+					}
+					select {
+					case presentOnce <- ca.SessionPresent:
+					default:
+					}
+					stopThis := make(chan struct{})
+					go drainInto(c, stopThis)
+					select {
+					case <-c.Done():
+						t.Log("the resumed subscriber's connection ended; reconnecting")
+					case <-stopSecond:
+					}
+					close(stopThis)
+				}
+			})
+			select {
+			case present := <-presentOnce:
+				if !present {
+					t.Error("CONNACK on B after the kill: session present = false")
+				}
+			case <-time.After(40 * time.Second):
+				t.Fatal("the subscriber could not reconnect to B within 40s of the kill")
+			}
 			ok := <-acked
 			deadline := time.Now().Add(60 * time.Second)
 			for {
