@@ -314,9 +314,13 @@ func (m *sessions) acked(cl *mqtt.Client) {
 func (m *sessions) disconnected(cl *mqtt.Client, expire bool) {
 	s := m.of(cl)
 	if s == nil {
+		m.hadOwner.Delete(cl) // a connection that ended before its session was established
+		m.resumable.Delete(cl)
 		return
 	}
 	defer close(s.final)
+	m.hadOwner.Delete(cl)
+	m.resumable.Delete(cl)
 	m.byClient.Delete(cl)
 	m.byID.CompareAndDelete(cl.ID, s)
 	if cl.IsTakenOver() {
