@@ -62,8 +62,8 @@
 // it starts at the stream's end and passes every message published by OTHER nodes, in stream order, to the
 // broker, which delivers it to its local subscribers (the node's own messages were delivered locally already).
 // No durable consumer per subscription or per session (nats-server #3116, #6191): a persistent session is a
-// cursor, a stream sequence; resuming it on any node replays the stream from the cursor (Consume with StartSeq,
-// IncludeOwn and the session's FilterSubjects).
+// cursor, a stream sequence; resuming it on any node replays the stream from the cursor through a short-lived
+// ephemeral consumer filtered to the session's FilterSubjects, deleted when the replay ends.
 //
 // # Persistent sessions
 //
