@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -48,28 +47,6 @@ type sessions struct {
 
 	stop chan struct{}
 	done chan struct{}
-}
-
-// sessionRecord is a persistent session as idmq-sessions holds it (JSON, key ClientKey(client id)).
-type sessionRecord struct {
-	Client       string       `json:"client"`
-	User         string       `json:"user"` // only the same identity resumes it, as for a takeover
-	Node         string       `json:"node"` // the node that wrote it
-	Protocol     byte         `json:"protocol"`
-	Expiry       uint32       `json:"expiry"` // session expiry interval, seconds
-	Cursor       uint64       `json:"cursor"`
-	Subs         []sessionSub `json:"subs"`
-	Updated      int64        `json:"updated"`                // unix seconds of the write
-	Disconnected int64        `json:"disconnected,omitempty"` // unix seconds; 0 while connected
-}
-
-type sessionSub struct {
-	Filter            string `json:"filter"`
-	QoS               byte   `json:"qos"`
-	NoLocal           bool   `json:"no_local,omitempty"`
-	RetainAsPublished bool   `json:"rap,omitempty"`
-	RetainHandling    byte   `json:"rh,omitempty"`
-	Identifier        int    `json:"id,omitempty"`
 }
 
 // session is one connected persistent session here.
@@ -354,31 +331,6 @@ func (m *sessions) dropLocal(cl *mqtt.Client) {
 	}
 }
 
-// write stores s's record if this node still owns the client (a node that lost it must not overwrite the
-// new owner's record). disconnected is the unix time the client left, 0 while connected.
-func (m *sessions) write(s *session, disconnected int64) {
-	if !m.h.owners.owns(s.cl) {
-		return
-	}
-	s.mu.Lock()
-	rec := sessionRecord{Client: s.cl.ID, User: s.user, Node: m.c.cfg.Node, Protocol: s.cl.Properties.ProtocolVersion,
-		Expiry: m.expiryOf(s.cl), Cursor: s.cursor, Updated: m.c.opts.Now().Unix(), Disconnected: disconnected}
-	for _, sub := range s.subs {
-		rec.Subs = append(rec.Subs, recordSub(sub))
-	}
-	s.dirty = false
-	s.mu.Unlock()
-	v, _ := json.Marshal(rec)
-	ctx, cancel := context.WithTimeout(context.Background(), m.c.opts.OpTimeout)
-	defer cancel()
-	if _, err := m.c.b.sessions.Put(ctx, ClientKey(s.cl.ID), v); err != nil {
-		s.mu.Lock()
-		s.dirty = true // the flush loop tries again
-		s.mu.Unlock()
-		m.log.Warn("cluster: session not stored", "client", s.cl.ID, "err", fmt.Errorf("cluster: %w", err))
-	}
-}
-
 // flushLoop moves cursors of quiet sessions and writes changed records, once a flushInterval.
 func (m *sessions) flushLoop() {
 	defer close(m.done)
@@ -402,87 +354,6 @@ func (m *sessions) flushLoop() {
 			return true
 		})
 	}
-}
-
-func recordSub(sub packets.Subscription) sessionSub {
-	return sessionSub{Filter: sub.Filter, QoS: sub.Qos, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished,
-		RetainHandling: sub.RetainHandling, Identifier: sub.Identifier}
-}
-
-func (r sessionSub) subscription() packets.Subscription {
-	return packets.Subscription{Filter: r.Filter, Qos: r.QoS, NoLocal: r.NoLocal, RetainAsPublished: r.RetainAsPublished,
-		RetainHandling: r.RetainHandling, Identifier: r.Identifier}
-}
-
-// localGate counts local publishes between the cluster hook's OnPublish (sent to the stream) and OnPublished
-// (delivered here). busy means a message already in the stream may not be delivered here yet. close stops new
-// ones and waits for those in progress: a resume hands over to live delivery while nothing is half done.
-// A publish mochi never delivers (its connection failed in between) is forgotten at disconnect.
-type localGate struct {
-	n       atomic.Int64
-	closed  atomic.Bool
-	mu      sync.Mutex
-	reopen  chan struct{} // closed when the gate opens again
-	pending sync.Map      // non-inline *mqtt.Client with a publish in progress
-}
-
-func (g *localGate) enter(cl *mqtt.Client) {
-	for {
-		g.n.Add(1)
-		if !g.closed.Load() {
-			break
-		}
-		g.n.Add(-1)
-		g.mu.Lock()
-		ch := g.reopen
-		g.mu.Unlock()
-		if ch != nil {
-			<-ch
-		}
-	}
-	if !cl.Net.Inline {
-		if _, loaded := g.pending.LoadOrStore(cl, struct{}{}); loaded {
-			g.n.Add(-1) // its previous publish never reached OnPublished
-		}
-	}
-}
-
-func (g *localGate) exit(cl *mqtt.Client) {
-	if cl.Net.Inline {
-		g.n.Add(-1)
-		return
-	}
-	if _, ok := g.pending.LoadAndDelete(cl); ok {
-		g.n.Add(-1)
-	}
-}
-
-func (g *localGate) busy() bool { return g.n.Load() != 0 }
-
-// shut closes the gate and waits up to within for the publishes in progress; false (gate open again) if they
-// did not finish.
-func (g *localGate) shut(within time.Duration) bool {
-	g.mu.Lock()
-	g.reopen = make(chan struct{})
-	g.mu.Unlock()
-	g.closed.Store(true)
-	deadline := time.Now().Add(within)
-	for g.n.Load() != 0 {
-		if time.Now().After(deadline) {
-			g.open()
-			return false
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-	return true
-}
-
-func (g *localGate) open() {
-	g.closed.Store(false)
-	g.mu.Lock()
-	close(g.reopen)
-	g.reopen = nil
-	g.mu.Unlock()
 }
 
 // The cluster hook's part in persistent sessions (Provides lists these).

@@ -9,7 +9,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idmq/idmq/mochifix"
@@ -139,10 +138,16 @@ func (r *replay) run() error {
 		if err := r.catchUp(); err != nil {
 			return err
 		}
+		// The hand-over does not wait for acknowledgements (the client's own publishes wait while it runs, so it
+		// might not read them): leave room in the window first, or live delivery would find it full after.
+		if err := r.room(false, r.limit/2); err != nil {
+			return err
+		}
 		done, err := r.handOver()
 		if done {
 			return nil
 		}
+		time.Sleep(100 * time.Millisecond) // local publishes did not settle: let them run before the next try
 		if err != nil {
 			if errors.Is(err, errClientGone) || errors.Is(err, errReplayStalled) || time.Now().After(deadline) {
 				return err
@@ -319,7 +324,7 @@ func (r *replay) deliver(d *Delivery, handingOver bool) error {
 	pk.FixedHeader.Qos = min(pk.FixedHeader.Qos, sub.Qos, srv.Options.Capabilities.MaximumQos)
 	pk.PacketID = 0
 	if pk.FixedHeader.Qos > 0 {
-		if err := r.room(handingOver); err != nil {
+		if err := r.room(handingOver, r.limit); err != nil {
 			return err
 		}
 		id, err := r.cl.NextPacketID() // [MQTT-4.3.2-1]
@@ -340,15 +345,15 @@ func (r *replay) deliver(d *Delivery, handingOver bool) error {
 	return nil
 }
 
-// room waits until the client's window has room. During the hand-over (everything else held) only mochi's
-// own limit, the server's maximum in flight, applies, and only for OpTimeout.
-func (r *replay) room(handingOver bool) error {
-	limit := r.limit
+// room waits until the client has fewer than limit messages in flight. During the hand-over (everything else
+// held) only mochi's own limit, the server's maximum in flight, applies, and only for OpTimeout.
+func (r *replay) room(handingOver bool, limit int) error {
 	var deadline time.Time
 	if handingOver {
 		limit = int(r.m.h.server.Options.Capabilities.MaximumInflight)
 		deadline = time.Now().Add(r.m.c.opts.OpTimeout)
 	}
+	limit = max(limit, 1)
 	for r.cl.State.Inflight.Len() >= limit {
 		if r.cl.Closed() {
 			return errClientGone
@@ -365,108 +370,3 @@ func (r *replay) room(handingOver bool) error {
 	}
 	return nil
 }
-
-// open creates the replay's consumer from r.next.
-func (r *replay) open() error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.m.c.opts.OpTimeout)
-	defer cancel()
-	cons, err := r.m.c.b.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		Description:       "idmq: replay of a resumed session on " + r.node,
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       r.next,
-		AckPolicy:         jetstream.AckNonePolicy,
-		FilterSubjects:    r.subjs,
-		InactiveThreshold: time.Minute, // removed by the server if this node dies meanwhile
-		MemoryStorage:     true,
-		Replicas:          1,
-	})
-	if err != nil {
-		return err
-	}
-	r.cons, r.reopen = cons, false
-	r.left = cons.CachedInfo().NumPending
-	return nil
-}
-
-func (r *replay) closeConsumer() {
-	if r.cons == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), r.m.c.opts.OpTimeout)
-	defer cancel()
-	_ = r.m.c.b.stream.DeleteConsumer(ctx, r.cons.CachedInfo().Name)
-}
-
-// fetch reads the next batch into r.buf; a consumer lost with its server is created again where it stopped,
-// for up to resumeWithin.
-func (r *replay) fetch() error {
-	deadline := time.Now().Add(resumeWithin)
-	for {
-		n := int(min(uint64(replayBatch), max(r.left, 1)))
-		batch, err := r.cons.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
-		got := 0
-		if err == nil {
-			for msg := range batch.Messages() {
-				meta, merr := msg.Metadata()
-				if merr != nil {
-					continue
-				}
-				got++
-				r.next, r.left = meta.Sequence.Stream+1, meta.NumPending
-				dm, derr := decodeEnvelope(msg.Data())
-				if derr != nil {
-					continue
-				}
-				r.buf = append(r.buf, Delivery{Message: dm, Seq: meta.Sequence.Stream})
-			}
-			err = batch.Error()
-		}
-		if got > 0 || (err == nil || errors.Is(err, jetstream.ErrNoMessages)) && got == 0 {
-			if got == 0 {
-				r.left = 0 // nothing more (messages counted earlier may have aged out)
-			}
-			return nil
-		}
-		if time.Now().After(deadline) || r.cl.Closed() {
-			return err
-		}
-		r.closeConsumer()
-		for r.open() != nil {
-			if time.Now().After(deadline) || r.cl.Closed() {
-				return err
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
-	}
-}
-
-// disjointSubjects drops subject filters another one covers; if some still overlap (a JetStream consumer
-// refuses overlapping filters), it returns every routed subject instead: the replay's MQTT match sorts it out.
-func disjointSubjects(subjs []string) []string {
-	var out []string
-	for i, s := range subjs {
-		covered := false
-		for j, o := range subjs {
-			if i != j && subjectCovers(o, s) && (!subjectCovers(s, o) || j < i) {
-				covered = true
-				break
-			}
-		}
-		if !covered {
-			out = append(out, s)
-		}
-	}
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if subjectsCollide(out[i], out[j]) {
-				return []string{SubjectPrefix + ">", LongSubjectPrefix + ">"}
-			}
-		}
-	}
-	return out
-}
-
-// subjectCovers: every subject filter s matches, filter o matches too.
-func subjectCovers(o, s string) bool { return server.SubjectMatchesFilter(s, o) }
-
-func subjectsCollide(a, b string) bool { return server.SubjectsCollide(a, b) }
