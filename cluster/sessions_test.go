@@ -256,3 +256,49 @@ func TestDisjointSubjects(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionExpiry: a message whose expiry passed while the session was offline is not replayed; a session
+// whose own expiry passed is not resumed (no Session Present, nothing queued).
+func TestSessionExpiry(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	mA, _ := sessionNode(t, nodes[0])
+	mB, _ := sessionNode(t, nodes[1])
+	sub, _ := persistentClient(t, mA.TCP, "exp", true)
+	sub.SubscribeQoS1(t, "e/#")
+	if err := sub.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := persistentClient(t, mA.TCP, "pub-e", true)
+	short := uint32(1)
+	if _, err := pub.Publish(context.Background(), &paho.Publish{Topic: "e/short", QoS: 1, Payload: []byte("gone"),
+		Properties: &paho.PublishProperties{MessageExpiry: &short}}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, pub, "e/kept", 0, 1)
+	time.Sleep(2100 * time.Millisecond)
+	moved, ca := persistentClient(t, mB.TCP, "exp", false)
+	if !ca.SessionPresent {
+		t.Fatal("session present = false")
+	}
+	inOrderOnce(t, collect(moved, 1, 10*time.Second, 500*time.Millisecond), map[string][2]int{"e/kept": {0, 1}})
+
+	one := uint32(1)
+	brief, _, err := testkit.ConnectV5(t, testkit.DialTCP(t, mA.TCP), &paho.Connect{ClientID: "brief", CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &one}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	brief.SubscribeQoS1(t, "e/#")
+	if err := brief.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, pub, "e/kept", 1, 2)
+	time.Sleep(2100 * time.Millisecond)
+	late, ca := persistentClient(t, mB.TCP, "brief", false)
+	if ca.SessionPresent {
+		t.Fatal("an expired session was resumed")
+	}
+	if got := collect(late, 1, time.Second, 0); len(got) != 0 {
+		t.Fatalf("an expired session's queue was delivered: %q", got[0].Payload)
+	}
+}
