@@ -45,8 +45,10 @@ type sessions struct {
 	hadOwner  sync.Map // *mqtt.Client -> struct{}: its CONNECT found an owner key (a session may exist)
 	resumable sync.Map // *mqtt.Client -> *sessionRecord: to resume once mochi established the session
 
-	stop chan struct{}
-	done chan struct{}
+	started   atomic.Bool
+	closeOnce sync.Once
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 // session is one connected persistent session here.
@@ -75,16 +77,19 @@ func newSessions(h *Hook, acl func(*mqtt.Client, string, bool) bool) *sessions {
 	return &sessions{h: h, c: h.c, log: h.log, acl: acl, stop: make(chan struct{}), done: make(chan struct{})}
 }
 
-func (m *sessions) start() { go m.flushLoop() }
+func (m *sessions) start() {
+	m.started.Store(true)
+	go m.flushLoop()
+}
 
+// close stops the flush loop; safe to call more than once, and without start.
 func (m *sessions) close() {
-	select {
-	case <-m.stop:
-		return
-	default:
-	}
-	close(m.stop)
-	<-m.done
+	m.closeOnce.Do(func() {
+		close(m.stop)
+		if m.started.Load() {
+			<-m.done
+		}
+	})
 }
 
 // persistent: the session outlives the connection [MQTT-3.1.2-23], 3.1.1: clean session 0.
