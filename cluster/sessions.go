@@ -167,33 +167,54 @@ func (m *sessions) establish(cl *mqtt.Client, pk packets.Packet) {
 	m.resumable.Store(cl, &rec)
 }
 
-// established starts tracking a persistent session once mochi established it (after CONNACK).
-func (m *sessions) established(cl *mqtt.Client) {
+// established starts tracking a persistent session once mochi established it (after CONNACK). clean is the
+// CONNECT's clean start: a session taken over here then starts empty [MQTT-3.1.2-4].
+func (m *sessions) established(cl *mqtt.Client, clean bool) {
 	v, resuming := m.resumable.LoadAndDelete(cl)
-	if !resuming && !persistent(cl) {
+	var rec *sessionRecord
+	if resuming {
+		rec = v.(*sessionRecord)
+	}
+	var old *session
+	if !clean {
+		old = m.previous(cl)
+	}
+	if !resuming && !persistent(cl) && old == nil {
 		return
 	}
 	s := &session{cl: cl, user: m.h.identity(cl), subs: map[string]packets.Subscription{},
 		wake: make(chan struct{}, 1), replayed: make(chan struct{}), final: make(chan struct{})}
+	for f, sub := range cl.State.Subscriptions.GetAll() {
+		s.subs[f] = sub
+	}
+	s.cursor = m.position()
+	if !resuming && old != nil {
+		// A session taken over here from a live connection: mochi moved its window here, so its cursor holds.
+		// Its subscriptions are taken from the session, not mochi's copy, which lacks those of a replay that
+		// had not gone live; and a replay the takeover interrupted starts again here.
+		select {
+		case <-old.replayed:
+		case <-time.After(m.c.opts.OpTimeout):
+		}
+		old.mu.Lock()
+		s.cursor = old.cursor
+		if old.replaying.Load() {
+			rec, resuming = &sessionRecord{Cursor: old.cursor}, true
+		}
+		for f, sub := range old.subs {
+			if _, ok := s.subs[f]; !ok {
+				s.subs[f] = sub
+			}
+		}
+		old.mu.Unlock()
+	}
 	if resuming {
-		rec := v.(*sessionRecord)
 		for _, sub := range rec.Subs {
 			s.subs[sub.Filter] = sub.subscription()
 		}
 		s.cursor = rec.Cursor
 		s.replaying.Store(true)
 	} else {
-		for f, sub := range cl.State.Subscriptions.GetAll() {
-			s.subs[f] = sub
-		}
-		s.cursor = m.position()
-		if old, ok := m.byID.Load(cl.ID); ok && old.(*session).cl != cl {
-			// A live session taken over here: its window moved to this connection, so its cursor holds.
-			o := old.(*session)
-			o.mu.Lock()
-			s.cursor = o.cursor
-			o.mu.Unlock()
-		}
 		s.dirty = true
 		close(s.replayed)
 	}
@@ -202,6 +223,14 @@ func (m *sessions) established(cl *mqtt.Client) {
 	if resuming {
 		go m.resume(s)
 	}
+}
+
+// previous is the session of cl's client id that another connection here held (a takeover), or nil.
+func (m *sessions) previous(cl *mqtt.Client) *session {
+	if v, ok := m.byID.Load(cl.ID); ok && v.(*session).cl != cl {
+		return v.(*session)
+	}
+	return nil
 }
 
 // position is the routing consumer's position: every message up to it was handled.
@@ -369,9 +398,9 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if !cl.Net.Inline {
-		h.sessions.established(cl)
+		h.sessions.established(cl, pk.Connect.Clean)
 	}
 }
 

@@ -65,8 +65,7 @@ func (m *sessions) resume(s *session) {
 	s.mu.Lock()
 	s.replay = r
 	s.mu.Unlock()
-	err := r.run()
-	s.replaying.Store(false)
+	err := r.run() // on success the hand-over ended replaying; otherwise the connection is ending
 	s.mu.Lock()
 	s.replay = nil
 	s.mu.Unlock()
