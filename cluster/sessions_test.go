@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/idmq/idmq/internal/testkit"
 	"github.com/idmq/idmq/mochifix"
@@ -301,4 +302,34 @@ func TestSessionExpiry(t *testing.T) {
 	if got := collect(late, 1, time.Second, 0); len(got) != 0 {
 		t.Fatalf("an expired session's queue was delivered: %q", got[0].Payload)
 	}
+}
+
+// TestSessionLocalTakeover: the same client connecting again to the same node while connected takes the live
+// session over (Session Present, its subscription, DISCONNECT 0x8E for the old connection); the record keeps
+// the subscription, so the session still moves to another node afterwards.
+func TestSessionLocalTakeover(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	mA, _ := sessionNode(t, nodes[0])
+	mB, _ := sessionNode(t, nodes[1])
+	first, _ := persistentClient(t, mA.TCP, "twice", true)
+	first.SubscribeQoS1(t, "tw/#")
+	second, ca := persistentClient(t, mA.TCP, "twice", false)
+	if !ca.SessionPresent {
+		t.Fatal("local takeover: session present = false")
+	}
+	if d := first.NextDisconnect(t, 5*time.Second); d.ReasonCode != packets.ErrSessionTakenOver.Code {
+		t.Fatalf("old connection ended with 0x%02x", d.ReasonCode)
+	}
+	pub, _ := persistentClient(t, mB.TCP, "pub-tw", true)
+	publishN(t, pub, "tw/x", 0, 3)
+	inOrderOnce(t, collect(second, 3, 10*time.Second, 300*time.Millisecond), map[string][2]int{"tw/x": {0, 3}})
+	if err := second.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, pub, "tw/x", 3, 6)
+	third, ca := persistentClient(t, mB.TCP, "twice", false)
+	if !ca.SessionPresent {
+		t.Fatal("session present = false on B")
+	}
+	inOrderOnce(t, collect(third, 3, 10*time.Second, 300*time.Millisecond), map[string][2]int{"tw/x": {3, 6}})
 }
