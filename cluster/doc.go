@@ -86,7 +86,10 @@
 // Guarantees: nothing acknowledged to a publisher is lost while it is within cluster.retention. Messages after
 // the cursor are delivered again on resume elsewhere (at least once): after a node's death, QoS 2 messages its
 // client had received since the last stored cursor come again as new messages (exactly once holds only while
-// the session's node lives). A session whose record is older than its expiry is not resumed.
+// the session's node lives). A session whose client disconnected longer ago than its expiry is not resumed (one
+// whose node died with the client connected has no disconnect time and does not expire until resumed); a
+// record is removed when its session ends or when its client id connects again after its expiry, never by a
+// sweep.
 //
 // # Readiness
 //

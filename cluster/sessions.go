@@ -152,11 +152,9 @@ func (m *sessions) establish(cl *mqtt.Client, pk packets.Packet) {
 	if rec.User != m.h.identity(cl) {
 		return // another user's session is not resumed (takeover rules); the new one replaces it
 	}
-	last := rec.Disconnected
-	if last == 0 {
-		last = rec.Updated // its node died with the client connected
-	}
-	if m.c.opts.Now().Unix() > last+int64(rec.Expiry) {
+	// A record without a disconnect time is a session whose node died with the client connected: when is not
+	// known, so it does not expire until resumed (better a late session than a lost one).
+	if rec.Disconnected != 0 && m.c.opts.Now().Unix() > rec.Disconnected+int64(rec.Expiry) {
 		_ = m.c.b.sessions.Delete(ctx, key) // expired [MQTT-3.1.2-23]
 		return
 	}

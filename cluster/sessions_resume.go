@@ -55,6 +55,10 @@ type replay struct {
 	buf    []Delivery // read, not handled yet
 	limit  int        // window during the catch-up
 	reopen bool       // the consumer must be created again from next
+
+	from    uint64 // the cursor it started from
+	sent    int    // messages delivered
+	started time.Time
 }
 
 // resume runs a resumed session's replay and hand-over; a failed one ends the connection, so the client
@@ -75,11 +79,14 @@ func (m *sessions) resume(s *session) {
 		_ = mochifix.Disconnect(s.cl, packets.ErrServerBusy, "session not resumed: "+err.Error())
 		return
 	}
+	m.log.Info("cluster: session resumed", "client", s.cl.ID, "from_cursor", r.from, "replayed", r.sent,
+		"took", time.Since(r.started).Round(time.Millisecond))
 	m.write(s, 0)
 }
 
 func (m *sessions) newReplay(s *session) *replay {
-	r := &replay{m: m, s: s, cl: s.cl, node: m.c.cfg.Node, idx: mqtt.NewTopicsIndex(), next: s.cursor + 1}
+	r := &replay{m: m, s: s, cl: s.cl, node: m.c.cfg.Node, idx: mqtt.NewTopicsIndex(), next: s.cursor + 1,
+		from: s.cursor, started: time.Now()}
 	seen := map[string]bool{}
 	s.mu.Lock()
 	for _, sub := range s.subs {
@@ -341,6 +348,7 @@ func (r *replay) deliver(d *Delivery, handingOver bool) error {
 	if err := r.cl.WritePacket(pk); err != nil {
 		return errClientGone
 	}
+	r.sent++
 	return nil
 }
 
