@@ -221,7 +221,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if g, ok := h.gates.LoadAndDelete(cl); ok {
 		g.(*ackGate).close()
 	}
-	h.sessions.gate.exit(cl) // a publish its connection's failure kept from mochi's delivery
+	h.sessions.gate.forget(cl) // a publish its connection's failure kept from mochi's delivery
 	if !cl.Net.Inline {
 		h.sessions.disconnected(cl, expire)
 		h.owners.release(cl, expire)

@@ -9,15 +9,16 @@ import (
 )
 
 // localGate counts local publishes between the cluster hook's OnPublish (sent to the stream) and OnPublished
-// (delivered here). busy means a message already in the stream may not be delivered here yet. close stops new
+// (delivered here). busy means a message already in the stream may not be delivered here yet. shut stops new
 // ones and waits for those in progress: a resume hands over to live delivery while nothing is half done.
-// A publish mochi never delivers (its connection failed in between) is forgotten at disconnect.
+// A publish mochi never delivers (its connection failed in between) is forgotten at the client's next publish
+// or disconnect. The hot path is two atomic adds and a map read.
 type localGate struct {
 	n       atomic.Int64
 	closed  atomic.Bool
 	mu      sync.Mutex
 	reopen  chan struct{} // closed when the gate opens again
-	pending sync.Map      // non-inline *mqtt.Client with a publish in progress
+	pending sync.Map      // non-inline *mqtt.Client -> *atomic.Bool: a publish of it is in progress
 }
 
 func (g *localGate) enter(cl *mqtt.Client) {
@@ -34,10 +35,15 @@ func (g *localGate) enter(cl *mqtt.Client) {
 			<-ch
 		}
 	}
-	if !cl.Net.Inline {
-		if _, loaded := g.pending.LoadOrStore(cl, struct{}{}); loaded {
-			g.n.Add(-1) // its previous publish never reached OnPublished
-		}
+	if cl.Net.Inline {
+		return // inline publishes may run concurrently: counted, not paired
+	}
+	v, ok := g.pending.Load(cl)
+	if !ok {
+		v, _ = g.pending.LoadOrStore(cl, new(atomic.Bool))
+	}
+	if v.(*atomic.Bool).Swap(true) {
+		g.n.Add(-1) // its previous publish never reached OnPublished
 	}
 }
 
@@ -46,9 +52,18 @@ func (g *localGate) exit(cl *mqtt.Client) {
 		g.n.Add(-1)
 		return
 	}
-	if _, ok := g.pending.LoadAndDelete(cl); ok {
+	if v, ok := g.pending.Load(cl); ok && v.(*atomic.Bool).Swap(false) {
 		g.n.Add(-1)
 	}
+}
+
+// forget ends cl's publish in progress, if any, at its disconnect.
+func (g *localGate) forget(cl *mqtt.Client) {
+	if cl.Net.Inline {
+		return
+	}
+	g.exit(cl)
+	g.pending.Delete(cl)
 }
 
 func (g *localGate) busy() bool { return g.n.Load() != 0 }

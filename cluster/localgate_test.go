@@ -51,4 +51,9 @@ func TestLocalGate(t *testing.T) {
 	if g.busy() {
 		t.Fatalf("busy = %d after every publish finished", g.n.Load())
 	}
+	g.enter(a)
+	g.forget(a) // a disconnected with its publish never delivered
+	if g.busy() {
+		t.Fatalf("busy = %d after the publisher's disconnect", g.n.Load())
+	}
 }
