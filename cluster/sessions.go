@@ -124,10 +124,11 @@ func (m *sessions) establish(cl *mqtt.Client, pk packets.Packet) {
 		}
 		return
 	}
-	if old, ok := m.byID.Load(cl.ID); ok && old.(*session).cl != cl {
-		// A connection of this client here is ending: its record is the session once written.
+	if old := m.previous(cl); old != nil && old.cl.Closed() {
+		// A connection of this client here is ending: its record is the session once written. (A live one
+		// is taken over by mochi below.)
 		select {
-		case <-old.(*session).final:
+		case <-old.final:
 		case <-time.After(m.c.opts.OpTimeout):
 		}
 	}
