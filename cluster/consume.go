@@ -22,8 +22,8 @@ type ConsumeOptions struct {
 	// StartSeq is the first stream sequence to deliver; 0 means the messages stored after Consume returns.
 	StartSeq uint64
 	// IncludeOwn also delivers messages this node published. The routing consumer leaves it false: the node
-	// already delivered those locally, and passing them back would deliver them twice. Replaying a persistent
-	// session's queue sets it.
+	// already delivered those locally, and passing them back would deliver them twice. A reader that needs
+	// every message sets it (a resumed session's replay reads the stream its own way: sessions_stream.go).
 	IncludeOwn bool
 	// Filters narrows the consumer to NATS subjects (see FilterSubjects); none means every routed message.
 	Filters []string
