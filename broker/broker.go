@@ -110,7 +110,7 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		hooks = []mqtt.Hook{hooks[0], hooks[1], bench.BaselineAuth}
 	}
 	if cfg.clustered() {
-		if err := b.joinCluster(); err != nil {
+		if err := b.joinCluster(hooks); err != nil {
 			return nil, err
 		}
 		hooks = b.cluster.hooks(hooks)

@@ -72,8 +72,8 @@ type clusterNode struct {
 }
 
 // joinCluster starts (or connects to) NATS and waits until this node is part of the cluster, up to the
-// cluster's start timeout: New returns only a joined node.
-func (b *Broker) joinCluster() error {
+// cluster's start timeout: New returns only a joined node. hooks are the authentication and ACL hooks.
+func (b *Broker) joinCluster(hooks []mqtt.Hook) error {
 	var readyHook atomic.Pointer[cluster.ReadyHook] // built once Start returned; readiness changes before are moot
 	c, err := cluster.Start(context.Background(), *b.cfg.Cluster, cluster.Options{
 		Logger: b.log,
@@ -92,7 +92,8 @@ func (b *Broker) joinCluster() error {
 			s, _ := b.aclSubject(cl)
 			return s.Username
 		},
-		Registerer: b.registry,
+		Registerer:  b.registry,
+		ReadAllowed: readAllowed(hooks),
 	}),
 		ready: cluster.NewReadyHook(b.server, c.Ready, 0, b.registry)}
 	readyHook.Store(n.ready)
@@ -106,6 +107,19 @@ func (b *Broker) joinCluster() error {
 		Help: "Nodes of the cluster with a live presence key, as this node sees them."}, n.nodesUp))
 	b.log.Info("cluster: joined", "node", c.Node(), "replicas", c.Replicas())
 	return nil
+}
+
+// readAllowed is the ACL's verdict on a client reading a topic, as mochi asks it (hooks OR-ed), for messages
+// the cluster delivers outside mochi's routing (a resumed session's queue).
+func readAllowed(hooks []mqtt.Hook) func(*mqtt.Client, string, bool) bool {
+	return func(cl *mqtt.Client, topic string, write bool) bool {
+		for _, h := range hooks {
+			if h.Provides(mqtt.OnACLCheck) && h.OnACLCheck(cl, topic, write) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // hooks places the cluster's hooks: readiness right after the connect rate limit (before any signature work),

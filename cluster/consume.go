@@ -22,8 +22,8 @@ type ConsumeOptions struct {
 	// StartSeq is the first stream sequence to deliver; 0 means the messages stored after Consume returns.
 	StartSeq uint64
 	// IncludeOwn also delivers messages this node published. The routing consumer leaves it false: the node
-	// already delivered those locally, and passing them back would deliver them twice. Replaying a persistent
-	// session's queue sets it.
+	// already delivered those locally, and passing them back would deliver them twice. A reader that needs
+	// every message sets it (a resumed session's replay reads the stream its own way: sessions_stream.go).
 	IncludeOwn bool
 	// Filters narrows the consumer to NATS subjects (see FilterSubjects); none means every routed message.
 	Filters []string
@@ -76,7 +76,9 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 			k.bad.Add(1)
 			return
 		}
-		k.lastSeq.Store(meta.Sequence.Stream)
+		// Stored once the message is handled: LastSeq never names a message still being delivered, which a
+		// persistent session's cursor relies on (sessions.go).
+		defer k.lastSeq.Store(meta.Sequence.Stream)
 		data := jm.Data()
 		if !opts.IncludeOwn && originIs(data, node) {
 			return
@@ -115,7 +117,8 @@ func (k *Consumer) Stop() {
 	}
 }
 
-// LastSeq is the stream sequence of the last message read (skipped own messages included).
+// LastSeq is the stream sequence of the last message handled: passed to fn and fn returned, or skipped (own
+// messages included).
 func (k *Consumer) LastSeq() uint64 { return k.lastSeq.Load() }
 
 // Unreadable counts stream messages skipped because their envelope could not be decoded.

@@ -30,8 +30,8 @@
 //	                   JetStream 2 minutes after the last pull request (no member left on any node).
 //	KV idmq-retained   key RetainedKey(topic) ("m.<tokens>" or "t.<tokens>.<hash>"): the retained message's
 //	                   envelope; an empty retained payload is a delete. One value per topic, last writer wins.
-//	KV idmq-sessions   key ClientKey(client id): a persistent session, its subscriptions and its cursor, the
-//	                   stream sequence up to which its node delivered it.
+//	KV idmq-sessions   key ClientKey(client id): a persistent session (JSON: user, node, protocol, expiry,
+//	                   subscriptions, cursor, updated, disconnected); see Persistent sessions.
 //	KV idmq-owners     key ClientKey(client id): the node and connection holding the client now, for takeover
 //	                   (a node that sees another node take its client's key disconnects it, 0x8E).
 //	KV idmq-revocations  credential revocations, kept until they expire.
@@ -66,8 +66,34 @@
 // it starts at the stream's end and passes every message published by OTHER nodes, in stream order, to the
 // broker, which delivers it to its local subscribers (the node's own messages were delivered locally already).
 // No durable consumer per subscription or per session (nats-server #3116, #6191): a persistent session is a
-// cursor, a stream sequence; resuming it on any node replays the stream from the cursor (Consume with StartSeq,
-// IncludeOwn and the session's FilterSubjects).
+// cursor, a stream sequence; resuming it on any node replays the stream from the cursor through a short-lived
+// ephemeral consumer filtered to the session's FilterSubjects, deleted when the replay ends.
+//
+// # Persistent sessions
+//
+// A persistent session is its record in idmq-sessions; the stream is its queue. The cursor is a stream
+// sequence such that the client received and acknowledged every message up to it. It moves to the routing
+// consumer's position only at a moment when everything up to that position was handed to mochi on this node
+// (no local publish between the stream and mochi's delivery) and the client has nothing in flight; it is checked
+// when an acknowledgement empties the client's window (at most every 100ms) and once a second, and written at
+// most once a second, on SUBSCRIBE/UNSUBSCRIBE before the SUBACK, and at disconnect. A session that goes offline
+// leaves its node entirely (record written, mochi's copy dropped); a clean start or the end of the session
+// deletes the record.
+//
+// A clean_start=false CONNECT of the same user on any node resumes it: mochi is handed an empty offline client
+// to take over (so CONNACK says Session Present), then a short-lived filtered consumer replays the stream from
+// cursor+1 to this client alone with mochi's per-subscriber rules and the ACL's read check, at most half the
+// server's maximum in flight (or the client's Receive Maximum) outstanding. Another node's message is replayed
+// only once routing here has passed it; the last few are delivered while routing and local publishes pause,
+// then the subscriptions enter mochi's topic tree: no gap, no duplicate, stream order (sessions_resume.go).
+//
+// Guarantees: nothing acknowledged to a publisher is lost while it is within cluster.retention. Messages after
+// the cursor are delivered again on resume elsewhere (at least once): after a node's death, QoS 2 messages its
+// client had received since the last stored cursor come again as new messages (exactly once holds only while
+// the session's node lives). A session whose client disconnected longer ago than its expiry is not resumed (one
+// whose node died with the client connected has no disconnect time and does not expire until resumed); a
+// record is removed when its session ends or when its client id connects again after its expiry, never by a
+// sweep.
 //
 // # Shared subscriptions
 //

@@ -40,6 +40,7 @@ type Hook struct {
 	identity func(*mqtt.Client) string
 	consumer *Consumer
 	shared   *sharing
+	sessions *sessions
 }
 
 // HookOptions complete a Hook.
@@ -49,6 +50,9 @@ type HookOptions struct {
 	Identity func(*mqtt.Client) string
 	// Registerer, if set, receives the idmq_cluster_* routing metrics.
 	Registerer prometheus.Registerer
+	// ReadAllowed is the ACL's read check (mochi's OnACLCheck with write false) for messages a resumed
+	// session gets from the stream, which bypass mochi's delivery. Nil: nothing is replayed.
+	ReadAllowed func(cl *mqtt.Client, topic string, write bool) bool
 }
 
 var _ mqtt.Hook = (*Hook)(nil)
@@ -72,6 +76,7 @@ func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 	}
 	h.owners = newOwners(c, server, h.metrics.takeovers.Inc)
 	h.shared = newSharing(c, server)
+	h.sessions = newSessions(h, o.ReadAllowed)
 	return h
 }
 
@@ -79,7 +84,9 @@ func (h *Hook) ID() string { return "idmq-cluster" }
 
 func (h *Hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect,
+		mqtt.OnPublished, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnSubscribed,
+		mqtt.OnUnsubscribed, mqtt.OnQosComplete:
 		return true
 	}
 	return sharingEvents(b)
@@ -106,11 +113,13 @@ func (h *Hook) Start(ctx context.Context) error {
 	}
 	h.consumer = k
 	h.shared.start()
+	h.sessions.start()
 	return nil
 }
 
 // Stop ends routing in and the retained watch.
 func (h *Hook) Stop() error {
+	h.sessions.close()
 	if h.consumer != nil {
 		h.consumer.Stop()
 	}
@@ -123,8 +132,11 @@ func (h *Hook) Stop() error {
 // OnConnect claims the client id for this node: a connection of the same client on another node ends, another
 // user's client id is refused (ClientIDTaken), and a node that cannot reach the bucket refuses the client.
 func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
-	err := h.owners.claim(cl, h.identity(cl))
+	existed, err := h.owners.claim(cl, h.identity(cl))
 	if err == nil {
+		if existed {
+			h.sessions.hadOwner.Store(cl, struct{}{})
+		}
 		return nil
 	}
 	kind := refusal.ClusterUnavailable
@@ -154,8 +166,12 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	}
 	start := time.Now()
+	h.sessions.gate.enter(cl) // until OnPublished: in the stream, not yet delivered here
 	ack, err := h.c.PublishAsync(&msg)
 	if err != nil {
+		if pk.FixedHeader.Qos > 0 { // refused: mochi will not deliver it (QoS 0 is, and calls OnPublished)
+			h.sessions.gate.exit(cl)
+		}
 		return h.refuse(cl, pk, err)
 	}
 	h.metrics.out.Inc()
@@ -167,6 +183,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 	}
 	if _, err := ack.Wait(context.Background()); err != nil { // bounded by OpTimeout
+		h.sessions.gate.exit(cl)
 		return h.refuse(cl, pk, err)
 	}
 	h.metrics.latency.Observe(time.Since(start).Seconds())
@@ -222,7 +239,9 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if g, ok := h.gates.LoadAndDelete(cl); ok {
 		g.(*ackGate).close()
 	}
+	h.sessions.gate.forget(cl) // a publish its connection's failure kept from mochi's delivery
 	if !cl.Net.Inline {
+		h.sessions.disconnected(cl, expire)
 		h.owners.release(cl, expire)
 	}
 	h.shared.disconnected(cl)
@@ -255,6 +274,9 @@ func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
 // compares the publishing client id, the ACL is checked per subscriber by mochi. Its retained copy comes from
 // the bucket, not from here, so the routed packet is not retained again.
 func (h *Hook) deliver(d Delivery) {
+	h.sessions.routeMu.Lock() // a resumed session's hand-over pauses routing (sessions_resume.go)
+	defer h.sessions.routeMu.Unlock()
+	defer h.sessions.routedSeq.Store(d.Seq)
 	pk, ok := packetOf(&d.Message, h.c.opts.Now())
 	if !ok {
 		return // expired on its way

@@ -52,7 +52,8 @@ func newOwners(c *Cluster, server *mqtt.Server, onTake func()) *owners {
 }
 
 // claim makes this node the owner of client id for user. It fails with errClientIDTaken for another user's id.
-func (o *owners) claim(cl *mqtt.Client, user string) error {
+// existed reports that the id had an owner (connected or with a session that did not end).
+func (o *owners) claim(cl *mqtt.Client, user string) (existed bool, err error) {
 	id := cl.ID
 	ctx, cancel := context.WithTimeout(context.Background(), o.c.opts.OpTimeout)
 	defer cancel()
@@ -65,11 +66,11 @@ func (o *owners) claim(cl *mqtt.Client, user string) error {
 		case err == nil:
 			var cur ownerRecord
 			if json.Unmarshal(e.Value(), &cur) == nil && cur.User != user {
-				return errClientIDTaken
+				return true, errClientIDTaken
 			}
 			rev = e.Revision()
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			return fmt.Errorf("cluster: reading the owner of client %q: %w", id, err)
+			return false, fmt.Errorf("cluster: reading the owner of client %q: %w", id, err)
 		}
 		var newRev uint64
 		if rev == 0 {
@@ -81,13 +82,21 @@ func (o *owners) claim(cl *mqtt.Client, user string) error {
 			o.mu.Lock()
 			o.mine[id] = ownerClaim{cl: cl, rev: newRev}
 			o.mu.Unlock()
-			return nil
+			return rev != 0, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
-			return fmt.Errorf("cluster: claiming client %q: %w", id, err)
+			return false, fmt.Errorf("cluster: claiming client %q: %w", id, err)
 		}
 	}
-	return fmt.Errorf("cluster: claiming client %q: other nodes keep claiming it", id)
+	return true, fmt.Errorf("cluster: claiming client %q: other nodes keep claiming it", id)
+}
+
+// owns reports whether cl is the connection through which this node holds its client id.
+func (o *owners) owns(cl *mqtt.Client) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	claim, ok := o.mine[cl.ID]
+	return ok && claim.cl == cl
 }
 
 func isWrongSequence(err error) bool {

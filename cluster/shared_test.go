@@ -113,7 +113,7 @@ func memberWith(t *testing.T, addr string, cp *paho.Connect, filter string, y *t
 	return testMember{c, conn}
 }
 
-func publishN(t *testing.T, s *mqtt.Server, topic string, n int) {
+func publishInline(t *testing.T, s *mqtt.Server, topic string, n int) {
 	t.Helper()
 	for i := range n {
 		if err := s.Publish(topic, []byte(strconv.Itoa(i)), false, 1); err != nil {
@@ -137,7 +137,7 @@ func TestSharedGroupAcrossNodes(t *testing.T) {
 	waitPulling(t, nodes[0], "g", "s/#", 4)
 
 	const n = 400
-	publishN(t, mA.Server, "s/a", n/2)
+	publishInline(t, mA.Server, "s/a", n/2)
 	for i := n / 2; i < n; i++ {
 		if err := mB.Server.Publish("s/b", []byte(strconv.Itoa(i)), false, 1); err != nil {
 			t.Fatal(err)
@@ -217,7 +217,7 @@ func TestSharedUnackedGoesToAnotherMember(t *testing.T) {
 	waitPulling(t, nodes[0], "g", "w/+", 2)
 
 	const n = 40
-	publishN(t, mA.Server, "w/x", n)
+	publishInline(t, mA.Server, "w/x", n)
 	eventually(t, 10*time.Second, "messages at both members", func() bool { return held.total()+good.total() >= n })
 	time.Sleep(300 * time.Millisecond) // a copy for each node would arrive meanwhile
 	if held.total() == 0 || held.total()+good.total() != n {
@@ -323,7 +323,7 @@ func TestSharedQoS0AndLeaving(t *testing.T) {
 		t.Fatalf("node A still holds %d groups", groups)
 	}
 	before := atA.total()
-	publishN(t, mA.Server, "q", 20)
+	publishInline(t, mA.Server, "q", 20)
 	eventually(t, 10*time.Second, "20 more at b", func() bool { return atB.total() >= 50-before+20 })
 	if atA.total() != before {
 		t.Fatalf("a received %d after unsubscribing", atA.total()-before)
@@ -339,7 +339,7 @@ func heldAndOther(t *testing.T, c *Cluster, holderAt, otherAt *testkit.Mochi, pu
 	holder = member(t, holderAt.TCP, "holder", "$share/g/h", held, true)
 	member(t, otherAt.TCP, "other", "$share/g/h", other, false)
 	waitPulling(t, c, "g", "h", 2)
-	publishN(t, pub, "h", n)
+	publishInline(t, pub, "h", n)
 	eventually(t, 10*time.Second, "every message at the group", func() bool { return held.total()+other.total() >= n })
 	if held.total() == 0 || held.total()+other.total() != n {
 		t.Fatalf("holder %d + other %d; want %d, some at the holder", held.total(), other.total(), n)
@@ -404,7 +404,7 @@ func TestSharedResumedSessionRejoins(t *testing.T) {
 		cl, ok := mA.Server.Clients.Get("p")
 		return ok && cl.Closed()
 	})
-	publishN(t, mB.Server, "r", 20)
+	publishInline(t, mB.Server, "r", 20)
 	eventually(t, 10*time.Second, "20 at the online member", func() bool { return other.total() >= 20 })
 
 	memberWith(t, mA.TCP, cp(false), "", persistent, false)

@@ -6,7 +6,8 @@ import (
 )
 
 // The Hook's part in shared subscriptions (see sharing): membership follows subscriptions and connections,
-// deliveries follow mochi's in-flight window.
+// deliveries follow mochi's in-flight window. Subscribe, unsubscribe, session and acknowledgement events feed
+// persistent sessions (sessions.go) too, first.
 
 // sharingEvents are the hook events sharing needs besides those of routing.
 func sharingEvents(b byte) bool {
@@ -25,6 +26,7 @@ func (h *Hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *m
 
 // OnSubscribed makes the client a member of each shared group it was granted, before mochi sends the SUBACK.
 func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	h.sessions.subscribed(cl, pk, reasonCodes)
 	for i, f := range pk.Filters {
 		if i < len(reasonCodes) && reasonCodes[i] <= 2 {
 			h.shared.join(cl, f.Filter)
@@ -34,13 +36,18 @@ func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 
 // OnUnsubscribed ends the client's membership in the groups it left.
 func (h *Hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	h.sessions.unsubscribed(cl, pk)
 	for _, f := range pk.Filters {
 		h.shared.leave(cl, f.Filter)
 	}
 }
 
-// OnSessionEstablished: a resumed session's shared subscriptions make it a member again.
-func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+// OnSessionEstablished: a session taken over here keeps its shared memberships (one resumed from the
+// cluster joins its groups when its subscriptions go live, see replay.goLive).
+func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if !cl.Net.Inline {
+		h.sessions.established(cl, pk.Connect.Clean)
+	}
 	for filter := range cl.State.Subscriptions.GetAll() {
 		h.shared.join(cl, filter)
 	}
@@ -52,6 +59,7 @@ func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends
 
 // OnQosComplete: a member's PUBACK (QoS 1) or PUBCOMP (QoS 2) acknowledges its delivery to JetStream.
 func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	h.sessions.acked(cl)
 	if t := pk.FixedHeader.Type; t == packets.Puback || t == packets.Pubcomp {
 		h.shared.completed(cl, pk.PacketID)
 	}
