@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,7 +131,7 @@ func killRun(t *testing.T, v killVariant) killTally {
 	var wg sync.WaitGroup
 	for i, n := range survivors {
 		for _, qos := range []byte{1, 2} {
-			p := &loadPublisher{t: t, node: n, token: token, name: fmt.Sprintf("pub%d-q%d", i, qos), qos: qos, acked: map[string]bool{}}
+			p := &loadPublisher{t: t, node: n, token: token, name: fmt.Sprintf("pub%d-q%d", i, qos), qos: qos, acked: map[string]time.Time{}}
 			pubs = append(pubs, p)
 			wg.Go(func() { p.run(ctx) })
 		}
@@ -183,10 +184,10 @@ func killRun(t *testing.T, v killVariant) killTally {
 	for _, p := range pubs {
 		t.Logf("%s: acknowledged again %s after the kill", p.name, time.Duration(p.firstBack.Load()-killed.UnixNano()).Round(time.Millisecond))
 	}
-	want := map[string]byte{} // every acknowledged payload and its QoS
+	want := map[string]time.Time{} // every acknowledged payload and when
 	for _, p := range pubs {
-		for k := range p.acked {
-			want[k] = p.qos
+		for k, at := range p.acked {
+			want[k] = at
 		}
 		if p.qos == 1 {
 			tally.acked1 += len(p.acked)
@@ -197,10 +198,13 @@ func killRun(t *testing.T, v killVariant) killTally {
 	}
 	for _, s := range subs {
 		missing := s.awaitAll(want, deliverBound)
-		got := s.snapshot()
-		for _, k := range missing {
-			t.Errorf("%s: acknowledged %q never arrived", s.name, k)
+		if len(missing) > 0 {
+			t.Errorf("%s: %d acknowledged messages missing %s after the load: %s", s.name, len(missing), deliverBound,
+				describeMissing(missing, want, killed))
+			late := s.awaitAll(want, deliverBound) // a stall or a loss?
+			t.Logf("%s: %d of them arrived within another %s", s.name, len(missing)-len(late), deliverBound)
 		}
+		got := s.snapshot()
 		tally.lost += len(missing)
 		for k, n := range got {
 			if n.count > 1 && n.qos == 2 {
@@ -252,7 +256,7 @@ type loadPublisher struct {
 	lastErr   atomic.Value
 
 	mu    sync.Mutex
-	acked map[string]bool
+	acked map[string]time.Time // payload -> when its ack arrived
 }
 
 func (p *loadPublisher) ackCount() int {
@@ -296,7 +300,7 @@ func (p *loadPublisher) publishUntilBroken(ctx context.Context, c *testkit.V5Cli
 			return
 		}
 		p.mu.Lock()
-		p.acked[payload] = true
+		p.acked[payload] = time.Now()
 		p.mu.Unlock()
 		if k := p.killedAt.Load(); k != 0 && sent > k {
 			if p.afterKill.Add(1) == 1 {
@@ -402,8 +406,38 @@ func (s *loadSubscriber) snapshot() map[string]delivery {
 	return out
 }
 
+// describeMissing summarises missing payloads per publisher: how many, their sequence range and when (relative
+// to the kill) their acks arrived.
+func describeMissing(missing []string, acked map[string]time.Time, killed time.Time) string {
+	type span struct {
+		n, lo, hi   int
+		first, last time.Duration
+	}
+	by := map[string]*span{}
+	for _, k := range missing {
+		name, seqText, _ := strings.Cut(k, "/")
+		seq, _ := strconv.Atoi(seqText)
+		at := acked[k].Sub(killed)
+		sp := by[name]
+		if sp == nil {
+			sp = &span{lo: seq, hi: seq, first: at, last: at}
+			by[name] = sp
+		}
+		sp.n++
+		sp.lo, sp.hi = min(sp.lo, seq), max(sp.hi, seq)
+		sp.first, sp.last = min(sp.first, at), max(sp.last, at)
+	}
+	var out []string
+	for name, sp := range by {
+		out = append(out, fmt.Sprintf("%s: %d in seq %d..%d, acknowledged %s..%s after the kill", name, sp.n, sp.lo, sp.hi,
+			sp.first.Round(time.Millisecond), sp.last.Round(time.Millisecond)))
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
+}
+
 // awaitAll waits until every payload of want arrived, up to within; it returns those still missing.
-func (s *loadSubscriber) awaitAll(want map[string]byte, within time.Duration) []string {
+func (s *loadSubscriber) awaitAll(want map[string]time.Time, within time.Duration) []string {
 	deadline := time.Now().Add(within)
 	for {
 		var missing []string
