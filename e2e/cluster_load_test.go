@@ -197,6 +197,11 @@ func killRun(t *testing.T, v killVariant) killTally {
 		tally.afterKill += int(p.afterKill.Load())
 	}
 	for _, s := range subs {
+		select {
+		case <-s.c.Done():
+			t.Errorf("%s: its connection ended during the run", s.name)
+		default:
+		}
 		missing := s.awaitAll(want, deliverBound)
 		if len(missing) > 0 {
 			t.Errorf("%s: %d acknowledged messages missing %s after the load: %s", s.name, len(missing), deliverBound,
@@ -273,17 +278,20 @@ func (p *loadPublisher) run(ctx context.Context) {
 			time.Sleep(200 * time.Millisecond) // the node may refuse (0x88) while the cluster re-elects
 			continue
 		}
+		// One failed publish ends the connection; the others' acks cannot come any more, so they stop waiting.
+		broken, breakConn := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for range loadInflight {
-			wg.Go(func() { p.publishUntilBroken(ctx, c) })
+			wg.Go(func() { p.publishUntilBroken(ctx, broken, breakConn, c) })
 		}
 		wg.Wait()
+		breakConn()
 		_ = c.Conn.Close()
 	}
 }
 
-func (p *loadPublisher) publishUntilBroken(ctx context.Context, c *testkit.V5Client) {
-	for ctx.Err() == nil {
+func (p *loadPublisher) publishUntilBroken(ctx, broken context.Context, breakConn func(), c *testkit.V5Client) {
+	for ctx.Err() == nil && broken.Err() == nil {
 		select {
 		case <-c.Done():
 			return
@@ -291,12 +299,15 @@ func (p *loadPublisher) publishUntilBroken(ctx context.Context, c *testkit.V5Cli
 		}
 		payload := fmt.Sprintf("%s/%d", p.name, p.seq.Add(1))
 		sent := time.Now().UnixNano()
-		pctx, cancel := context.WithTimeout(context.Background(), loadAckWait) // not ctx: a stop must not cut an ack off
+		pctx, cancel := context.WithTimeout(broken, loadAckWait) // not ctx: a stop must not cut an ack off
 		resp, err := c.Publish(pctx, &paho.Publish{Topic: "users/alice/load/" + p.name, QoS: p.qos, Payload: []byte(payload)})
 		cancel()
 		if err != nil || resp == nil || resp.ReasonCode >= 0x80 {
-			p.lastErr.Store(fmt.Errorf("publish: %v (resp %+v)", err, resp))
-			_ = c.Conn.Close() // start over on a new connection; this one's packet ids are in doubt
+			if broken.Err() == nil {
+				p.lastErr.Store(fmt.Errorf("publish: %v (resp %+v)", err, resp))
+			}
+			breakConn() // start over on a new connection; this one's packet ids are in doubt
+			_ = c.Conn.Close()
 			return
 		}
 		p.mu.Lock()
