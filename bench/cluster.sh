@@ -179,6 +179,7 @@ if [ "$profile" = 1 ]; then
 	done
 fi
 
+mosquitto_version="(not used)"
 write_meta "$out/meta.txt" idmq idmq-cluster-1 idmq-cluster-3
 echo "mode: $([ "$quick" = 1 ] && echo "quick (CI smoke test; small counts, not a measurement)" || echo full), $rounds round(s): fanin ${load[*]}" >>"$out/meta.txt"
 if ! "$bench" report --dir "$out" --kind cluster -o "$report"; then
