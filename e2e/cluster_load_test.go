@@ -71,6 +71,7 @@ func TestClusterKillUnderLoad(t *testing.T) {
 // killTally is what one or more runs counted.
 type killTally struct {
 	acked1, acked2, afterKill, lost, dup2, dup1 int
+	replaced                                    int           // survivors whose routing consumer the watchdog replaced
 	recovery                                    time.Duration // slowest run: kill to first ack of every publisher
 }
 
@@ -81,13 +82,14 @@ func (s *killTally) add(o killTally) {
 	s.lost += o.lost
 	s.dup2 += o.dup2
 	s.dup1 += o.dup1
+	s.replaced += o.replaced
 	s.recovery = max(s.recovery, o.recovery)
 }
 
 func (s killTally) String() string {
 	return fmt.Sprintf("acknowledged QoS 1 %d, QoS 2 %d (%d after the kill); lost %d; QoS 2 duplicates %d; "+
-		"QoS 1 duplicates %d (allowed); slowest recovery %s", s.acked1, s.acked2, s.afterKill, s.lost, s.dup2, s.dup1,
-		s.recovery.Round(time.Millisecond))
+		"QoS 1 duplicates %d (allowed); slowest recovery %s; stalled routing consumers replaced %d", s.acked1, s.acked2,
+		s.afterKill, s.lost, s.dup2, s.dup1, s.recovery.Round(time.Millisecond), s.replaced)
 }
 
 const (
@@ -182,7 +184,8 @@ func killRun(t *testing.T, v killVariant) killTally {
 	var tally killTally
 	tally.recovery = recovery
 	for _, p := range pubs {
-		t.Logf("%s: acknowledged again %s after the kill", p.name, time.Duration(p.firstBack.Load()-killed.UnixNano()).Round(time.Millisecond))
+		t.Logf("%s: acknowledged again %s after the kill (%d connections; last error: %v)", p.name,
+			time.Duration(p.firstBack.Load()-killed.UnixNano()).Round(time.Millisecond), p.conns.Load(), p.lastErr.Load())
 	}
 	want := map[string]time.Time{} // every acknowledged payload and when
 	for _, p := range pubs {
@@ -220,6 +223,12 @@ func killRun(t *testing.T, v killVariant) killTally {
 			}
 		}
 		s.close()
+	}
+	for i, n := range nodes {
+		if i != vi && n.logs.Contains("routing consumer stalled") {
+			t.Logf("n%d: its routing consumer stalled after the kill and was replaced", i)
+			tally.replaced++
+		}
 	}
 	t.Logf("run: %s", tally.String())
 	return tally
@@ -259,6 +268,7 @@ type loadPublisher struct {
 	afterKill atomic.Int64 // publishes sent after the kill and acknowledged
 	firstBack atomic.Int64 // unix ns of the first of those
 	lastErr   atomic.Value
+	conns     atomic.Int64 // connections made
 
 	mu    sync.Mutex
 	acked map[string]time.Time // payload -> when its ack arrived
@@ -272,11 +282,15 @@ func (p *loadPublisher) ackCount() int {
 
 func (p *loadPublisher) run(ctx context.Context) {
 	for ctx.Err() == nil {
+		t0 := time.Now()
 		c, err := connectLoad(p.t, p.node, p.name, p.token, true)
 		if err != nil {
-			p.lastErr.Store(err)
+			p.lastErr.Store(fmt.Errorf("connect after %s: %w", time.Since(t0).Round(time.Millisecond), err))
 			time.Sleep(200 * time.Millisecond) // the node may refuse (0x88) while the cluster re-elects
 			continue
+		}
+		if p.conns.Add(1) > 1 && time.Since(t0) > time.Second {
+			p.lastErr.Store(fmt.Errorf("reconnect took %s", time.Since(t0).Round(time.Millisecond)))
 		}
 		// One failed publish ends the connection; the others' acks cannot come any more, so they stop waiting.
 		broken, breakConn := context.WithCancel(context.Background())
