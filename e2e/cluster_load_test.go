@@ -176,7 +176,7 @@ func killRun(t *testing.T, v killVariant) killTally {
 	wg.Wait()
 	if !recovered {
 		for _, p := range pubs {
-			t.Logf("%s: %d acknowledged after the kill, last error %v", p.name, p.afterKill.Load(), p.lastErr.Load())
+			t.Logf("%s: %d acknowledged after the kill, last error %v", p.name, p.afterKill.Load(), p.lastError())
 		}
 		t.Fatalf("not every publisher was acknowledged again within %s of the kill", recoverBound)
 	}
@@ -185,7 +185,7 @@ func killRun(t *testing.T, v killVariant) killTally {
 	tally.recovery = recovery
 	for _, p := range pubs {
 		t.Logf("%s: acknowledged again %s after the kill (%d connections; last error: %v)", p.name,
-			time.Duration(p.firstBack.Load()-killed.UnixNano()).Round(time.Millisecond), p.conns.Load(), p.lastErr.Load())
+			time.Duration(p.firstBack.Load()-killed.UnixNano()).Round(time.Millisecond), p.conns.Load(), p.lastError())
 	}
 	want := map[string]time.Time{} // every acknowledged payload and when
 	for _, p := range pubs {
@@ -267,11 +267,23 @@ type loadPublisher struct {
 	killedAt  atomic.Int64 // unix ns; 0 before the kill
 	afterKill atomic.Int64 // publishes sent after the kill and acknowledged
 	firstBack atomic.Int64 // unix ns of the first of those
-	lastErr   atomic.Value
+	lastErr   atomic.Pointer[string]
 	conns     atomic.Int64 // connections made
 
 	mu    sync.Mutex
 	acked map[string]time.Time // payload -> when its ack arrived
+}
+
+func (p *loadPublisher) setErr(err error) {
+	msg := err.Error()
+	p.lastErr.Store(&msg)
+}
+
+func (p *loadPublisher) lastError() string {
+	if e := p.lastErr.Load(); e != nil {
+		return *e
+	}
+	return "none"
 }
 
 func (p *loadPublisher) ackCount() int {
@@ -285,15 +297,23 @@ func (p *loadPublisher) run(ctx context.Context) {
 		t0 := time.Now()
 		c, err := connectLoad(p.t, p.node, p.name, p.token, true)
 		if err != nil {
-			p.lastErr.Store(fmt.Errorf("connect after %s: %w", time.Since(t0).Round(time.Millisecond), err))
+			p.setErr(fmt.Errorf("connect after %s: %w", time.Since(t0).Round(time.Millisecond), err))
 			time.Sleep(200 * time.Millisecond) // the node may refuse (0x88) while the cluster re-elects
 			continue
 		}
 		if p.conns.Add(1) > 1 && time.Since(t0) > time.Second {
-			p.lastErr.Store(fmt.Errorf("reconnect took %s", time.Since(t0).Round(time.Millisecond)))
+			p.setErr(fmt.Errorf("reconnect took %s", time.Since(t0).Round(time.Millisecond)))
 		}
-		// One failed publish ends the connection; the others' acks cannot come any more, so they stop waiting.
+		// One failed publish ends the connection, and so does the broker closing it; the acks still awaited cannot
+		// come any more, so their publishes stop waiting (paho keeps them for a resend until its packet timeout).
 		broken, breakConn := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-c.Done():
+				breakConn()
+			case <-broken.Done():
+			}
+		}()
 		var wg sync.WaitGroup
 		for range loadInflight {
 			wg.Go(func() { p.publishUntilBroken(ctx, broken, breakConn, c) })
@@ -318,7 +338,7 @@ func (p *loadPublisher) publishUntilBroken(ctx, broken context.Context, breakCon
 		cancel()
 		if err != nil || resp == nil || resp.ReasonCode >= 0x80 {
 			if broken.Err() == nil {
-				p.lastErr.Store(fmt.Errorf("publish: %v (resp %+v)", err, resp))
+				p.setErr(fmt.Errorf("publish: %v (resp %+v)", err, resp))
 			}
 			breakConn() // start over on a new connection; this one's packet ids are in doubt
 			_ = c.Conn.Close()
