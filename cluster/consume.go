@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,11 +34,29 @@ type ConsumeOptions struct {
 // consumer that the client recreates from the last sequence it saw after a gap, a leader change or a lost
 // heartbeat. One per node routes every message, whatever the number of subscriptions (unlike one durable
 // consumer per subscription, nats-server#3116/#6191).
+//
+// An unfiltered Consumer (the routing one) also watches for a stall: nats.go's ordered consumer was seen, after a
+// SIGKILL of the stream leader's node under load, to stop delivering for good while the stream went on (about one
+// kill in fifteen, e2e TestClusterKillUnderLoad). When the stream's last sequence is ahead of what the consumer
+// read and the consumer made no progress for two checks in a row, it is replaced by a new ordered consumer from
+// the next sequence: a late message rather than a lost one.
 type Consumer struct {
-	cc      jetstream.ConsumeContext
-	wait    time.Duration
-	lastSeq atomic.Uint64
-	bad     atomic.Uint64
+	c    *Cluster
+	opts ConsumeOptions
+	fn   func(Delivery)
+	wait time.Duration
+
+	mu       sync.Mutex
+	cc       jetstream.ConsumeContext // nil while a replacement failed; the watchdog tries again
+	delivery sync.Mutex               // held around each delivery: an old and a new consumer never overlap
+	gen      atomic.Uint64            // deliveries of an older ordered consumer are dropped
+	floor    uint64                   // the sequence before the first one asked for
+	lastSeq  atomic.Uint64
+	bad      atomic.Uint64
+	restarts atomic.Uint64
+	ctx      context.Context // ends at Stop: bounds the watchdog's calls
+	quit     context.CancelFunc
+	done     chan struct{}
 }
 
 // Consume starts delivering messages to fn, one at a time, in stream order, from one goroutine, until Stop. ctx
@@ -55,10 +74,30 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 		}
 		start = info.State.LastSeq + 1
 	}
+	k := &Consumer{c: c, opts: opts, fn: fn, wait: c.opts.OpTimeout, done: make(chan struct{})}
+	k.ctx, k.quit = context.WithCancel(context.Background())
+	k.floor = start - 1
+	cc, err := k.open(ctx, start)
+	if err != nil {
+		k.quit()
+		return nil, err
+	}
+	k.cc = cc
+	if len(opts.Filters) == 0 {
+		go k.watch()
+	} else {
+		close(k.done)
+	}
+	return k, nil
+}
+
+// open starts an ordered consumer at stream sequence start whose deliveries count while k.gen is unchanged.
+func (k *Consumer) open(ctx context.Context, start uint64) (jetstream.ConsumeContext, error) {
+	c := k.c
 	ctx, cancel := context.WithTimeout(ctx, c.opts.OpTimeout)
 	defer cancel()
 	oc, err := c.b.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: opts.Filters,
+		FilterSubjects: k.opts.Filters,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    start,
 		// Names show the node in `nats consumer ls`; the random part keeps two consumers of one node apart (a
@@ -68,9 +107,14 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 	if err != nil {
 		return nil, fmt.Errorf("cluster: creating the ordered consumer: %w", err)
 	}
-	k := &Consumer{wait: c.opts.OpTimeout}
+	gen := k.gen.Load()
 	node := c.cfg.Node
 	handler := func(jm jetstream.Msg) {
+		k.delivery.Lock()
+		defer k.delivery.Unlock()
+		if k.gen.Load() != gen {
+			return // replaced by the watchdog, or stopped
+		}
 		meta, err := jm.Metadata()
 		if err != nil {
 			k.bad.Add(1)
@@ -80,7 +124,7 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 		// persistent session's cursor relies on (sessions.go).
 		defer k.lastSeq.Store(meta.Sequence.Stream)
 		data := jm.Data()
-		if !opts.IncludeOwn && originIs(data, node) {
+		if !k.opts.IncludeOwn && originIs(data, node) {
 			return
 		}
 		m, err := decodeEnvelope(data)
@@ -89,11 +133,11 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 			c.log.Warn("cluster: skipping unreadable stream message", "seq", meta.Sequence.Stream, "err", err)
 			return
 		}
-		fn(Delivery{Message: m, Seq: meta.Sequence.Stream})
+		k.fn(Delivery{Message: m, Seq: meta.Sequence.Stream})
 	}
 	// The client notices a consumer lost with its server (it lived on the stream leader) after two missed idle
 	// heartbeats and recreates it; nats.go's default of 5s would stall routing for 10s after a leader's loss.
-	hb := min(max(c.opts.Heartbeat, 500*time.Millisecond), 30*time.Second)
+	hb := k.heartbeat()
 	cc, err := oc.Consume(handler, jetstream.PullHeartbeat(hb), jetstream.PullExpiry(max(5*hb, 2*time.Second)),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -103,19 +147,110 @@ func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Deli
 	if err != nil {
 		return nil, fmt.Errorf("cluster: starting the ordered consumer: %w", err)
 	}
+	return cc, nil
+}
+
+func (k *Consumer) heartbeat() time.Duration {
+	return min(max(k.c.opts.Heartbeat, 500*time.Millisecond), 30*time.Second)
+}
+
+// watch replaces a stalled ordered consumer (see Consumer) until Stop.
+func (k *Consumer) watch() {
+	defer close(k.done)
+	every := max(5*k.heartbeat(), 5*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var seen uint64
+	idle := 0
+	for {
+		select {
+		case <-k.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(k.ctx, k.wait)
+		info, err := k.c.b.stream.Info(ctx)
+		cancel()
+		if err != nil {
+			continue // no stream leader right now: nothing to compare with
+		}
+		read := max(k.lastSeq.Load(), k.floor)
+		k.mu.Lock()
+		down := k.cc == nil
+		k.mu.Unlock()
+		if read >= info.State.LastSeq || read != seen {
+			seen, idle = read, 0
+			if !down {
+				continue
+			}
+		}
+		if idle++; idle < 2 && !down {
+			continue
+		}
+		k.c.log.Warn("cluster: routing consumer stalled; replacing it", "node", k.c.cfg.Node, "read", read,
+			"stream_last", info.State.LastSeq)
+		k.replace()
+		idle = 0
+	}
+}
+
+// replace stops the current ordered consumer and opens another after the last message delivered. It waits
+// (up to OpTimeout) for a delivery in progress; if fn does not return, nothing is replaced.
+func (k *Consumer) replace() {
+	deadline := time.Now().Add(k.wait)
+	for !k.delivery.TryLock() {
+		if time.Now().After(deadline) {
+			k.c.log.Warn("cluster: routing consumer blocked in a delivery; not replaced", "node", k.c.cfg.Node)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	k.gen.Add(1) // under delivery: no message of the old consumer is delivered from here on
+	start := max(k.lastSeq.Load(), k.floor) + 1
+	k.delivery.Unlock()
+	k.mu.Lock()
+	old := k.cc
+	k.cc = nil
+	k.mu.Unlock()
+	if old != nil {
+		old.Stop()
+	}
+	cc, err := k.open(k.ctx, start)
+	if err != nil {
+		k.c.log.Warn("cluster: replacing the routing consumer", "err", err)
+		return
+	}
+	k.restarts.Add(1)
+	k.mu.Lock()
 	k.cc = cc
-	return k, nil
+	k.mu.Unlock()
 }
 
 // Stop ends delivery and waits (up to OpTimeout) until it has stopped: fn is not called after Stop returns.
 // Calling Stop from fn would wait for itself; it returns after the timeout then.
 func (k *Consumer) Stop() {
-	k.cc.Stop()
+	if k.ctx.Err() != nil {
+		return
+	}
+	k.quit()
+	<-k.done
+	k.mu.Lock()
+	cc := k.cc
+	k.cc = nil
+	k.gen.Add(1)
+	k.mu.Unlock()
+	if cc == nil {
+		return
+	}
+	cc.Stop()
 	select {
-	case <-k.cc.Closed():
+	case <-cc.Closed():
 	case <-time.After(k.wait):
 	}
 }
+
+// Restarts counts stalled ordered consumers the watchdog replaced.
+func (k *Consumer) Restarts() uint64 { return k.restarts.Load() }
 
 // LastSeq is the stream sequence of the last message handled: passed to fn and fn returned, or skipped (own
 // messages included).

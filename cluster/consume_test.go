@@ -120,3 +120,45 @@ func TestConsumeReplayAndFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumerReplacesStalledOrderedConsumer: when the ordered consumer under a routing Consumer stops
+// delivering while the stream goes on (seen after a SIGKILL of the stream leader's node), the watchdog replaces
+// it from the next sequence: every message arrives, once, in order.
+func TestConsumerReplacesStalledOrderedConsumer(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	a, b := nodes[0], nodes[1]
+	rec := newRecorder()
+	k, err := b.Consume(context.Background(), ConsumeOptions{}, rec.add)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	ctx := context.Background()
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := a.Publish(ctx, &Message{Topic: "stall/x", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(0, 10)
+	rec.waitFor(t, 10, 10*time.Second)
+
+	// The stall: the ordered consumer stops without the Consumer knowing, as nats.go's did.
+	k.mu.Lock()
+	k.cc.Stop()
+	k.mu.Unlock()
+	publish(10, 30)
+	got := rec.waitFor(t, 30, 30*time.Second)
+	if k.Restarts() != 1 {
+		t.Fatalf("restarts = %d, want 1", k.Restarts())
+	}
+	for i, d := range got {
+		if string(d.Payload) != fmt.Sprint(i) {
+			t.Fatalf("delivery %d is %q: want every message once, in order", i, d.Payload)
+		}
+	}
+	if len(got) != 30 {
+		t.Fatalf("%d deliveries, want 30", len(got))
+	}
+}

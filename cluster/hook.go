@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -32,9 +30,7 @@ type Hook struct {
 	metrics *hookMetrics
 
 	injector *mqtt.Client // the inline client that delivers other nodes' messages; never routed again
-	idPrefix string       // DedupID prefix: node and start, so ids stay unique across restarts
-	idSeq    atomic.Uint64
-	gates    sync.Map // *mqtt.Client -> *ackGate
+	gates    sync.Map     // *mqtt.Client -> *ackGate
 	retained *retainedSync
 	owners   *owners
 	identity func(*mqtt.Client) string
@@ -67,7 +63,6 @@ func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 		log:      c.log,
 		metrics:  newHookMetrics(o.Registerer),
 		injector: inj,
-		idPrefix: c.cfg.Node + "-" + strconv.FormatInt(c.opts.Now().UnixNano(), 36) + "-",
 		retained: newRetainedSync(c, server),
 		identity: o.Identity,
 	}
@@ -158,8 +153,9 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl == h.injector || cl == h.shared.injector {
 		return pk, nil
 	}
+	// No DedupID: a publish is never sent to the stream twice (a failed one closes the connection and the client
+	// sends it again as a new message), and a message id costs every replica a header parse and a dedup entry.
 	msg := messageOf(cl.ID, pk)
-	msg.DedupID = h.idPrefix + strconv.FormatUint(h.idSeq.Add(1), 36)
 	if pk.FixedHeader.Retain {
 		if err := h.retained.put(&msg); err != nil {
 			return h.refuse(cl, pk, err)
@@ -251,7 +247,6 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 // OnPublish).
 func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	msg := messageOf(cl.ID, pk)
-	msg.DedupID = h.idPrefix + strconv.FormatUint(h.idSeq.Add(1), 36)
 	if pk.FixedHeader.Retain {
 		if err := h.retained.put(&msg); err != nil {
 			h.log.Warn("cluster: retained will not stored", "client", cl.ID, "err", err)

@@ -147,6 +147,22 @@ func brokerDelta(pid, conns int, before, after brokerSample, errs []string) *bro
 // supports.
 const clockTicks = 100
 
+// brokerCPU is the CPU time of the broker: --broker-pid plus, for a cluster, --peer-pids.
+func (c *config) brokerCPU() (time.Duration, error) {
+	total, err := readCPUTime(c.BrokerPID)
+	if err != nil {
+		return 0, err
+	}
+	for _, pid := range c.PeerPIDs {
+		d, err := readCPUTime(pid)
+		if err != nil {
+			return 0, err
+		}
+		total += d
+	}
+	return total, nil
+}
+
 // readCPUTime returns the user+system CPU time of process pid (all its threads) from /proc/PID/stat.
 func readCPUTime(pid int) (time.Duration, error) {
 	if pid <= 0 {

@@ -64,6 +64,8 @@ type config struct {
 	IdleTopic       string
 	IdleSettle      time.Duration
 	BrokerPID       int
+	PeerPIDs        []int  // other cluster nodes: their CPU counts as the broker's
+	SubAddr         string // fanin: subscribers connect here (another cluster node); "" is Addr
 	MetricsURL      string
 	SourceIPs       int
 	Keepalive       time.Duration
@@ -83,7 +85,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		fmt.Fprintf(stderr, "usage: idmq-bench [flags]\n\nDrives an MQTT broker on loopback and prints one JSON line per scenario on stdout.\nScenarios: %s\n\n", strings.Join(allScenarios, ", "))
 		fs.PrintDefaults()
 	}
-	var protocol, scenarios, qos string
+	var protocol, scenarios, qos, peerPIDs string
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:1883", "broker `host:port`; must be a loopback address")
 	fs.StringVar(&c.Transport, "transport", "tcp", "tcp, tls, ws or wss")
 	fs.StringVar(&c.WSPath, "ws-path", "/mqtt", "URL path for ws and wss")
@@ -117,6 +119,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.IdleTopic, "idle-topic", "users/%u/bench/idle", "idle: topic template each client subscribes to; the final fan-out publishes once per distinct topic")
 	fs.DurationVar(&c.IdleSettle, "idle-settle", 2*time.Second, "idle: wait after the last connection before reading the broker's memory")
 	fs.IntVar(&c.BrokerPID, "broker-pid", 0, "idle: broker process id whose RSS is read from /proc/PID/status")
+	fs.StringVar(&peerPIDs, "peer-pids", "", "comma-separated process ids of the other nodes of a clustered broker: their CPU time is added to --broker-pid's")
+	fs.StringVar(&c.SubAddr, "sub-addr", "", "fanin: subscribers connect to this loopback `host:port` (another node of a cluster) while publishers use --addr; default --addr")
 	fs.StringVar(&c.MetricsURL, "metrics-url", "", "idle: broker Prometheus endpoint (loopback) for go_goroutines and go_memstats_heap_inuse_bytes")
 	fs.IntVar(&c.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.2..127.0.0.(1+N); 0 picks one per 20,000 connections (none below that)")
 	fs.DurationVar(&c.Keepalive, "keepalive", 60*time.Second, "MQTT keep alive (whole seconds); 0 disables PINGREQ")
@@ -139,6 +143,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, err
 	}
 	if c.QoS, err = parseQoS(qos); err != nil {
+		return nil, err
+	}
+	if c.PeerPIDs, err = parsePIDs(peerPIDs); err != nil {
 		return nil, err
 	}
 	return c, c.validate()
@@ -188,6 +195,21 @@ func parseQoS(s string) ([]byte, error) {
 	return out, nil
 }
 
+func parsePIDs(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("--peer-pids: %q is not a process id", f)
+		}
+		out = append(out, pid)
+	}
+	return out, nil
+}
+
 func (c *config) validate() error {
 	switch c.Transport {
 	case "tcp", "tls", "ws", "wss":
@@ -196,6 +218,14 @@ func (c *config) validate() error {
 	}
 	if err := requireLoopbackHostPort(c.Addr); err != nil {
 		return fmt.Errorf("--addr: %w", err)
+	}
+	if c.SubAddr != "" {
+		if err := requireLoopbackHostPort(c.SubAddr); err != nil {
+			return fmt.Errorf("--sub-addr: %w", err)
+		}
+	}
+	if len(c.PeerPIDs) > 0 && c.BrokerPID <= 0 {
+		return errors.New("--peer-pids: needs --broker-pid")
 	}
 	if c.MetricsURL != "" {
 		u, err := url.Parse(c.MetricsURL)

@@ -49,6 +49,9 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"zero timeout", []string{"--timeout", "0s"}, "--timeout"},
 		{"fanin over the cap", []string{"--scenario", "fanin", "--publishers", "60", "--max-clients", "100"}, "--max-clients"},
 		{"source ips with a name", []string{"--addr", "localhost:1883", "--source-ips", "2"}, "--source-ips"},
+		{"remote subscriber node", []string{"--sub-addr", "10.0.0.2:1883"}, "--sub-addr"},
+		{"peer pid not a number", []string{"--broker-pid", "1", "--peer-pids", "2,x"}, "--peer-pids"},
+		{"peer pids without broker pid", []string{"--peer-pids", "2"}, "--peer-pids"},
 		{"stray argument", []string{"connect"}, "unexpected argument"},
 	}
 	for _, tt := range tests {

@@ -13,6 +13,7 @@ import (
 type env struct {
 	cfg      *config
 	dialer   *dialer
+	subs     *dialer // fanin subscribers: --sub-addr; the same as dialer without it
 	creds    *credentials
 	runID    string
 	idPrefix string
@@ -24,13 +25,20 @@ type env struct {
 func newEnv(cfg *config, d *dialer, creds *credentials, log io.Writer) *env {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
-	e := &env{cfg: cfg, dialer: d, creds: creds, runID: hex.EncodeToString(b[:]), base: time.Now(), log: log}
+	e := &env{cfg: cfg, dialer: d, subs: d, creds: creds, runID: hex.EncodeToString(b[:]), base: time.Now(), log: log}
 	e.idPrefix = cfg.ClientIDPrefix
 	if e.idPrefix == "" {
 		// Short enough that ids stay within the 23 bytes every MQTT 3.1.1 broker must accept [MQTT-3.1.3-5].
 		e.idPrefix = "b" + e.runID + "-"
 	}
 	return e
+}
+
+// forSubscribers is e with the subscribers' dialer: fanin's subscribers connect to --sub-addr.
+func (e *env) forSubscribers() *env {
+	s := *e
+	s.dialer = e.subs
+	return &s
 }
 
 // options is the CONNECT of the client in slot i of a scenario; tag keeps client ids of scenarios apart.

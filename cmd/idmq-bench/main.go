@@ -75,6 +75,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	e := newEnv(cfg, d, creds, stderr)
+	if cfg.SubAddr != "" {
+		sc := *cfg
+		sc.Addr = cfg.SubAddr
+		if e.subs, err = newDialer(&sc); err != nil {
+			fmt.Fprintf(stderr, "idmq-bench: %v\n", err)
+			return 2
+		}
+	}
 	if n := creds.count(); n > 0 && n < cfg.maxConnections() {
 		e.progress("%d credentials for up to %d connections: credentials are reused round-robin", n, cfg.maxConnections())
 	}
@@ -111,10 +119,10 @@ func runScenario(ctx context.Context, e *env, name string) []*result {
 		sctx, cancel := context.WithTimeout(ctx, e.cfg.ScenarioTimeout)
 		defer cancel()
 		start := time.Now()
-		cpuBefore, cpuErr := readCPUTime(e.cfg.BrokerPID)
+		cpuBefore, cpuErr := e.cfg.brokerCPU()
 		r := f(sctx)
 		r.DurationS = seconds(time.Since(start))
-		if cpuAfter, err := readCPUTime(e.cfg.BrokerPID); err == nil && cpuErr == nil && r.BrokerCPUS == 0 {
+		if cpuAfter, err := e.cfg.brokerCPU(); err == nil && cpuErr == nil && r.BrokerCPUS == 0 {
 			r.BrokerCPUS = seconds(cpuAfter - cpuBefore) // unless the scenario measured its own part
 		}
 		r.TimedOut = sctx.Err() != nil

@@ -23,7 +23,7 @@ func runReport(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("idmq-bench report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "", "run `directory` with LABEL.jsonl files and meta.txt (required)")
-	kind := fs.String("kind", "compare", "compare or scale: which section of the report to (re)write")
+	kind := fs.String("kind", "compare", "compare, scale or cluster: which section of the report to (re)write")
 	out := fs.String("o", "", "markdown `file` to update in place (required)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -31,8 +31,8 @@ func runReport(args []string, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *dir == "" || *out == "" || fs.NArg() > 0 || (*kind != "compare" && *kind != "scale") {
-		fmt.Fprintln(stderr, "idmq-bench report: usage: idmq-bench report --dir DIR --kind compare|scale -o FILE")
+	if *dir == "" || *out == "" || fs.NArg() > 0 || (*kind != "compare" && *kind != "scale" && *kind != "cluster") {
+		fmt.Fprintln(stderr, "idmq-bench report: usage: idmq-bench report --dir DIR --kind compare|scale|cluster -o FILE")
 		return 2
 	}
 	run, err := loadRun(*dir)
@@ -41,10 +41,13 @@ func runReport(args []string, stderr io.Writer) int {
 		return 1
 	}
 	var body string
-	if *kind == "compare" {
+	switch *kind {
+	case "compare":
 		body = renderCompare(run)
-	} else {
+	case "scale":
 		body = renderScale(run)
+	default:
+		body = renderCluster(run)
 	}
 	if err := replaceSection(*out, *kind, body); err != nil {
 		fmt.Fprintf(stderr, "idmq-bench report: %v\n", err)

@@ -27,13 +27,13 @@ func runConnect(ctx context.Context, e *env) *result {
 		sleep(ctx, 200*time.Millisecond)
 	}
 	e.progress("connect: %d clients, concurrency %d", n, e.cfg.Concurrency)
-	cpuBefore, cpuErr := readCPUTime(e.cfg.BrokerPID)
+	cpuBefore, cpuErr := e.cfg.brokerCPU()
 	f := newFleet(n)
 	f.open(ctx, e, 0, n, func(i int) connectOptions { return e.options("c", i, e.creds.get(i)) }, nil, nil)
 	r.Connect = f.report()
 	r.Dropped, r.DropReasons = countDropped(f)
 	f.close(true)
-	if cpuAfter, err := readCPUTime(e.cfg.BrokerPID); err == nil && cpuErr == nil {
+	if cpuAfter, err := e.cfg.brokerCPU(); err == nil && cpuErr == nil {
 		r.BrokerCPUS = seconds(cpuAfter - cpuBefore)
 	}
 	return r
@@ -56,7 +56,7 @@ func runReconnect(ctx context.Context, e *env) *result {
 	// Broker CPU is measured around the measured rounds only: the warm-up paid for the signature checks the
 	// cache exists to skip, and counting it would charge them to the reconnects. The pauses between rounds
 	// stay in: the broker tears the last round's sessions down during them, and disconnects are part of the cost.
-	cpuBefore, cpuErr := readCPUTime(e.cfg.BrokerPID)
+	cpuBefore, cpuErr := e.cfg.brokerCPU()
 	f := newFleet(n)
 	var reasons failures
 	for round := 1; round <= e.cfg.ReconnectRounds && ctx.Err() == nil; round++ {
@@ -71,7 +71,7 @@ func runReconnect(ctx context.Context, e *env) *result {
 	r.Connect = f.report()
 	r.DropReasons, _ = reasons.snapshot()
 	f.close(true)
-	if cpuAfter, err := readCPUTime(e.cfg.BrokerPID); err == nil && cpuErr == nil {
+	if cpuAfter, err := e.cfg.brokerCPU(); err == nil && cpuErr == nil {
 		r.BrokerCPUS = seconds(cpuAfter - cpuBefore)
 	}
 	return r

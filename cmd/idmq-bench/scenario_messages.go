@@ -23,9 +23,12 @@ func runFanin(ctx context.Context, e *env, qos byte) *result {
 		inboxes[k] = tr.newInbox(k)
 	}
 	e.progress("fanin qos %d: %d publishers → %d subscribers, %d messages each", qos, p, p, m)
+	if cfg.SubAddr != "" {
+		e.progress("fanin: publishers on %s, subscribers on %s", cfg.Addr, cfg.SubAddr)
+	}
 	f := newFleet(2 * p)
 	defer f.close(true)
-	f.open(ctx, e, 0, p,
+	f.open(ctx, e.forSubscribers(), 0, p,
 		func(i int) connectOptions { return e.options(fmt.Sprintf("fs%d-", qos), i, e.creds.get(i)) },
 		func(i int, c *client) { in := inboxes[i]; c.onMessage = func(b []byte) { tr.deliver(in, b) } },
 		func(ctx context.Context, i int, c *client) error {
