@@ -160,6 +160,9 @@ func (c *Config) validateEmbedded() []error {
 	if c.NATS.Listen != "" {
 		if err := checkHostPort(c.NATS.Listen); err != nil {
 			errs = append(errs, fieldErr("nats.listen", "%v", err))
+		} else if len(c.NATS.Routes) == 0 {
+			// nats-server refuses a clustered JetStream without routes, and says so only in its own log.
+			errs = append(errs, fieldErr("nats.routes", "required with nats.listen: list the other nodes' route addresses (a one-node cluster sets neither)"))
 		}
 	} else if len(c.NATS.Routes) > 0 {
 		errs = append(errs, fieldErr("nats.listen", "required with nats.routes: the other nodes connect to it"))
