@@ -225,22 +225,24 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnRetainMessage keeps this node on the bucket's latest value when another node's retained publish on the
-// same topic overtook this one in the bucket (see retainedSync).
+// same topic overtook this one in the bucket (see retainedSync), and undoes mochi's store of a routed message.
 func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
-	if cl != h.injector {
-		h.retained.afterLocal(pk.TopicName)
+	if cl == h.injector {
+		h.retained.afterRouted(pk.TopicName)
+		return
 	}
+	h.retained.afterLocal(pk.TopicName)
 }
 
 // deliver hands a message another node published to local subscribers, as its publisher's publish: No Local
-// compares the publishing client id, the ACL is checked per subscriber by mochi. Its retained copy comes from
-// the bucket, not from here, so the routed packet is not retained again.
+// compares the publishing client id, the ACL is checked per subscriber by mochi. It keeps its retain flag, so a
+// Retain As Published subscriber sees it [MQTT-3.3.1-13]; mochi then stores it as retained, which
+// OnRetainMessage undoes: the retained store follows the bucket only.
 func (h *Hook) deliver(d Delivery) {
 	pk, ok := packetOf(&d.Message, h.c.opts.Now())
 	if !ok {
 		return // expired on its way
 	}
-	pk.FixedHeader.Retain = false
 	h.injector.ID = d.ClientID
 	if err := h.server.InjectPacket(h.injector, pk); err != nil {
 		h.log.Warn("cluster: delivering a routed message", "seq", d.Seq, "err", err)
