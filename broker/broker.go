@@ -205,6 +205,9 @@ func (b *Broker) Start() error {
 		if err == nil {
 			err = b.followRevocations()
 		}
+		if err == nil {
+			err = b.serveAdminRequests()
+		}
 		if err != nil {
 			_ = b.server.Close()
 			_ = b.fixes.Close()
