@@ -36,6 +36,7 @@ type Hook struct {
 	gates    sync.Map // *mqtt.Client -> *ackGate
 	retained *retainedSync
 	owners   *owners
+	wills    *wills
 	identity func(*mqtt.Client) string
 	consumer *Consumer
 }
@@ -69,6 +70,8 @@ func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 		h.identity = func(cl *mqtt.Client) string { return string(cl.Properties.Username) }
 	}
 	h.owners = newOwners(c, server, h.metrics.takeovers.Inc)
+	h.wills = newWills(c, server, h.owners)
+	h.owners.beforeTakeover = h.wills.takenOver
 	return h
 }
 
@@ -96,7 +99,13 @@ func (h *Hook) Start(ctx context.Context) error {
 		return err
 	}
 	k, err := h.c.Consume(ctx, ConsumeOptions{}, h.deliver)
+	if err == nil {
+		err = h.wills.start()
+	}
 	if err != nil {
+		if k != nil {
+			k.Stop()
+		}
 		h.retained.stop()
 		h.owners.stop()
 		return err
@@ -112,14 +121,16 @@ func (h *Hook) Stop() error {
 	}
 	h.retained.stop()
 	h.owners.stop()
+	h.wills.stop()
 	return nil
 }
 
 // OnConnect claims the client id for this node: a connection of the same client on another node ends, another
 // user's client id is refused (ClientIDTaken), and a node that cannot reach the bucket refuses the client.
-func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	err := h.owners.claim(cl, h.identity(cl))
 	if err == nil {
+		h.wills.track(cl, pk)
 		return nil
 	}
 	kind := refusal.ClusterUnavailable
@@ -206,6 +217,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	}
 	if !cl.Net.Inline {
 		h.owners.release(cl, expire)
+		h.wills.ended(cl)
 	}
 }
 

@@ -1,0 +1,430 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// wills publishes the Wills of clients whose node died. mochi publishes a Will when the connection ends on a
+// live node; a node killed (or cut off for longer than PresenceTTL) publishes nothing. So every node keeps the
+// Will of each of its connections in the idmq-wills bucket (one key per connection) while it is connected, and
+// deletes it when the connection ends here (mochi then does what one node does). Every node follows the bucket
+// and the presence bucket: a record whose node stopped renewing its presence, or restarted since it wrote the
+// record, is an orphan; once the Will Delay Interval has passed since the node was last seen [MQTT-3.1.3-9],
+// the surviving nodes race to delete the record at its revision, and the one that wins publishes the Will
+// through the normal routed path (this node's mochi and the stream: every node delivers it, once). The ACL was
+// checked at CONNECT. A client that connected again meanwhile decides: Clean Start 0 continues the session and
+// cancels the Will, Clean Start 1 ends the session, which sends it (MQTT 5, 3.1.3.2.2).
+type wills struct {
+	c      *Cluster
+	server *mqtt.Server
+	owners *owners
+
+	mu      sync.Mutex
+	mine    map[string]ownWill // client id -> the record of its connection here
+	closed  bool               // stop began: it deletes what is left in mine
+	pending sync.WaitGroup     // deletes and fires in flight
+
+	// The loop goroutine's own state.
+	known    map[string]*knownWill // key -> a record of any node
+	lastSeen map[string]time.Time  // node -> when its presence was last renewed (this node's clock)
+	started  map[string]time.Time  // node -> its presence's start: a later one means it restarted
+	fired    chan fireResult
+
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	ctx      context.Context
+	done     chan struct{}
+}
+
+// willRecord is the value of a connection's key in idmq-wills.
+type willRecord struct {
+	Client      string    `json:"client"`
+	Node        string    `json:"node"`
+	NodeStarted time.Time `json:"node_started"` // the node's presence start: its incarnation
+	Conn        string    `json:"conn"`         // ownerRecord.Conn of the connection
+	Delay       uint32    `json:"delay"`        // Will Delay Interval, seconds
+	Will        []byte    `json:"will"`         // the Will as a routed message's envelope
+}
+
+type ownWill struct {
+	cl    *mqtt.Client
+	key   string
+	rev   uint64
+	delay uint32
+	msg   Message
+}
+
+type knownWill struct {
+	rev    uint64
+	rec    willRecord
+	since  time.Time // when its node was lost; zero while the node lives
+	firing bool
+}
+
+type fireOutcome int
+
+const (
+	fireDone  fireOutcome = iota // published, cancelled, or another node won
+	fireRetry                    // a JetStream call failed: try again at the next check
+	fireAlive                    // the node's presence is there after all: not an orphan
+)
+
+type fireResult struct {
+	key     string
+	outcome fireOutcome
+}
+
+func newWills(c *Cluster, server *mqtt.Server, o *owners) *wills {
+	return &wills{c: c, server: server, owners: o, mine: map[string]ownWill{}, known: map[string]*knownWill{},
+		lastSeen: map[string]time.Time{}, started: map[string]time.Time{}, fired: make(chan fireResult, 64)}
+}
+
+func willKey(clientID, conn string) string { return ClientKey(clientID) + "." + conn }
+
+// track stores the Will of cl's new connection (claimed already). Without a Will nothing is stored. Best
+// effort: a Will not stored is published by this node as usual, only not by another if this one dies.
+func (w *wills) track(cl *mqtt.Client, pk packets.Packet) {
+	conn := w.owners.connOf(cl)
+	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 0 || conn == "" {
+		return
+	}
+	msg := willMessage(cl, pk)
+	msg.Origin = w.c.cfg.Node
+	rec := willRecord{Client: cl.ID, Node: w.c.cfg.Node, NodeStarted: w.c.started(), Conn: conn,
+		Delay: cl.Properties.Will.WillDelayInterval, Will: msg.encode(nil)}
+	val, _ := json.Marshal(rec)
+	key := willKey(cl.ID, conn)
+	ctx, cancel := context.WithTimeout(context.Background(), w.c.opts.OpTimeout)
+	defer cancel()
+	rev, err := w.c.b.wills.Put(ctx, key, val)
+	if err != nil {
+		w.c.log.Warn("cluster: Will not stored: no other node would publish it if this one died", "client", cl.ID, "err", err)
+		return
+	}
+	w.mu.Lock()
+	w.mine[cl.ID] = ownWill{cl: cl, key: key, rev: rev, delay: rec.Delay, msg: msg}
+	w.mu.Unlock()
+}
+
+// ended drops the record of cl's connection, which ended here: mochi handles its Will.
+func (w *wills) ended(cl *mqtt.Client) {
+	w.mu.Lock()
+	own, ok := w.mine[cl.ID]
+	ok = ok && own.cl == cl && !w.closed
+	if ok {
+		w.pending.Add(1)
+	}
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	go func() {
+		defer w.pending.Done()
+		if w.drop(context.Background(), own) == nil {
+			w.mu.Lock()
+			if cur, ok := w.mine[cl.ID]; ok && cur.cl == cl {
+				delete(w.mine, cl.ID)
+			}
+			w.mu.Unlock()
+		}
+	}()
+}
+
+func (w *wills) drop(ctx context.Context, own ownWill) error {
+	ctx, cancel := context.WithTimeout(ctx, w.c.opts.OpTimeout)
+	defer cancel()
+	err := w.c.b.wills.Delete(ctx, own.key, jetstream.LastRevision(own.rev))
+	if err != nil && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)) {
+		return nil // gone or replaced already
+	}
+	return err
+}
+
+// takenOver: cl's connection here is about to end because its client connected to another node with Clean
+// Start cleanStart. As on one node, the Will is sent unless the new connection continues the session and the
+// Will Delay Interval is above 0; a delay of 0 means at the close (mochi does it), and a Clean Start ends the
+// session, which sends it at once (MQTT 5, 3.1.3.2.2, [MQTT-3.1.3-9]).
+func (w *wills) takenOver(cl *mqtt.Client, cleanStart bool) {
+	w.mu.Lock()
+	own, ok := w.mine[cl.ID]
+	w.mu.Unlock()
+	if !ok || own.cl != cl || own.delay == 0 {
+		return
+	}
+	// mochi would hold a delayed Will here, out of reach of the node the session moved to.
+	atomic.StoreUint32(&cl.Properties.Will.Flag, 0)
+	if cleanStart {
+		w.publish(cl.ID, own.msg)
+	}
+}
+
+// publish sends a Will as its client's publish through this node: mochi delivers it here, the hook routes it
+// (and stores it as retained) for every other node. The ACL allowed its topic at CONNECT.
+func (w *wills) publish(clientID string, m Message) {
+	m.Created = w.c.opts.Now()
+	pk, _ := packetOf(&m, m.Created)
+	cl := w.server.NewClient(nil, "cluster", clientID, true)
+	cl.Properties.ProtocolVersion = 5 // keep the Will's MQTT 5 properties
+	if err := w.server.InjectPacket(cl, pk); err != nil {
+		w.c.log.Warn("cluster: publishing a Will", "client", clientID, "err", err)
+	}
+}
+
+// willMessage is the Will of cl's CONNECT as a routed message, its MQTT 5 properties included.
+func willMessage(cl *mqtt.Client, pk packets.Packet) Message {
+	will := cl.Properties.Will
+	p := pk.Connect.WillProperties
+	m := Message{Topic: will.TopicName, Payload: will.Payload, QoS: will.Qos, Retain: will.Retain, ClientID: cl.ID,
+		MessageExpiry: p.MessageExpiryInterval, ContentType: p.ContentType, ResponseTopic: p.ResponseTopic,
+		CorrelationData: p.CorrelationData}
+	if p.PayloadFormatFlag {
+		m.HasPayloadFormat, m.PayloadFormat = true, p.PayloadFormat
+	}
+	for _, up := range will.User {
+		m.UserProperties = append(m.UserProperties, UserProperty{Key: up.Key, Value: up.Val})
+	}
+	return m
+}
+
+// start follows the presence and wills buckets (their current values, then changes) until stop.
+func (w *wills) start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	nw, err := w.c.b.nodes.WatchAll(ctx)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("cluster: watching nodes: %w", err)
+	}
+	ww, err := w.c.b.wills.WatchAll(ctx)
+	if err != nil {
+		_ = nw.Stop()
+		cancel()
+		return fmt.Errorf("cluster: watching Wills: %w", err)
+	}
+	w.ctx, w.cancel, w.done = ctx, cancel, make(chan struct{})
+	go w.loop(nw, ww)
+	return nil
+}
+
+// stop ends the loop and deletes this node's records: a node shutting down ends its clients' connections
+// without their Wills, as one node does, so no other node may publish them.
+func (w *wills) stop() {
+	w.stopOnce.Do(func() {
+		if w.cancel == nil {
+			return
+		}
+		w.cancel()
+		<-w.done
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		w.pending.Wait()
+		w.mu.Lock()
+		left := make([]ownWill, 0, len(w.mine))
+		for _, own := range w.mine {
+			left = append(left, own)
+		}
+		clear(w.mine)
+		w.mu.Unlock()
+		// One bound for all: a node that lost NATS must not take OpTimeout per client to shut down.
+		ctx, cancel := context.WithTimeout(context.Background(), w.c.opts.OpTimeout)
+		defer cancel()
+		failed := 0
+		var last error
+		for _, own := range left {
+			if err := w.drop(ctx, own); err != nil {
+				failed, last = failed+1, err
+			}
+		}
+		if failed > 0 {
+			w.c.log.Warn("cluster: Will records left at close: other nodes may publish these Wills", "records", failed, "err", last)
+		}
+	})
+}
+
+func (w *wills) loop(nw, ww jetstream.KeyWatcher) {
+	defer close(w.done)
+	defer func() { _ = nw.Stop(); _ = ww.Stop() }()
+	t := time.NewTicker(w.c.opts.Heartbeat)
+	defer t.Stop()
+	ready := true
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case e := <-nw.Updates():
+			if e != nil {
+				w.presenceChanged(e)
+			}
+		case e := <-ww.Updates():
+			if e != nil {
+				w.recordChanged(e)
+			}
+		case r := <-w.fired:
+			w.afterFire(r)
+		case <-t.C:
+			now := time.Now()
+			if !w.c.Ready() {
+				ready = false
+				continue
+			}
+			if !ready {
+				// Cut off, this node saw no heartbeats: its view of the others is stale, start afresh.
+				ready = true
+				for n := range w.lastSeen {
+					w.lastSeen[n] = now
+				}
+			}
+			w.check(now)
+		}
+	}
+}
+
+func (w *wills) presenceChanged(e jetstream.KeyValueEntry) {
+	now := time.Now()
+	if e.Operation() != jetstream.KeyValuePut {
+		w.lastSeen[e.Key()] = now.Add(-PresenceTTL - w.c.opts.Heartbeat) // left: lost at once
+		return
+	}
+	var p presence
+	if json.Unmarshal(e.Value(), &p) != nil {
+		return
+	}
+	w.lastSeen[p.Node] = now
+	w.started[p.Node] = p.Started
+}
+
+func (w *wills) recordChanged(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(w.known, e.Key())
+		return
+	}
+	var rec willRecord
+	if json.Unmarshal(e.Value(), &rec) != nil {
+		return
+	}
+	w.known[e.Key()] = &knownWill{rev: e.Revision(), rec: rec}
+}
+
+// check starts the publication of every orphan whose delay has passed.
+func (w *wills) check(now time.Time) {
+	for key, k := range w.known {
+		if k.firing {
+			continue
+		}
+		if k.since.IsZero() {
+			since, orphan := w.lostSince(k.rec, now)
+			if !orphan {
+				continue
+			}
+			k.since = since
+		}
+		if now.Before(k.since.Add(time.Duration(k.rec.Delay) * time.Second)) {
+			continue
+		}
+		k.firing = true
+		st, ok := w.started[k.rec.Node]
+		restarted := ok && st.After(k.rec.NodeStarted)
+		w.pending.Add(1)
+		go func(k knownWill) {
+			defer w.pending.Done()
+			r := fireResult{key: key, outcome: w.fire(key, k, restarted)}
+			select {
+			case w.fired <- r:
+			case <-w.ctx.Done():
+			}
+		}(*k)
+	}
+}
+
+// lostSince tells whether rec's node is lost and since when: it restarted since it wrote rec (this node
+// included), or its presence has not been renewed for PresenceTTL. A node died between its last heartbeat and
+// the next, so the delay counts from one heartbeat after the last: never early.
+func (w *wills) lostSince(rec willRecord, now time.Time) (time.Time, bool) {
+	if st, ok := w.started[rec.Node]; ok && st.After(rec.NodeStarted) {
+		return st, true
+	}
+	if rec.Node == w.c.cfg.Node {
+		return time.Time{}, false
+	}
+	last, ok := w.lastSeen[rec.Node]
+	if !ok {
+		w.lastSeen[rec.Node] = now // never seen: counted from now
+		return time.Time{}, false
+	}
+	if now.Sub(last) <= PresenceTTL+w.c.opts.Heartbeat {
+		return time.Time{}, false
+	}
+	return last.Add(w.c.opts.Heartbeat), true
+}
+
+func (w *wills) afterFire(r fireResult) {
+	k, ok := w.known[r.key]
+	if !ok {
+		return
+	}
+	k.firing = false
+	if r.outcome == fireAlive {
+		k.since = time.Time{}
+		w.lastSeen[k.rec.Node] = time.Now()
+	}
+}
+
+// fire publishes an orphan's Will unless its client connected again to continue its session; the node whose
+// revision-checked delete succeeds is the one that acts, so a Will is published once.
+func (w *wills) fire(key string, k knownWill, restarted bool) fireOutcome {
+	ctx, cancel := context.WithTimeout(w.ctx, w.c.opts.OpTimeout)
+	defer cancel()
+	rec := k.rec
+	if !restarted {
+		// Confirm with the bucket itself, not this node's view of it.
+		e, err := w.c.b.nodes.Get(ctx, rec.Node)
+		switch {
+		case err == nil:
+			var p presence
+			if json.Unmarshal(e.Value(), &p) == nil && !p.Started.After(rec.NodeStarted) {
+				return fireAlive
+			}
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return fireRetry
+		}
+	}
+	send := true
+	e, err := w.c.b.owners.Get(ctx, ClientKey(rec.Client))
+	switch {
+	case err == nil:
+		var cur ownerRecord
+		if json.Unmarshal(e.Value(), &cur) == nil && cur.Conn != rec.Conn {
+			send = cur.Clean // [MQTT-3.1.3-9]: a new connection to the session cancels it; a clean start ends the session
+		}
+	case !errors.Is(err, jetstream.ErrKeyNotFound): // not found: the session ended since
+		return fireRetry
+	}
+	if err := w.c.b.wills.Delete(ctx, key, jetstream.LastRevision(k.rev)); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+			return fireDone // another node acted
+		}
+		return fireRetry
+	}
+	if !send {
+		w.c.log.Info("cluster: Will of a lost node's client cancelled: it continued its session", "client", rec.Client, "node", rec.Node)
+		return fireDone
+	}
+	m, err := decodeEnvelope(rec.Will)
+	if err != nil {
+		w.c.log.Warn("cluster: unreadable Will record", "client", rec.Client, "err", err)
+		return fireDone
+	}
+	w.c.log.Info("cluster: publishing the Will of a lost node's client", "client", rec.Client, "node", rec.Node, "topic", m.Topic)
+	w.publish(rec.Client, m)
+	return fireDone
+}
