@@ -45,7 +45,7 @@ type ownerRecord struct {
 	Client string `json:"client"`
 	Node   string `json:"node"`
 	User   string `json:"user"`
-	Conn   string `json:"conn"` // one connection: a reconnect to the same node is a new claim
+	Conn   string `json:"conn"`            // one connection: a reconnect to the same node is a new claim
 	Clean  bool   `json:"clean,omitempty"` // the connection's Clean Start: false continues the session
 }
 
