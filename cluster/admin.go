@@ -34,7 +34,13 @@ func (c *Cluster) HandleRequests(name string, fn func(req []byte) []byte) (stop 
 	sub, err := c.nc.Subscribe(AdminSubject(c.cfg.Node, name), func(m *nats.Msg) {
 		_ = m.Respond(fn(m.Data))
 	})
+	if err == nil {
+		err = c.nc.FlushTimeout(c.opts.OpTimeout) // the server has the subscription: requests from now on reach it
+	}
 	if err != nil {
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
 		return nil, fmt.Errorf("cluster: answering %s requests: %w", name, err)
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
@@ -55,31 +61,27 @@ func (c *Cluster) Ask(ctx context.Context, node, name string, req []byte) ([]byt
 	return m.Data, nil
 }
 
-// AskAll sends the request to every live node, this one included, in parallel, and returns the answers by
-// node and, sorted, the live nodes that did not answer within AdminTimeout.
-func (c *Cluster) AskAll(ctx context.Context, name string, req []byte) (answers map[string][]byte, unanswered []string, err error) {
-	m, err := c.Nodes(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
+// AskAll sends the request to every live node (LiveNodes), this one included, in parallel, and returns the
+// answers by node and, sorted, the live nodes that did not answer within AdminTimeout.
+func (c *Cluster) AskAll(ctx context.Context, name string, req []byte) (answers map[string][]byte, unanswered []string) {
 	answers = map[string][]byte{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, n := range m.Nodes {
+	for _, n := range c.LiveNodes() {
 		wg.Go(func() {
-			a, err := c.Ask(ctx, n.Name, name, req)
+			a, err := c.Ask(ctx, n, name, req)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				unanswered = append(unanswered, n.Name)
+				unanswered = append(unanswered, n)
 				return
 			}
-			answers[n.Name] = a
+			answers[n] = a
 		})
 	}
 	wg.Wait()
 	slices.Sort(unanswered)
-	return answers, unanswered, nil
+	return answers, unanswered
 }
 
 // OwnerOf names the node that holds client id's connection or last held its session; "" if no node claims it.
