@@ -122,9 +122,12 @@ func TestClusterWillsOfKilledNode(t *testing.T) {
 func TestClusterTakeoverWill(t *testing.T) {
 	nodes := startIdmqCluster(t)
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	sub := clusterClient(t, c, "tw-sub")
-	subscribe(t, sub, "users/alice/will/#", 1)
-	at := record(sub)
+	// A subscriber on the old node too: mochi delivers a delayed Will there without routing it.
+	subA := clusterClient(t, a, "tw-sub-a")
+	subscribe(t, subA, "users/alice/will/#", 1)
+	subC := clusterClient(t, c, "tw-sub-c")
+	subscribe(t, subC, "users/alice/will/#", 1)
+	atA, atC := record(subA), record(subC)
 	willClient(t, a, "now", 0, 300)
 	willClient(t, a, "kept", 10, 300)
 	willClient(t, a, "ended", 10, 300)
@@ -133,13 +136,15 @@ func TestClusterTakeoverWill(t *testing.T) {
 	reconnect(t, b, "kept", false, 5*time.Second)
 	reconnect(t, b, "ended", true, 5*time.Second)
 	time.Sleep(time.Until(start.Add(15 * time.Second))) // past the 10s delay
-	for id, want := range map[string]int{"now": 1, "kept": 0, "ended": 1} {
-		got := at.of("users/alice/will/" + id + "|gone " + id)
-		if len(got) != want {
-			t.Errorf("Will of %q taken over: published %d times, want %d", id, len(got), want)
-		}
-		if want == 1 && len(got) == 1 && got[0].Sub(start) > 5*time.Second {
-			t.Errorf("Will of %q taken over published after %s, want at the takeover", id, got[0].Sub(start))
+	for node, at := range map[string]*arrivals{"A": atA, "C": atC} {
+		for id, want := range map[string]int{"now": 1, "kept": 0, "ended": 1} {
+			got := at.of("users/alice/will/" + id + "|gone " + id)
+			if len(got) != want {
+				t.Errorf("node %s: Will of %q taken over: received %d times, want %d", node, id, len(got), want)
+			}
+			if want == 1 && len(got) == 1 && got[0].Sub(start) > 5*time.Second {
+				t.Errorf("node %s: Will of %q taken over arrived after %s, want at the takeover", node, id, got[0].Sub(start))
+			}
 		}
 	}
 }
