@@ -94,6 +94,16 @@ func willKey(clientID, conn string) string { return ClientKey(clientID) + "." + 
 // track stores the Will of cl's new connection (claimed already). Without a Will nothing is stored. Best
 // effort: a Will not stored is published by this node as usual, only not by another if this one dies.
 func (w *wills) track(cl *mqtt.Client, pk packets.Packet) {
+	// A connection of this client id here before (a takeover on this node) ends without its own record.
+	w.mu.Lock()
+	prev, had := w.mine[cl.ID]
+	if had {
+		delete(w.mine, cl.ID)
+	}
+	w.mu.Unlock()
+	if had {
+		w.dropLater(prev)
+	}
 	conn := w.owners.connOf(cl)
 	if atomic.LoadUint32(&cl.Properties.Will.Flag) == 0 || conn == "" {
 		return
@@ -120,20 +130,29 @@ func (w *wills) track(cl *mqtt.Client, pk packets.Packet) {
 func (w *wills) ended(cl *mqtt.Client) {
 	w.mu.Lock()
 	own, ok := w.mine[cl.ID]
-	ok = ok && own.cl == cl && !w.closed
-	if ok {
-		w.pending.Add(1)
-	}
+	ok = ok && own.cl == cl
 	w.mu.Unlock()
-	if !ok {
+	if ok {
+		w.dropLater(own)
+	}
+}
+
+// dropLater deletes own's record in the background. ended leaves it in mine until then: once stop began,
+// stop deletes it.
+func (w *wills) dropLater(own ownWill) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
 		return
 	}
+	w.pending.Add(1)
+	w.mu.Unlock()
 	go func() {
 		defer w.pending.Done()
 		if w.drop(context.Background(), own) == nil {
 			w.mu.Lock()
-			if cur, ok := w.mine[cl.ID]; ok && cur.cl == cl {
-				delete(w.mine, cl.ID)
+			if cur, ok := w.mine[own.cl.ID]; ok && cur.key == own.key {
+				delete(w.mine, own.cl.ID)
 			}
 			w.mu.Unlock()
 		}

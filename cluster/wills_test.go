@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -129,4 +130,28 @@ func TestWillOnTakeoverAcrossNodes(t *testing.T) {
 	if atomic.LoadUint32(&atClose.Properties.Will.Flag) == 0 {
 		t.Error("the Will without delay was removed: mochi would not publish it at the close")
 	}
+}
+
+// TestWillRecordsFollowConnections: a node keeps one Will record per connected client: a second connection of
+// the same client id here replaces the first one's record, and a connection that ends removes its own.
+func TestWillRecordsFollowConnections(t *testing.T) {
+	nodes := startSolo(t)
+	s, h := mochiNode(t, nodes[0])
+	keys := func() int {
+		l, err := nodes[0].b.wills.ListKeys(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for range l.Keys() {
+			n++
+		}
+		return n
+	}
+	first := connectWithWill(t, s, h, "dev", 5, false)
+	second := connectWithWill(t, s, h, "dev", 5, false)
+	h.OnDisconnect(first, nil, false)
+	eventually(t, 5*time.Second, "one record for one connection", func() bool { return keys() == 1 })
+	h.OnDisconnect(second, nil, true)
+	eventually(t, 5*time.Second, "no record once it ended", func() bool { return keys() == 0 })
 }
