@@ -154,4 +154,12 @@ func TestWillRecordsFollowConnections(t *testing.T) {
 	eventually(t, 5*time.Second, "one record for one connection", func() bool { return keys() == 1 })
 	h.OnDisconnect(second, nil, true)
 	eventually(t, 5*time.Second, "no record once it ended", func() bool { return keys() == 0 })
+	h.wills.purgeMarkers(-1) // what the loop does every markerPurgeEvery, for markers that old
+	st, err := nodes[0].b.wills.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.Values(); n != 0 {
+		t.Fatalf("%d entries left in the bucket; want its delete markers purged", n)
+	}
 }
