@@ -18,7 +18,7 @@ import (
 // Will of each of its connections in the idmq-wills bucket (one key per connection) while it is connected, and
 // deletes it when the connection ends here (mochi then does what one node does). Every node follows the bucket
 // and the presence bucket: a record whose node stopped renewing its presence, or restarted since it wrote the
-// record, is an orphan; once the Will Delay Interval has passed since the node was last seen [MQTT-3.1.3-9],
+// record, is an orphan; once the Will Delay Interval has passed since the loss was seen [MQTT-3.1.3-9],
 // the surviving nodes race to delete the record at its revision, and the one that wins publishes the Will
 // through the normal routed path (this node's mochi and the stream: every node delivers it, once). The ACL was
 // checked at CONNECT. A client that connected again meanwhile decides: Clean Start 0 continues the session and

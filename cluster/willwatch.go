@@ -185,8 +185,9 @@ func (w *wills) check(now time.Time) {
 }
 
 // lostSince tells whether rec's node is lost and since when: it restarted since it wrote rec (this node
-// included), or its presence has not been renewed for PresenceTTL. A node died between its last heartbeat and
-// the next, so the delay counts from one heartbeat after the last: never early.
+// included), or its presence has not been renewed for PresenceTTL. The delay counts from when the loss is
+// seen: its last heartbeat says little of when it died (heartbeats run late on a busy node), and a Will must
+// never come early [MQTT-3.1.3-9]; it comes up to PresenceTTL late instead.
 func (w *wills) lostSince(rec willRecord, now time.Time) (time.Time, bool) {
 	if st, ok := w.started[rec.Node]; ok && st.After(rec.NodeStarted) {
 		return st, true
@@ -202,7 +203,7 @@ func (w *wills) lostSince(rec willRecord, now time.Time) (time.Time, bool) {
 	if now.Sub(last) <= PresenceTTL+w.c.opts.Heartbeat {
 		return time.Time{}, false
 	}
-	return last.Add(w.c.opts.Heartbeat), true
+	return now, true
 }
 
 func (w *wills) afterFire(r fireResult) {
