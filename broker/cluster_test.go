@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -219,24 +220,29 @@ cluster: {node: joining, nats: {listen: "` + routes[0] + `", routes: ["nats://` 
 	}
 
 	// The two peers come: a quorum forms and the node joins.
-	for i := 1; i < 3; i++ {
-		pc := cluster.Config{Node: fmt.Sprintf("peer%d", i), Replicas: 3, NATS: cluster.NATSConfig{Listen: routes[i],
-			Routes: []string{"nats://" + routes[0], "nats://" + routes[3-i]}}}
+	peers := make([]*cluster.Cluster, 2)
+	peerErrs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range peers {
+		pc := cluster.Config{Node: fmt.Sprintf("peer%d", i+1), Replicas: 3, NATS: cluster.NATSConfig{Listen: routes[i+1],
+			Routes: []string{"nats://" + routes[0], "nats://" + routes[2-i]}}}
 		pc.SetDefaults(t.TempDir())
-		go func() {
-			c, err := cluster.Start(context.Background(), pc, cluster.Options{})
-			if err != nil {
-				t.Errorf("peer %s: %v", pc.Node, err)
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}()
+		wg.Go(func() { peers[i], peerErrs[i] = cluster.Start(context.Background(), pc, cluster.Options{}) })
 	}
 	var r result
 	select {
 	case r = <-done:
 	case <-time.After(60 * time.Second):
 		t.Fatal("the node did not join once its peers were up")
+	}
+	wg.Wait() // two of three make a quorum: New may return before the second peer did
+	for i, p := range peers {
+		if p != nil {
+			t.Cleanup(func() { _ = p.Close() })
+		}
+		if peerErrs[i] != nil {
+			t.Fatalf("peer%d: %v", i+1, peerErrs[i])
+		}
 	}
 	if r.err != nil {
 		t.Fatal(r.err)
