@@ -38,8 +38,8 @@ func TestWillsOfLostNode(t *testing.T) {
 	atC.subscribe(t, sC, "will/#", 2)
 
 	connectWithWill(t, sA, hA, "lost", 2, false)
-	connectWithWill(t, sA, hA, "back", 6, false)
-	connectWithWill(t, sA, hA, "fresh", 6, false)
+	connectWithWill(t, sA, hA, "back", 12, false)
+	connectWithWill(t, sA, hA, "fresh", 12, false)
 	connectWithWill(t, sA, hA, "bye", 0, false)
 	bye, _ := sA.Clients.Get("bye")
 	hA.OnDisconnect(bye, nil, true) // ended while its node lived: mochi's business, not the cluster's
@@ -50,7 +50,7 @@ func TestWillsOfLostNode(t *testing.T) {
 	var continued atomic.Bool
 	reconnect := func(id string, clean bool) bool {
 		// Refused while the leaders A held are elected again: the client tries again, as a real one does.
-		for start := time.Now(); time.Since(start) < 4*time.Second; time.Sleep(100 * time.Millisecond) {
+		for start := time.Now(); time.Since(start) < 9*time.Second; time.Sleep(100 * time.Millisecond) {
 			cl, _ := connectedClient(t, sB, id, "alice")
 			cl.Properties.Clean = clean
 			if hB.OnConnect(cl, packets.Packet{}) == nil {
@@ -75,7 +75,7 @@ func TestWillsOfLostNode(t *testing.T) {
 	if since := time.Since(killed); since < 2*time.Second {
 		t.Errorf("a Will delayed by 2s was published %s after its node died", since)
 	}
-	eventually(t, 20*time.Second, "the Wills on B and C", func() bool { return len(atB.all()) >= 2 && len(atC.all()) >= 2 })
+	eventually(t, 30*time.Second, "the Wills on B and C", func() bool { return len(atB.all()) >= 2 && len(atC.all()) >= 2 })
 	time.Sleep(3 * time.Second) // a second publication, or a cancelled Will, would come meanwhile
 	if !continued.Load() {
 		t.Fatal("the client could not connect again on B")
