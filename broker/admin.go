@@ -63,17 +63,27 @@ type clientInfo struct {
 	Protocol    byte       `json:"protocol_version"`
 	ConnectedAt *time.Time `json:"connected_at,omitempty"`
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	Node        string     `json:"node,omitempty"` // clustered: the node the client is connected to
 }
 
-func (a *adminAPI) listClients(w http.ResponseWriter, _ *http.Request) {
+func (a *adminAPI) listClients(w http.ResponseWriter, r *http.Request) {
+	if a.b.cluster != nil {
+		a.listClusterClients(w, r)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"clients": a.b.localClients()})
+}
+
+// localClients are the clients connected to this node, by client id.
+func (b *Broker) localClients() []clientInfo {
 	out := []clientInfo{}
-	for _, cl := range a.b.server.Clients.GetAll() {
+	for _, cl := range b.server.Clients.GetAll() {
 		if cl.Net.Inline || cl.Closed() {
 			continue
 		}
 		ci := clientInfo{ClientID: cl.ID, Username: string(cl.Properties.Username), Remote: cl.Net.Remote,
 			Listener: cl.Net.Listener, Protocol: cl.Properties.ProtocolVersion}
-		if id, ok := a.b.auth.Identity(cl); ok {
+		if id, ok := b.auth.Identity(cl); ok {
 			ci.Provider = id.Provider
 			if !id.ExpiresAt.IsZero() {
 				exp := id.ExpiresAt.UTC()
@@ -87,23 +97,32 @@ func (a *adminAPI) listClients(w http.ResponseWriter, _ *http.Request) {
 		out = append(out, ci)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ClientID < out[j].ClientID })
-	writeJSON(w, http.StatusOK, map[string]any{"clients": out})
+	return out
 }
 
 func (a *adminAPI) disconnectClient(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	cl, ok := a.b.server.Clients.Get(id)
-	if !ok || cl.Closed() || cl.Net.Inline {
-		writeError(w, http.StatusNotFound, "client_not_found", "no connected client has that id")
+	if a.b.cluster != nil {
+		a.disconnectClusterClient(w, r, id)
 		return
 	}
-	if err := a.b.auth.Disconnect(cl, packets.ErrAdministrativeAction, "disconnected by an administrator"); err != nil {
-		// Already being disconnected: mochi has not dropped it from its client list yet.
+	if !a.b.disconnectLocal(id) {
 		writeError(w, http.StatusNotFound, "client_not_found", "no connected client has that id")
 		return
 	}
 	a.b.log.Info("admin API: client disconnected", "client", id, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, map[string]any{"disconnected": id})
+}
+
+// disconnectLocal ends the connection of client id on this node (0x98 Administrative action); false if no
+// such client is connected here.
+func (b *Broker) disconnectLocal(id string) bool {
+	cl, ok := b.server.Clients.Get(id)
+	if !ok || cl.Closed() || cl.Net.Inline {
+		return false
+	}
+	// An error: already being disconnected, mochi has not dropped it from its client list yet.
+	return b.auth.Disconnect(cl, packets.ErrAdministrativeAction, "disconnected by an administrator") == nil
 }
 
 func (a *adminAPI) listRevocations(w http.ResponseWriter, _ *http.Request) {

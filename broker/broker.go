@@ -43,6 +43,7 @@ type Broker struct {
 	storeOK  atomic.Bool
 	stopFDs  func()       // ends the file descriptor watch (fdlimit.go)
 	cluster  *clusterNode // nil: one node
+	joined   atomic.Bool  // clustered: New joined, b.cluster is set
 
 	events     *events.Dispatcher // nil: no webhooks (events.go)
 	eventsHook *events.Hook
@@ -110,9 +111,15 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		hooks = []mqtt.Hook{hooks[0], hooks[1], bench.BaselineAuth}
 	}
 	if cfg.clustered() {
+		// Joining waits for a quorum of nodes: /healthz and /readyz (503) answer meanwhile.
+		if b.http, err = b.newHTTPServer(b.joiningRoutes()); err != nil {
+			return nil, err
+		}
+		b.http.serve()
 		if err := b.joinCluster(hooks); err != nil {
 			return nil, err
 		}
+		b.joined.Store(true)
 		hooks = b.cluster.hooks(hooks)
 	}
 	if err := b.addFixes(hooks); err != nil {
@@ -151,6 +158,7 @@ func capabilities(c MQTTConfig) *mqtt.Capabilities {
 // release is New's one cleanup path: it stops whatever New had started when it failed. Each step is
 // safe on a part New never reached or that was already stopped.
 func (b *Broker) release() {
+	b.http.close(context.Background())
 	if b.cluster != nil {
 		_ = b.cluster.close()
 	}
@@ -192,14 +200,18 @@ func (b *Broker) Auth() *authhook.Hook { return b.auth }
 func (b *Broker) Start() error {
 	if err := b.openListeners(); err != nil {
 		b.closeOpened()
+		b.http.close(context.Background()) // a cluster node's, bound in New
 		return err
 	}
-	hs, err := b.newHTTPServer()
-	if err != nil {
-		b.closeOpened()
-		return err
+	hs := b.http
+	if hs == nil {
+		var err error
+		if hs, err = b.newHTTPServer(b.routes()); err != nil {
+			b.closeOpened()
+			return err
+		}
+		b.http = hs
 	}
-	b.http = hs
 	// Serve restores the store and starts the listeners, which wait for b.accept.
 	if err := b.server.Serve(); err != nil {
 		b.closeOpened()
@@ -211,6 +223,9 @@ func (b *Broker) Start() error {
 		err := b.cluster.route.Start(context.Background())
 		if err == nil {
 			err = b.followRevocations()
+		}
+		if err == nil {
+			err = b.serveAdminRequests()
 		}
 		if err != nil {
 			_ = b.server.Close()
@@ -230,6 +245,7 @@ func (b *Broker) Start() error {
 		b.log.Info("listening", "listener", l.ID(), "protocol", l.Protocol(), "address", l.Address())
 	}
 	if hs != nil {
+		hs.setHandler(b.routes())
 		hs.serve()
 		b.log.Info("listening", "listener", "http", "protocol", hs.protocol(), "address", hs.address())
 	}

@@ -69,6 +69,7 @@ type clusterNode struct {
 	route           *cluster.Hook
 	ready           *cluster.ReadyHook
 	stopRevocations func() // nil until followRevocations
+	stopAdmin       func() // nil until serveAdminRequests
 }
 
 // joinCluster starts (or connects to) NATS and waits until this node is part of the cluster, up to the
@@ -145,6 +146,9 @@ func (n *clusterNode) close() error {
 	_ = n.route.Stop()
 	if n.stopRevocations != nil {
 		n.stopRevocations()
+	}
+	if n.stopAdmin != nil {
+		n.stopAdmin()
 	}
 	return n.c.Close()
 }

@@ -4,12 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/idmq/idmq/cluster"
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 func TestClusterConfigErrorsNameFieldAndLine(t *testing.T) {
@@ -150,4 +156,105 @@ func getJSON(t *testing.T, url, key string, v any) int {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(v)
 	return resp.StatusCode
+}
+
+// TestClusterNodeAnswersWhileJoining: a node waiting for a quorum of its cluster answers /healthz 200 and
+// /readyz 503 (cluster false) while New waits, and /readyz 200 once its peers came, it joined and its
+// listeners accept clients.
+func TestClusterNodeAnswersWhileJoining(t *testing.T) {
+	routes := []string{}
+	for range 3 {
+		routes = append(routes, fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)))
+	}
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	yaml := "data_dir: " + t.TempDir() + `
+listeners: [{type: tcp, address: "127.0.0.1:0"}]
+http: {address: "` + httpAddr + `"}
+auth: {providers: [{name: local, type: local}]}
+acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
+cluster: {node: joining, nats: {listen: "` + routes[0] + `", routes: ["nats://` + routes[1] + `", "nats://` + routes[2] + `"]}}
+`
+	cfg, err := Parse([]byte(yaml), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		b   *Broker
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := New(cfg, slog.New(slog.DiscardHandler))
+		done <- result{b, err}
+	}()
+	var ready struct {
+		Status  string `json:"status"`
+		Cluster *bool  `json:"cluster"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err == nil {
+			_ = json.NewDecoder(resp.Body).Decode(&ready)
+			resp.Body.Close()
+			if resp.StatusCode != 503 || ready.Cluster == nil || *ready.Cluster || ready.Status != "not_ready" {
+				t.Fatalf("/readyz while joining: %d %+v; want 503, cluster false", resp.StatusCode, ready)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz does not answer while the node joins: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code := getJSON(t, "http://"+httpAddr+"/healthz", "", &struct{}{}); code != 200 {
+		t.Fatalf("/healthz while joining: %d", code)
+	}
+	if code := getJSON(t, "http://"+httpAddr+"/v1/clients", "", &struct{}{}); code != 503 {
+		t.Fatalf("/v1/clients while joining: %d, want 503", code)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("New returned without a quorum: %v", r.err)
+	default:
+	}
+
+	// The two peers come: a quorum forms and the node joins.
+	peers := make([]*cluster.Cluster, 2)
+	peerErrs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range peers {
+		pc := cluster.Config{Node: fmt.Sprintf("peer%d", i+1), Replicas: 3, NATS: cluster.NATSConfig{Listen: routes[i+1],
+			Routes: []string{"nats://" + routes[0], "nats://" + routes[2-i]}}}
+		pc.SetDefaults(t.TempDir())
+		wg.Go(func() { peers[i], peerErrs[i] = cluster.Start(context.Background(), pc, cluster.Options{}) })
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the node did not join once its peers were up")
+	}
+	wg.Wait() // two of three make a quorum: New may return before the second peer did
+	for i, p := range peers {
+		if p != nil {
+			t.Cleanup(func() { _ = p.Close() })
+		}
+		if peerErrs[i] != nil {
+			t.Fatalf("peer%d: %v", i+1, peerErrs[i])
+		}
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if code := getJSON(t, "http://"+httpAddr+"/readyz", "", &ready); code != 503 {
+		t.Fatalf("/readyz after joining, before Start: %d, want 503 (listeners not up)", code)
+	}
+	if err := r.b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.b.Close(context.Background()) })
+	if code := getJSON(t, "http://"+httpAddr+"/readyz", "", &ready); code != 200 || !*ready.Cluster {
+		t.Fatalf("/readyz after Start: %d %+v", code, ready)
+	}
 }

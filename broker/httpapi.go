@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,13 +21,16 @@ const maxRequestBody = 64 << 10
 
 // httpServer is the API next to the MQTT listeners: health, metrics, JWKS and (later) token exchange.
 type httpServer struct {
-	srv   *http.Server
-	ln    net.Listener
-	certs *certReloader
-	log   *slog.Logger
+	srv     *http.Server
+	ln      net.Listener
+	certs   *certReloader
+	log     *slog.Logger
+	handler atomic.Pointer[http.Handler] // joining a cluster: health only; then every route
+	serving bool
 }
 
-func (b *Broker) newHTTPServer() (*httpServer, error) {
+// newHTTPServer binds http.address (nil without one) and serves handler once serve is called.
+func (b *Broker) newHTTPServer(handler http.Handler) (*httpServer, error) {
 	addr := b.cfg.HTTP.Address
 	if addr == "" {
 		return nil, nil
@@ -44,8 +48,9 @@ func (b *Broker) newHTTPServer() (*httpServer, error) {
 		ln = tls.NewListener(ln, hs.certs.tlsConfig())
 	}
 	hs.ln = ln
+	hs.setHandler(handler)
 	hs.srv = &http.Server{
-		Handler:           b.routes(),
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*hs.handler.Load()).ServeHTTP(w, r) }),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -56,11 +61,26 @@ func (b *Broker) newHTTPServer() (*httpServer, error) {
 	return hs, nil
 }
 
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// joiningRoutes answer while New waits for the node's cluster (a quorum of nodes, possibly minutes): the
+// process is alive, not ready; every other endpoint is 503 until Start completes.
+func (b *Broker) joiningRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /readyz", b.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusServiceUnavailable, "starting", "this node is starting: it is joining its cluster")
+	})
+	return limitBody(mux)
+}
+
 func (b *Broker) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", b.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(b.registry, promhttp.HandlerOpts{}))
 	exchange := b.cors(b.exchange)
@@ -101,8 +121,8 @@ func (b *Broker) handleReady(w http.ResponseWriter, _ *http.Request) {
 		}
 		r.Providers = append(r.Providers, p)
 	}
-	if b.cluster != nil {
-		joined := b.cluster.c.Ready()
+	if b.cfg.clustered() {
+		joined := b.joined.Load() && b.cluster.c.Ready() // joined: b.cluster is set
 		r.Cluster = &joined
 	}
 	code := http.StatusOK
@@ -160,7 +180,14 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	writeJSON(w, status, map[string]string{"error": code, "message": message})
 }
 
+func (hs *httpServer) setHandler(h http.Handler) { hs.handler.Store(&h) }
+
+// serve starts serving, once; nil-safe.
 func (hs *httpServer) serve() {
+	if hs == nil || hs.serving {
+		return
+	}
+	hs.serving = true
 	go func() {
 		if err := hs.srv.Serve(hs.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			hs.log.Error("http server stopped", "error", err)

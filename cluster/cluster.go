@@ -66,6 +66,7 @@ type Cluster struct {
 	b   buckets
 
 	health    health
+	view      view
 	startedAt time.Time       // guarded by health.mu
 	stop      context.Context // cancelled by Close: ends the heartbeat and a put in flight
 	cancel    context.CancelFunc
@@ -140,7 +141,7 @@ func (c *Cluster) start(ctx context.Context) error {
 	if err := c.beat(ctx); err != nil {
 		return fmt.Errorf("cluster: announcing node %q: %w", c.cfg.Node, err)
 	}
-	return nil
+	return c.startView()
 }
 
 // waitForJetStream polls until the JetStream API answers, which in a clustered server means a meta leader is

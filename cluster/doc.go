@@ -37,9 +37,11 @@
 //	KV idmq-revocations  credential revocations, kept until they expire.
 //	KV idmq-nodes      key: node name; value JSON {node, started, meta_leader}; memory storage; TTL PresenceTTL
 //	                   (5s) renewed by each node's heartbeat (Options.Heartbeat, 1s); Close deletes the key.
+//	KV idmq-wills      key ClientKey(client id) + "." + the owners record's conn: the Will of one connection,
+//	                   JSON {client, node, node_started, conn, delay, will (envelope)}, while it is connected.
 //
-// The broker writes the retained, sessions, owners and revocations buckets; this package provisions them and
-// defines their keys.
+// The broker writes the retained, sessions, owners, wills and revocations buckets; this package provisions
+// them and defines their keys.
 //
 // # Subjects
 //
@@ -116,4 +118,27 @@
 // from the majority, turns not ready within 3 heartbeats (3s by default), and at once when its connection
 // drops; OnReadyChange tells the broker, which answers /readyz 503 and refuses CONNECTs (0x88) meanwhile.
 // Nodes lists the live nodes (keys in idmq-nodes), the JetStream meta leader and the stream's leader.
+// LiveNodes answers from a local view of the same keys, without a JetStream round trip.
+//
+// # Wills
+//
+// mochi publishes a Will when a connection ends on a live node; a dead node publishes nothing. So each node
+// stores the Will of each connection in idmq-wills and deletes it when the connection ends there. Every node
+// follows idmq-wills and idmq-nodes: a record whose node has not renewed its presence for PresenceTTL (or
+// restarted since) is an orphan; once its Will Delay Interval has passed, counted from when the loss was seen
+// (never early, up to PresenceTTL late), the survivors race to delete the record at its revision and the winner publishes the Will as
+// the client's publish on its own node (so it is routed and retained like any publish): once. If the client
+// connected again meanwhile (the owners record names another connection), Clean Start 0 cancels the Will and
+// Clean Start 1 sends it [MQTT-3.1.3-9]. A node closing normally deletes its records first: its clients'
+// connections end without Wills, as on one node. A node not ready publishes no orphan's Will, and forgets its
+// view of the others' heartbeats when it is ready again. On a takeover from another node, a delayed Will of
+// the old connection is cancelled (Clean Start 0) or sent at once (Clean Start 1); an undelayed one is mochi's,
+// sent at the close, as on one node (MQTT 5, 3.1.3.2.2).
+//
+// # Admin requests
+//
+// Nodes answer each other's admin requests (the broker's cluster-wide GET and DELETE /v1/clients) over NATS
+// request/reply on idmq.admin.<node>.<name>, within AdminTimeout (2s); AskAll names the live nodes that did
+// not answer. Whoever can publish on the NATS cluster can send them, as they could write to the stream and
+// buckets: NATS access (nats.client_listen, an external NATS's accounts) is the cluster's trust boundary.
 package cluster

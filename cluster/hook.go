@@ -33,6 +33,7 @@ type Hook struct {
 	gates    sync.Map     // *mqtt.Client -> *ackGate
 	retained *retainedSync
 	owners   *owners
+	wills    *wills
 	identity func(*mqtt.Client) string
 	consumer *Consumer
 	shared   *sharing
@@ -72,6 +73,8 @@ func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 	h.owners = newOwners(c, server, h.metrics.takeovers.Inc)
 	h.shared = newSharing(c, server)
 	h.sessions = newSessions(h, o.ReadAllowed)
+	h.wills = newWills(c, server, h.owners)
+	h.owners.beforeTakeover = h.wills.takenOver
 	return h
 }
 
@@ -101,7 +104,13 @@ func (h *Hook) Start(ctx context.Context) error {
 		return err
 	}
 	k, err := h.c.Consume(ctx, ConsumeOptions{}, h.deliver)
+	if err == nil {
+		err = h.wills.start()
+	}
 	if err != nil {
+		if k != nil {
+			k.Stop()
+		}
 		h.retained.stop()
 		h.owners.stop()
 		return err
@@ -121,17 +130,19 @@ func (h *Hook) Stop() error {
 	h.shared.stop()
 	h.retained.stop()
 	h.owners.stop()
+	h.wills.stop()
 	return nil
 }
 
 // OnConnect claims the client id for this node: a connection of the same client on another node ends, another
 // user's client id is refused (ClientIDTaken), and a node that cannot reach the bucket refuses the client.
-func (h *Hook) OnConnect(cl *mqtt.Client, _ packets.Packet) error {
+func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	existed, err := h.owners.claim(cl, h.identity(cl))
 	if err == nil {
 		if existed {
 			h.sessions.hadOwner.Store(cl, struct{}{})
 		}
+		h.wills.track(cl, pk)
 		return nil
 	}
 	kind := refusal.ClusterUnavailable
@@ -239,6 +250,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	if !cl.Net.Inline {
 		h.sessions.disconnected(cl, expire)
 		h.owners.release(cl, expire)
+		h.wills.ended(cl)
 	}
 	h.shared.disconnected(cl)
 }
@@ -258,16 +270,19 @@ func (h *Hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnRetainMessage keeps this node on the bucket's latest value when another node's retained publish on the
-// same topic overtook this one in the bucket (see retainedSync).
+// same topic overtook this one in the bucket (see retainedSync), and undoes mochi's store of a routed message.
 func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
-	if cl != h.injector {
-		h.retained.afterLocal(pk.TopicName)
+	if cl == h.injector {
+		h.retained.afterRouted(pk.TopicName)
+		return
 	}
+	h.retained.afterLocal(pk.TopicName)
 }
 
 // deliver hands a message another node published to local subscribers, as its publisher's publish: No Local
-// compares the publishing client id, the ACL is checked per subscriber by mochi. Its retained copy comes from
-// the bucket, not from here, so the routed packet is not retained again.
+// compares the publishing client id, the ACL is checked per subscriber by mochi. It keeps its retain flag, so a
+// Retain As Published subscriber sees it [MQTT-3.3.1-13]; mochi then stores it as retained, which
+// OnRetainMessage undoes: the retained store follows the bucket only.
 func (h *Hook) deliver(d Delivery) {
 	h.sessions.routeMu.Lock() // a resumed session's hand-over pauses routing (sessions_resume.go)
 	defer h.sessions.routeMu.Unlock()
@@ -276,7 +291,6 @@ func (h *Hook) deliver(d Delivery) {
 	if !ok {
 		return // expired on its way
 	}
-	pk.FixedHeader.Retain = false
 	h.injector.ID = d.ClientID
 	if err := h.server.InjectPacket(h.injector, pk); err != nil {
 		h.log.Warn("cluster: delivering a routed message", "seq", d.Seq, "err", err)

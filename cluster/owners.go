@@ -23,6 +23,9 @@ type owners struct {
 	c      *Cluster
 	server *mqtt.Server
 	onTake func() // counts takeovers
+	// beforeTakeover, if set, is told of a local connection about to end because the client connected to
+	// another node with Clean Start cleanStart (the Will's fate depends on it, see wills.takenOver).
+	beforeTakeover func(cl *mqtt.Client, cleanStart bool)
 
 	mu    sync.Mutex
 	mine  map[string]ownerClaim // client id -> this node's claim
@@ -33,15 +36,17 @@ type owners struct {
 }
 
 type ownerClaim struct {
-	cl  *mqtt.Client // the connection that claimed: a local takeover replaces it
-	rev uint64
+	cl   *mqtt.Client // the connection that claimed: a local takeover replaces it
+	rev  uint64
+	conn string // ownerRecord.Conn
 }
 
 type ownerRecord struct {
 	Client string `json:"client"`
 	Node   string `json:"node"`
 	User   string `json:"user"`
-	Conn   string `json:"conn"` // one connection: a reconnect to the same node is a new claim
+	Conn   string `json:"conn"`            // one connection: a reconnect to the same node is a new claim
+	Clean  bool   `json:"clean,omitempty"` // the connection's Clean Start: false continues the session
 }
 
 // errClientIDTaken: the client id is held by another user's session.
@@ -58,7 +63,8 @@ func (o *owners) claim(cl *mqtt.Client, user string) (existed bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), o.c.opts.OpTimeout)
 	defer cancel()
 	key := ClientKey(id)
-	rec, _ := json.Marshal(ownerRecord{Client: id, Node: o.c.cfg.Node, User: user, Conn: randomToken()[:16]})
+	conn := randomToken()[:16]
+	rec, _ := json.Marshal(ownerRecord{Client: id, Node: o.c.cfg.Node, User: user, Conn: conn, Clean: cl.Properties.Clean})
 	for range 3 { // a lost compare-and-set: read again and decide again
 		var rev uint64
 		e, err := o.c.b.owners.Get(ctx, key)
@@ -80,7 +86,7 @@ func (o *owners) claim(cl *mqtt.Client, user string) (existed bool, err error) {
 		}
 		if err == nil {
 			o.mu.Lock()
-			o.mine[id] = ownerClaim{cl: cl, rev: newRev}
+			o.mine[id] = ownerClaim{cl: cl, rev: newRev, conn: conn}
 			o.mu.Unlock()
 			return rev != 0, nil
 		}
@@ -97,6 +103,16 @@ func (o *owners) owns(cl *mqtt.Client) bool {
 	defer o.mu.Unlock()
 	claim, ok := o.mine[cl.ID]
 	return ok && claim.cl == cl
+}
+
+// connOf is the connection token of cl's claim; "" if cl holds none.
+func (o *owners) connOf(cl *mqtt.Client) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if claim, ok := o.mine[cl.ID]; ok && claim.cl == cl {
+		return claim.conn
+	}
+	return ""
 }
 
 func isWrongSequence(err error) bool {
@@ -180,6 +196,9 @@ func (o *owners) changed(e jetstream.KeyValueEntry) {
 		return
 	}
 	o.onTake()
+	if o.beforeTakeover != nil {
+		o.beforeTakeover(claim.cl, rec.Clean)
+	}
 	if err := mochifix.Disconnect(claim.cl, packets.ErrSessionTakenOver, ""); err != nil {
 		o.release(claim.cl, false) // an offline persistent session: drop this node's copy now
 	}

@@ -19,6 +19,7 @@ const (
 	OwnersBucket     = "idmq-owners"
 	RevocationBucket = "idmq-revocations"
 	NodesBucket      = "idmq-nodes"
+	WillsBucket      = "idmq-wills"
 
 	// PresenceTTL is how long a node's presence key outlives its last heartbeat: a node that dies without
 	// Close drops out of Nodes() within it. Fixed, not configured: every node provisions the same bucket.
@@ -37,6 +38,7 @@ type buckets struct {
 	owners      jetstream.KeyValue
 	revocations jetstream.KeyValue
 	nodes       jetstream.KeyValue
+	wills       jetstream.KeyValue
 }
 
 func (c *Cluster) streamConfig() jetstream.StreamConfig {
@@ -67,14 +69,15 @@ func (c *Cluster) bucketConfigs() []jetstream.KeyValueConfig {
 		kv(OwnersBucket, "idmq: which node holds each client's connection (key: ClientKey(client id))"),
 		kv(RevocationBucket, "idmq: credential revocations"),
 		nodes,
+		kv(WillsBucket, "idmq: Wills of connected clients, published by another node if theirs dies (key: ClientKey(client id))"),
 	}
 }
 
 // provision creates or updates the stream and buckets. Every node runs it at start with the same configuration,
 // so it is idempotent and safe to run concurrently; a node with a different retention or replicas updates them
-// for all (the last node started wins, as with any shared setting). The six are provisioned in parallel: on a
-// cluster's first start, nodes racing to create the same stream wait out lost replies (see retry) once, not six
-// times in a row.
+// for all (the last node started wins, as with any shared setting). All are provisioned in parallel: on a
+// cluster's first start, nodes racing to create the same stream wait out lost replies (see retry) once, not once
+// per bucket in a row.
 func (c *Cluster) provision(ctx context.Context) (buckets, error) {
 	var b buckets
 	cfgs := c.bucketConfigs()
@@ -107,7 +110,7 @@ func (c *Cluster) provision(ctx context.Context) (buckets, error) {
 			return b, err // the first; the others are alike
 		}
 	}
-	b.retained, b.sessions, b.owners, b.revocations, b.nodes = kvs[0], kvs[1], kvs[2], kvs[3], kvs[4]
+	b.retained, b.sessions, b.owners, b.revocations, b.nodes, b.wills = kvs[0], kvs[1], kvs[2], kvs[3], kvs[4], kvs[5]
 	return b, nil
 }
 

@@ -42,14 +42,17 @@ func TestProvisionIdempotent(t *testing.T) {
 	for n := range names.Name() {
 		count[n]++
 	}
-	for _, want := range []string{StreamName, "KV_" + RetainedBucket, "KV_" + SessionsBucket, "KV_" + OwnersBucket,
-		"KV_" + RevocationBucket, "KV_" + NodesBucket} {
+	wants := []string{StreamName}
+	for _, b := range nodes[2].bucketConfigs() {
+		wants = append(wants, "KV_"+b.Bucket)
+	}
+	for _, want := range wants {
 		if count[want] != 1 {
 			t.Errorf("stream %s exists %d times, want once (all: %v)", want, count[want], count)
 		}
 	}
-	if len(count) != 6 {
-		t.Errorf("streams %v, want exactly the six of doc.go", count)
+	if len(count) != len(wants) {
+		t.Errorf("streams %v, want exactly the stream and buckets of doc.go", count)
 	}
 	for _, kv := range []jetstream.KeyValue{nodes[0].b.retained, nodes[0].b.sessions, nodes[0].b.nodes} {
 		st, err := kv.Status(ctx)

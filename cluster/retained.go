@@ -106,3 +106,14 @@ func (r *retainedSync) afterLocal(topic string) {
 		r.server.Topics.RetainMessage(l.pk)
 	}
 }
+
+// afterRouted runs after mochi stored a routed retained message (deliver keeps the flag for Retain As
+// Published subscribers): the stream may deliver it after the bucket moved on, so the bucket's value is put
+// back. Without one applied yet, the routed copy stands until the bucket's value arrives.
+func (r *retainedSync) afterRouted(topic string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l, ok := r.latest[topic]; ok {
+		r.server.Topics.RetainMessage(l.pk)
+	}
+}

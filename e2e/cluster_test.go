@@ -47,6 +47,21 @@ cluster:
 // sharing one signing key. They start together: each waits for a quorum of the others.
 func startIdmqCluster(t *testing.T) []*idmqProc {
 	t.Helper()
+	nodes := newIdmqCluster(t)
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(n.start) // a failed start fails the test; checked below, on the test's goroutine
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return nodes
+}
+
+// newIdmqCluster prepares the three nodes of startIdmqCluster without starting them.
+func newIdmqCluster(t *testing.T) []*idmqProc {
+	t.Helper()
 	key := filepath.Join(t.TempDir(), "signing.pem")
 	writeECKey(t, key)
 	routes := make([]string, 3)
@@ -62,14 +77,6 @@ func startIdmqCluster(t *testing.T) []*idmqProc {
 			}
 		}
 		nodes[i] = newIdmq(t, fmt.Sprintf(clusterNodeConfig, key, fmt.Sprintf("n%d", i), routes[i], strings.Join(others, ", ")))
-	}
-	var wg sync.WaitGroup
-	for _, n := range nodes {
-		wg.Go(n.start) // a failed start fails the test; checked below, on the test's goroutine
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
 	}
 	return nodes
 }

@@ -133,6 +133,13 @@ func newIdmq(t *testing.T, configTemplate string) *idmqProc {
 // start runs `idmq serve -c idmq.yaml` and waits until /readyz answers 200.
 func (p *idmqProc) start() {
 	p.t.Helper()
+	p.launch()
+	p.waitStarted()
+}
+
+// launch runs `idmq serve -c idmq.yaml` without waiting for it to be ready.
+func (p *idmqProc) launch() {
+	p.t.Helper()
 	if p.logs == nil {
 		// One log buffer and one cleanup for every start of this broker, so restarts keep their history.
 		p.logs = &testkit.LogBuffer{}
@@ -152,6 +159,12 @@ func (p *idmqProc) start() {
 	}
 	p.exited = make(chan struct{})
 	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+}
+
+// waitStarted waits until the launched broker's /readyz answers 200 (without an HTTP listener: until it
+// logs that it listens).
+func (p *idmqProc) waitStarted() {
+	p.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
