@@ -28,6 +28,10 @@ func (s *sharing) disconnected(cl *mqtt.Client) {
 	}
 	var ack, nak []jetstream.Msg
 	for id, r := range sc.records {
+		if cl.IsTakenOver() {
+			s.handed[cl.ID] = append(s.handed[cl.ID], r) // mochi moves its in-flight window to the new connection
+			continue
+		}
 		s.settleRecord(r)
 		if pk, ok := cl.State.Inflight.Get(id); ok && pk.FixedHeader.Type == packets.Pubrel {
 			ack = append(ack, r.msg)
@@ -55,10 +59,52 @@ func (s *sharing) completed(cl *mqtt.Client, id uint16) {
 }
 
 // dropped: mochi gave up on packet id (expired in flight, or the client refused it with PUBREC >= 0x80);
-// another member may take it.
+// another member may take it. A session taken over without Clean Start loses its window this way too,
+// after mochi copied it to the new connection, which gets the deliveries again: they wait for it (adopt).
 func (s *sharing) dropped(cl *mqtt.Client, id uint16) {
+	if cl.IsTakenOver() {
+		s.handOver(cl, id)
+		return
+	}
 	if r := s.take(cl, id); r != nil {
 		_ = r.msg.Nak()
+	}
+}
+
+// handOver keeps cl's delivery id for the connection that took cl's session over.
+func (s *sharing) handOver(cl *mqtt.Client, id uint16) {
+	if s.records.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc := s.clients[cl]
+	if sc == nil || sc.records[id] == nil {
+		return
+	}
+	s.handed[cl.ID] = append(s.handed[cl.ID], sc.records[id])
+	delete(sc.records, id)
+	s.dropClientIfIdle(cl, sc)
+}
+
+// adopt gives cl the deliveries of the session it took over that mochi resends to it; the others go back to
+// JetStream for another member. Called once cl's session is established.
+func (s *sharing) adopt(cl *mqtt.Client) {
+	s.mu.Lock()
+	rs := s.handed[cl.ID]
+	delete(s.handed, cl.ID)
+	var nak []jetstream.Msg
+	for _, r := range rs {
+		if pk, ok := cl.State.Inflight.Get(r.id); ok && !cl.Closed() && (pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel) {
+			s.clientOf(cl).records[r.id] = r
+			continue
+		}
+		s.settleRecord(r)
+		nak = append(nak, r.msg)
+	}
+	s.mu.Unlock()
+	for _, m := range nak {
+		_ = m.Nak()
 	}
 }
 

@@ -85,7 +85,8 @@ type sharing struct {
 	mu      sync.Mutex
 	groups  map[shareKey]*shareGroup
 	clients map[*mqtt.Client]*shareClient
-	records atomic.Int64 // unacknowledged deliveries: a fast path for OnQosComplete
+	handed  map[string][]*shareRecord // by client id: a taken-over session's deliveries, until its new connection
+	records atomic.Int64              // unacknowledged deliveries: a fast path for OnQosComplete
 }
 
 // shareGroup is one group+filter with members on this node.
@@ -142,7 +143,7 @@ func newSharing(c *Cluster, server *mqtt.Server) *sharing {
 	inj.Properties.ProtocolVersion = 5
 	ctx, cancel := context.WithCancel(context.Background())
 	return &sharing{c: c, server: server, log: c.log, ackWait: shareAckWait, ctx: ctx, cancel: cancel, injector: inj,
-		groups: map[shareKey]*shareGroup{}, clients: map[*mqtt.Client]*shareClient{}}
+		groups: map[shareKey]*shareGroup{}, clients: map[*mqtt.Client]*shareClient{}, handed: map[string][]*shareRecord{}}
 }
 
 func (s *sharing) start() {
@@ -161,6 +162,12 @@ func (s *sharing) stop() {
 			back = append(back, r.msg)
 			delete(sc.records, id)
 		}
+	}
+	for id, rs := range s.handed {
+		for _, r := range rs {
+			back = append(back, r.msg)
+		}
+		delete(s.handed, id)
 	}
 	s.mu.Unlock()
 	for _, m := range back {

@@ -422,3 +422,45 @@ func TestSharedResumedSessionRejoins(t *testing.T) {
 		t.Fatal("the resumed member received nothing")
 	}
 }
+
+// TestSharedTakeoverKeepsInFlight: a member's session taken over by a new connection (Clean Start 0) keeps
+// the deliveries in flight: mochi resends them to the new connection, so they are not also given to another
+// member ([MQTT-4.8.2-4]: the delivery completes to the client that reconnects), and the new connection's
+// acknowledgements settle them.
+func TestSharedTakeoverKeepsInFlight(t *testing.T) {
+	nodes, _ := startCluster(t, 2)
+	mA, hA := listeningNode(t, nodes[0])
+	mB, _ := listeningNode(t, nodes[1])
+	held, other, resumed := newTally(), newTally(), newTally()
+	expiry := uint32(60)
+	cp := func(clean bool) *paho.Connect {
+		return &paho.Connect{ClientID: "p", CleanStart: clean, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
+	}
+	memberWith(t, mA.TCP, cp(true), "$share/g/k", held, true)
+	member(t, mB.TCP, "other", "$share/g/k", other, false)
+	waitPulling(t, nodes[0], "g", "k", 2)
+
+	const n = 40
+	publishInline(t, mB.Server, "k", n)
+	eventually(t, 10*time.Second, "messages at both members", func() bool { return held.total()+other.total() >= n })
+	if held.total() == 0 {
+		t.Fatal("the holder received nothing")
+	}
+	memberWith(t, mA.TCP, cp(false), "", resumed, false) // takes the session over
+	eventually(t, 10*time.Second, "the held deliveries resent to the new connection", func() bool {
+		return resumed.total() >= held.total()
+	})
+	time.Sleep(time.Second) // a delivery given back would reach the other member meanwhile
+	held.mu.Lock()
+	other.mu.Lock()
+	defer held.mu.Unlock()
+	defer other.mu.Unlock()
+	for p := range held.got {
+		if other.got[p] != nil {
+			t.Errorf("%q, in flight to the taken-over session, was delivered to the other member too", p)
+		}
+	}
+	// The new connection's acknowledgements settled the records: nothing is left to give back.
+	eventually(t, 5*time.Second, "records settled", func() bool { return hA.shared.records.Load() == 0 })
+}

@@ -48,6 +48,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if !cl.Net.Inline {
 		h.sessions.established(cl, pk.Connect.Clean)
 	}
+	h.shared.adopt(cl)
 	for filter := range cl.State.Subscriptions.GetAll() {
 		h.shared.join(cl, filter)
 	}

@@ -94,8 +94,8 @@ func (h *backpressure) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte
 
 // OnPublishDropped runs in the publisher's goroutine when cl's outbound queue was full.
 func (h *backpressure) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	if pk.FixedHeader.Qos > 0 || pk.Origin == "" || cl.Closed() || cl.Net.Inline {
-		return // QoS 1/2: the in-flight window paces those; "": the server's own publish
+	if pk.Origin == "" || cl.Closed() || cl.Net.Inline || !h.qos0Delivery(cl, pk) {
+		return // "": the server's own publish
 	}
 	h.mu.Lock()
 	_, slow := h.slow[cl]
@@ -122,6 +122,18 @@ func (h *backpressure) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.waitSeconds.Add(time.Since(start).Seconds())
 	h.writeLate(cl, pk)
+}
+
+// qos0Delivery: mochi dropped a QoS 0 delivery of pk to cl through cl's own subscription. pk is the
+// publisher's packet: a QoS 1/2 publish to a QoS 0 subscription is a QoS 0 delivery too. A QoS 1/2
+// delivery is paced by the in-flight window; one through a shared subscription only (mochi chose cl for
+// its group) is not written late, as the subscription that chose it is not known here.
+func (h *backpressure) qos0Delivery(cl *mqtt.Client, pk packets.Packet) bool {
+	sub, ok := h.server.Topics.Subscribers(pk.TopicName).Subscriptions[cl.ID]
+	if !ok || (sub.NoLocal && pk.Origin == cl.ID) {
+		return false
+	}
+	return min(pk.FixedHeader.Qos, sub.Qos, h.server.Options.Capabilities.MaximumQos) == 0
 }
 
 // waitWritten waits until what cl's queue held when mochi dropped (and the packet its writer may have had in
@@ -187,7 +199,8 @@ func (h *backpressure) writeLate(cl *mqtt.Client, pk packets.Packet) {
 	if !ok || (sub.NoLocal && pk.Origin == cl.ID) {
 		return
 	}
-	out := pk.Copy(false)
+	out := pk.Copy(false) // no packet id
+	out.FixedHeader.Qos = 0
 	if cl.Properties.ProtocolVersion < 5 || !sub.RetainAsPublished {
 		out.FixedHeader.Retain = false // [MQTT-3.3.1-12]
 	}
