@@ -38,12 +38,14 @@ type webhook struct {
 
 // enqueue never blocks on the network or the disk.
 func (w *webhook) enqueue(s int, it *item) {
+	// Stored before it is queued: a delivery fast enough to forget it first would leave it stored, and a
+	// restart would send it again.
+	if w.store != nil {
+		w.store.put(w.cfg.Name, it)
+	}
 	if old := w.q.push(s, it); old != nil {
 		w.m.queueFull.Inc()
 		w.forget(old)
-	}
-	if w.store != nil {
-		w.store.put(w.cfg.Name, it)
 	}
 }
 
