@@ -49,8 +49,9 @@ func TestWillsOfLostNode(t *testing.T) {
 	killed := time.Now()
 	var continued atomic.Bool
 	reconnect := func(id string, clean bool) bool {
-		// Refused while the leaders A held are elected again: the client tries again, as a real one does.
-		for start := time.Now(); time.Since(start) < 9*time.Second; time.Sleep(100 * time.Millisecond) {
+		// Refused while the leaders A held are elected again (seconds on a loaded machine): the client tries
+		// again, as a real one does, within the 12s delay plus the ~5s until A is seen gone.
+		for start := time.Now(); time.Since(start) < 14*time.Second; time.Sleep(100 * time.Millisecond) {
 			cl, _ := connectedClient(t, sB, id, "alice")
 			cl.Properties.Clean = clean
 			if hB.OnConnect(cl, packets.Packet{}) == nil {
