@@ -77,6 +77,10 @@ type sharing struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
+	// readAllowed is the ACL's read check (HookOptions.ReadAllowed): a delivery it refuses is dropped, as mochi
+	// drops it on one node, and acknowledged so that it is not redelivered for ever. Nil: not checked.
+	readAllowed func(cl *mqtt.Client, topic string, write bool) bool
+
 	injectMu sync.Mutex   // one delivery at a time through injector
 	injector *mqtt.Client // publishes each shared delivery to its one member; never routed
 	seq      uint64       // under injectMu
@@ -132,6 +136,7 @@ type delivery struct {
 	m        *shareMember
 	msg      jetstream.Msg
 	selected bool         // mochi asked whom to deliver to and the member still held its subscription
+	qos      byte         // the QoS of the member's copy (once selected)
 	dropped  bool         // mochi could not queue it (the member's outbound queue was full)
 	rec      *shareRecord // in flight to a connected member (QoS 1/2)
 	orphan   bool         // in flight to a member that closed meanwhile: taken back by settle
