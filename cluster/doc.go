@@ -113,6 +113,11 @@
 // redelivery (InProgress every 10s). A node holding members subscribes a "guard" shared subscription on the
 // group's filter, so that mochi consults the hook for every such delivery whatever members come and go.
 //
+// Each group is a durable consumer replicated cluster-wide, so a node holds members of at most 1,000 distinct
+// groups (group+filter) and a client is a member of at most 16; a SUBSCRIBE's shared subscription beyond either
+// bound is refused with 0x97 Quota exceeded (MQTT 3.1.1: 0x80), the packet's other filters unaffected. How the
+// hook makes mochi refuse one filter is in sharequota.go.
+//
 // # Readiness
 //
 // Ready is true while the NATS connection is up and a heartbeat write to idmq-nodes (which needs the bucket's

@@ -86,11 +86,14 @@ type sharing struct {
 	seq      uint64       // under injectMu
 	current  atomic.Pointer[delivery]
 
-	mu      sync.Mutex
-	groups  map[shareKey]*shareGroup
-	clients map[*mqtt.Client]*shareClient
-	handed  map[string][]*shareRecord // by client id: a taken-over session's deliveries, until its new connection
-	records atomic.Int64              // unacknowledged deliveries: a fast path for OnQosComplete
+	mu                         sync.Mutex
+	groups                     map[shareKey]*shareGroup
+	clients                    map[*mqtt.Client]*shareClient
+	handed                     map[string][]*shareRecord   // by client id: a taken-over session's deliveries, until its new connection
+	pending                    map[shareKey]int            // new groups admitted by SUBSCRIBEs not yet joined (sharequota.go)
+	reserved                   map[*mqtt.Client][]shareKey // the pending groups of each client's SUBSCRIBE in progress
+	maxGroups, maxClientGroups int                         // shareMaxGroups, shareMaxClientGroups; tests lower them
+	records                    atomic.Int64                // unacknowledged deliveries: a fast path for OnQosComplete
 }
 
 // shareGroup is one group+filter with members on this node.
@@ -148,7 +151,9 @@ func newSharing(c *Cluster, server *mqtt.Server) *sharing {
 	inj.Properties.ProtocolVersion = 5
 	ctx, cancel := context.WithCancel(context.Background())
 	return &sharing{c: c, server: server, log: c.log, ackWait: shareAckWait, ctx: ctx, cancel: cancel, injector: inj,
-		groups: map[shareKey]*shareGroup{}, clients: map[*mqtt.Client]*shareClient{}, handed: map[string][]*shareRecord{}}
+		groups: map[shareKey]*shareGroup{}, clients: map[*mqtt.Client]*shareClient{}, handed: map[string][]*shareRecord{},
+		pending: map[shareKey]int{}, reserved: map[*mqtt.Client][]shareKey{},
+		maxGroups: shareMaxGroups, maxClientGroups: shareMaxClientGroups}
 }
 
 func (s *sharing) start() {
