@@ -105,11 +105,18 @@
 // while the other is renewed). JetStream serves waiting pull requests in turn, so messages spread over the
 // members cluster-wide, one member each, by member rather than by node. The node hands a pulled message to that member through mochi (an inline publish whose subscriber
 // selection is that member's subscription alone: ACL, QoS and packet ids stay mochi's) and acknowledges it to
-// JetStream on the member's PUBACK or PUBCOMP (QoS 0: when handed over). A member that disconnects first has
+// JetStream on the member's PUBACK or PUBCOMP (QoS 0: when handed over). A QoS 1/2 copy mochi did not put in
+// the member's in-flight window (full) is Nak'd; one the ACL's read check refuses (HookOptions.ReadAllowed,
+// checked first) is acknowledged and dropped, as on one node. A member that disconnects first has
 // its deliveries removed from its session and Nak'd, so another member receives them at once; deliveries held
 // by a dead node return after the AckWait. While a member is connected its deliveries are kept from
 // redelivery (InProgress every 10s). A node holding members subscribes a "guard" shared subscription on the
 // group's filter, so that mochi consults the hook for every such delivery whatever members come and go.
+//
+// Each group is a durable consumer replicated cluster-wide, so a node holds members of at most 1,000 distinct
+// groups (group+filter) and a client is a member of at most 16; a SUBSCRIBE's shared subscription beyond either
+// bound is refused with 0x97 Quota exceeded (MQTT 3.1.1: 0x80), the packet's other filters unaffected. How the
+// hook makes mochi refuse one filter is in sharequota.go.
 //
 // # Readiness
 //

@@ -48,7 +48,8 @@ type HookOptions struct {
 	// Registerer, if set, receives the idmq_cluster_* routing metrics.
 	Registerer prometheus.Registerer
 	// ReadAllowed is the ACL's read check (mochi's OnACLCheck with write false) for messages a resumed
-	// session gets from the stream, which bypass mochi's delivery. Nil: nothing is replayed.
+	// session gets from the stream, which bypass mochi's delivery (nil: nothing is replayed), and for shared
+	// subscription deliveries, to tell a refused one (dropped) from one that found no room (given back).
 	ReadAllowed func(cl *mqtt.Client, topic string, write bool) bool
 }
 
@@ -72,6 +73,7 @@ func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 	}
 	h.owners = newOwners(c, server, h.metrics.takeovers.Inc)
 	h.shared = newSharing(c, server)
+	h.shared.readAllowed = o.ReadAllowed
 	h.sessions = newSessions(h, o.ReadAllowed)
 	h.wills = newWills(c, server, h.owners)
 	h.owners.beforeTakeover = h.wills.takenOver

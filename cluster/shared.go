@@ -77,16 +77,23 @@ type sharing struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
+	// readAllowed is the ACL's read check (HookOptions.ReadAllowed): a delivery it refuses is dropped, as mochi
+	// drops it on one node, and acknowledged so that it is not redelivered for ever. Nil: not checked.
+	readAllowed func(cl *mqtt.Client, topic string, write bool) bool
+
 	injectMu sync.Mutex   // one delivery at a time through injector
 	injector *mqtt.Client // publishes each shared delivery to its one member; never routed
 	seq      uint64       // under injectMu
 	current  atomic.Pointer[delivery]
 
-	mu      sync.Mutex
-	groups  map[shareKey]*shareGroup
-	clients map[*mqtt.Client]*shareClient
-	handed  map[string][]*shareRecord // by client id: a taken-over session's deliveries, until its new connection
-	records atomic.Int64              // unacknowledged deliveries: a fast path for OnQosComplete
+	mu                         sync.Mutex
+	groups                     map[shareKey]*shareGroup
+	clients                    map[*mqtt.Client]*shareClient
+	handed                     map[string][]*shareRecord   // by client id: a taken-over session's deliveries, until its new connection
+	pending                    map[shareKey]int            // new groups admitted by SUBSCRIBEs not yet joined (sharequota.go)
+	reserved                   map[*mqtt.Client][]shareKey // the pending groups of each client's SUBSCRIBE in progress
+	maxGroups, maxClientGroups int                         // shareMaxGroups, shareMaxClientGroups; tests lower them
+	records                    atomic.Int64                // unacknowledged deliveries: a fast path for OnQosComplete
 }
 
 // shareGroup is one group+filter with members on this node.
@@ -132,6 +139,7 @@ type delivery struct {
 	m        *shareMember
 	msg      jetstream.Msg
 	selected bool         // mochi asked whom to deliver to and the member still held its subscription
+	qos      byte         // the QoS of the member's copy (once selected)
 	dropped  bool         // mochi could not queue it (the member's outbound queue was full)
 	rec      *shareRecord // in flight to a connected member (QoS 1/2)
 	orphan   bool         // in flight to a member that closed meanwhile: taken back by settle
@@ -143,7 +151,9 @@ func newSharing(c *Cluster, server *mqtt.Server) *sharing {
 	inj.Properties.ProtocolVersion = 5
 	ctx, cancel := context.WithCancel(context.Background())
 	return &sharing{c: c, server: server, log: c.log, ackWait: shareAckWait, ctx: ctx, cancel: cancel, injector: inj,
-		groups: map[shareKey]*shareGroup{}, clients: map[*mqtt.Client]*shareClient{}, handed: map[string][]*shareRecord{}}
+		groups: map[shareKey]*shareGroup{}, clients: map[*mqtt.Client]*shareClient{}, handed: map[string][]*shareRecord{},
+		pending: map[shareKey]int{}, reserved: map[*mqtt.Client][]shareKey{},
+		maxGroups: shareMaxGroups, maxClientGroups: shareMaxClientGroups}
 }
 
 func (s *sharing) start() {

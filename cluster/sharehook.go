@@ -12,7 +12,7 @@ import (
 // sharingEvents are the hook events sharing needs besides those of routing.
 func sharingEvents(b byte) bool {
 	switch b {
-	case mqtt.OnSelectSubscribers, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnSessionEstablished,
+	case mqtt.OnSelectSubscribers, mqtt.OnSubscribe, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnSessionEstablished,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnPublishDropped:
 		return true
 	}
@@ -24,14 +24,21 @@ func (h *Hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *m
 	return h.shared.selectSubscribers(subs, pk)
 }
 
+// OnSubscribe refuses shared subscriptions beyond the bounds (see sharequota.go).
+func (h *Hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	return h.shared.admit(cl, pk)
+}
+
 // OnSubscribed makes the client a member of each shared group it was granted, before mochi sends the SUBACK.
 func (h *Hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	refusedCodes(cl, pk, reasonCodes)
 	h.sessions.subscribed(cl, pk, reasonCodes)
 	for i, f := range pk.Filters {
 		if i < len(reasonCodes) && reasonCodes[i] <= 2 {
 			h.shared.join(cl, f.Filter)
 		}
 	}
+	h.shared.unreserve(cl)
 }
 
 // OnUnsubscribed ends the client's membership in the groups it left.

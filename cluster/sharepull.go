@@ -155,6 +155,13 @@ func (s *sharing) deliver(m *shareMember, jm jetstream.Msg) {
 		_ = jm.Nak()
 		return
 	}
+	if s.readAllowed != nil && !s.readAllowed(to.cl, msg.Topic, false) {
+		s.mu.Lock()
+		s.release(to)
+		s.mu.Unlock()
+		_ = jm.Ack() // the ACL changed since the member subscribed: dropped, as mochi drops it on one node
+		return
+	}
 	pk.FixedHeader.Retain = false // shared subscriptions get no retained messages from the stream
 	d := &delivery{m: to, msg: jm}
 	s.injectMu.Lock()
@@ -192,7 +199,9 @@ func (s *sharing) hasRoom(x *shareMember) bool {
 
 // settle decides, once mochi handed d over, what JetStream is told: nothing yet for a copy in flight (its
 // record waits for the member's acknowledgement), Ack for a QoS 0 copy handed over, Nak for a copy that did
-// not reach the member, so that another member gets it.
+// not reach the member, so that another member gets it. A QoS 1/2 copy mochi did not put in the member's
+// in-flight window did not reach it: mochi refuses it without a word when the window filled after pick (its
+// other subscriptions' deliveries), and the ACL refusal it shares that silence with was ruled out before.
 func (s *sharing) settle(d *delivery, err error) {
 	var ack bool
 	s.mu.Lock()
@@ -211,7 +220,7 @@ func (s *sharing) settle(d *delivery, err error) {
 		}
 		s.release(d.m)
 	default:
-		ack = d.selected && !d.dropped && err == nil
+		ack = d.selected && !d.dropped && err == nil && d.qos == 0
 		s.release(d.m)
 	}
 	s.mu.Unlock()
@@ -228,7 +237,7 @@ func (s *sharing) settle(d *delivery, err error) {
 func (s *sharing) selectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
 	if strings.HasPrefix(pk.Origin, shareOriginPrefix) {
 		if d := s.current.Load(); d != nil && d.origin == pk.Origin {
-			return s.selectMember(subs, d)
+			return s.selectMember(subs, d, pk)
 		}
 	}
 	if pk.Origin == "" {
@@ -238,7 +247,7 @@ func (s *sharing) selectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *
 	return subs
 }
 
-func (s *sharing) selectMember(subs *mqtt.Subscribers, d *delivery) *mqtt.Subscribers {
+func (s *sharing) selectMember(subs *mqtt.Subscribers, d *delivery, pk packets.Packet) *mqtt.Subscribers {
 	out := &mqtt.Subscribers{
 		SharedSelected:      map[string]packets.Subscription{},
 		Subscriptions:       map[string]packets.Subscription{},
@@ -250,6 +259,7 @@ func (s *sharing) selectMember(subs *mqtt.Subscribers, d *delivery) *mqtt.Subscr
 	if cl, held := s.server.Clients.Get(id); ok && held && cl == d.m.cl {
 		out.SharedSelected[id] = sub
 		d.selected = true
+		d.qos = min(pk.FixedHeader.Qos, sub.Qos, s.server.Options.Capabilities.MaximumQos) // as mochi downgrades it
 	}
 	return out
 }
