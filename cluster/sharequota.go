@@ -54,7 +54,8 @@ func (s *sharing) admit(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 				pk.ReasonCodes = make([]byte, len(pk.Filters))
 				refused = true
 			}
-			s.log.Warn("cluster: shared subscription refused: quota exceeded", "client", cl.ID, "filter", f.Filter,
+			// Debug: a client retrying its SUBSCRIBE would otherwise write the log; its SUBACK says 0x97.
+			s.log.Debug("cluster: shared subscription refused: quota exceeded", "client", cl.ID, "filter", f.Filter,
 				"client_groups", len(held), "node_groups", len(s.groups)+len(s.pending))
 			pk.Filters[i].Filter = "" // mochi answers an invalid filter and subscribes nothing
 			pk.ReasonCodes[i] = packets.ErrQuotaExceeded.Code
