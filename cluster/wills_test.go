@@ -125,9 +125,10 @@ func TestWillOnTakeoverAcrossNodes(t *testing.T) {
 			t.Errorf("%s received %d messages (%v); want will/ended once", name, len(got), got)
 		}
 	}
-	if atomic.LoadUint32(&kept.Properties.Will.Flag) != 0 || atomic.LoadUint32(&ended.Properties.Will.Flag) != 0 {
-		t.Error("a delayed Will is still set on the old connection: mochi would publish it after the delay")
-	}
+	// A sees each takeover through its owners watch, in turn: on a loaded machine "kept" may follow later.
+	eventually(t, 10*time.Second, "no delayed Will left on the old connections (mochi would publish it after the delay)", func() bool {
+		return atomic.LoadUint32(&kept.Properties.Will.Flag) == 0 && atomic.LoadUint32(&ended.Properties.Will.Flag) == 0
+	})
 	if atomic.LoadUint32(&atClose.Properties.Will.Flag) == 0 {
 		t.Error("the Will without delay was removed: mochi would not publish it at the close")
 	}
