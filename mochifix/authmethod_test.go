@@ -8,7 +8,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -18,26 +17,9 @@ import (
 func TestConnackEchoesAuthenticationMethod(t *testing.T) {
 	for _, echo := range []bool{true, false} {
 		s := mqtt.New(&mqtt.Options{Logger: quietLog()})
-		f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SkipAuthMethodEcho: !echo})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.AddListener(f.Listener(listeners.NewNet("tcp", ln), ListenerOptions{})); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Serve(); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = CloseServer(s) })
+		addr := serveWithFixes(t, s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SkipAuthMethodEcho: !echo})
 		for _, method := range []string{"JWT", ""} {
-			conn, err := net.Dial("tcp", ln.Addr().String())
+			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}

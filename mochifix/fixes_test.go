@@ -15,7 +15,6 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -127,26 +126,9 @@ func TestQoS1BurstFitsTheOutboundQueue(t *testing.T) {
 	caps.MaximumClientWritesPending = 16
 	caps.MaximumInflight = 64
 	s := mqtt.New(&mqtt.Options{Logger: quietLog(), Capabilities: caps})
-	f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.AddListener(f.Listener(listeners.NewNet("tcp", ln), ListenerOptions{})); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = CloseServer(s) })
-	sub := subscribeV5(t, ln.Addr().String(), "reader", 0, "burst")
-	pub := subscribeV5(t, ln.Addr().String(), "burster", 0, "unused")
+	addr := serveWithFixes(t, s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: 5 * time.Second})
+	sub := subscribeV5(t, addr, "reader", 0, "burst")
+	pub := subscribeV5(t, addr, "burster", 0, "unused")
 	var burst bytes.Buffer
 	for i := range total {
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, ProtocolVersion: 5,

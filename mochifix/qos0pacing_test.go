@@ -3,14 +3,12 @@ package mochifix
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"strconv"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -27,29 +25,12 @@ func TestQoS0BurstIsPacedNotDropped(t *testing.T) {
 		caps := mqtt.NewDefaultServerCapabilities()
 		caps.MaximumClientWritesPending = 16
 		s := mqtt.New(&mqtt.Options{Logger: quietLog(), Capabilities: caps})
-		f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: tc.wait})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.AddListener(f.Listener(listeners.NewNet("tcp", ln), ListenerOptions{})); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Serve(); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = CloseServer(s) })
-		sub := subscribeV5(t, ln.Addr().String(), "reader", 0, "unused")
+		addr := serveWithFixes(t, s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: tc.wait})
+		sub := subscribeV5(t, addr, "reader", 0, "unused")
 		sub.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 2,
 			Filters: packets.Subscriptions{{Filter: "burst", Qos: 0}}})
 		sub.expectType(packets.Suback)
-		pub := subscribeV5(t, ln.Addr().String(), "burster", 0, "unused")
+		pub := subscribeV5(t, addr, "burster", 0, "unused")
 		var burst bytes.Buffer
 		for i := range total {
 			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: tc.pubQoS}, ProtocolVersion: 5,

@@ -45,7 +45,14 @@ func (c *rawV5) write(pk packets.Packet) {
 func startWithFixes(t *testing.T, caps *mqtt.Capabilities) (*mqtt.Server, string) {
 	t.Helper()
 	s := mqtt.New(&mqtt.Options{Logger: quietLog(), Capabilities: caps, InlineClient: true})
-	f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}})
+	return s, serveWithFixes(t, s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}})
+}
+
+// serveWithFixes adds the fixes with o to s, listens on a loopback port through the fixes' listener, serves
+// and starts them; the server closes when the test ends. It returns the listener's address.
+func serveWithFixes(t *testing.T, s *mqtt.Server, o Options) string {
+	t.Helper()
+	f, err := Add(s, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +70,7 @@ func startWithFixes(t *testing.T, caps *mqtt.Capabilities) (*mqtt.Server, string
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = CloseServer(s) })
-	return s, ln.Addr().String()
+	return ln.Addr().String()
 }
 
 // subscribeV5 connects a raw v5 client announcing receiveMax and subscribes it to filter at QoS 1.
