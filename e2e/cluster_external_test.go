@@ -13,24 +13,9 @@ import (
 	"github.com/idmq/idmq/internal/testkit"
 )
 
-// externalNodeConfig is one idmq node on an external NATS (cluster.nats.url); %s are the shared signing key,
-// the node name and the NATS URL.
-const externalNodeConfig = `
-data_dir: ./data
-listeners:
-  - {type: tcp, address: "127.0.0.1:{{tcp}}"}
-http: {address: "127.0.0.1:{{http}}", admin_keys: ["` + clusterAdminKey + `"]}
-auth:
-  signing_key_file: %s
-  providers:
-    - {name: local, type: local}
-acl:
-  rules:
-    - {topic: "users/%%u/#", access: pubsub}
-cluster:
-  node: %s
-  nats:
-    url: "%s"
+// externalNodeConfig is one idmq node on an external NATS (cluster.nats.url); after clusterNodeBase's, %s is
+// the NATS URL.
+const externalNodeConfig = clusterNodeBase + `    url: "%s"
 `
 
 // startExternalNATS builds the nats-server of our go.mod (the Debian package is too old for the JetStream

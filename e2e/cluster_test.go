@@ -22,9 +22,9 @@ import (
 
 const clusterAdminKey = "cluster-admin-key-0123456789abcdef"
 
-// clusterNodeConfig is one node of a three-node cluster on loopback; %s are the node name, the shared signing
-// key, this node's route address and the other nodes' route URLs.
-const clusterNodeConfig = `
+// clusterNodeBase is what every clustered test node shares, up to its cluster.nats settings; %s are the shared
+// signing key and the node name.
+const clusterNodeBase = `
 data_dir: ./data
 listeners:
   - {type: tcp, address: "127.0.0.1:{{tcp}}"}
@@ -39,7 +39,11 @@ acl:
 cluster:
   node: %s
   nats:
-    listen: "%s"
+`
+
+// clusterNodeConfig is one node of a three-node cluster on loopback; after clusterNodeBase's, %s are this
+// node's route address and the other nodes' route URLs.
+const clusterNodeConfig = clusterNodeBase + `    listen: "%s"
     routes: [%s]
 `
 
