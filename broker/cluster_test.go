@@ -106,14 +106,7 @@ cluster: {node: solo}
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	b := startBroker(t, cfg, slog.New(slog.DiscardHandler))
 	for _, f := range []string{"idmq.db", walFileName} {
 		if _, err := os.Stat(filepath.Join(dataDir, f)); err == nil {
 			t.Errorf("%s exists: a cluster node keeps no local store or log", f)

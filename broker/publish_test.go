@@ -30,6 +30,20 @@ type publishBroker struct {
 	api string // http://host:port
 }
 
+// startBroker builds and starts a broker from cfg, logging to log; it closes when the test ends.
+func startBroker(t *testing.T, cfg *Config, log *slog.Logger) *Broker {
+	t.Helper()
+	b, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	return b
+}
+
 func startPublishBroker(t *testing.T, extraHTTP string) *publishBroker {
 	t.Helper()
 	yaml := fmt.Sprintf(`
@@ -49,14 +63,7 @@ acl: {rules: [{topic: "users/%%u/#", access: pubsub}, {topic: "notifications/#",
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	b := startBroker(t, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return &publishBroker{Broker: b, api: "http://" + b.Addresses()["http"]}
 }
 
@@ -342,14 +349,7 @@ auth: {providers: [{name: local, type: local}]}
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	b := startBroker(t, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	pb := &publishBroker{Broker: b, api: "http://" + b.Addresses()["http"]}
 	if code, _, raw := pb.post(t, testNotifyKey, `{"topic": "notifications/a"}`); code != 200 {
 		t.Fatalf("before reload: %d %s", code, raw)
@@ -383,14 +383,7 @@ cluster: {node: solo}
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	b := startBroker(t, cfg, slog.New(slog.DiscardHandler))
 	pb := &publishBroker{Broker: b, api: "http://" + b.Addresses()["http"]}
 	sub := pb.subscriber(t, "alice", "users/alice/#")
 	if code, _, raw := pb.post(t, testAdminKey, `{"topic": "users/alice/a", "payload": "once", "qos": 1}`); code != 200 {

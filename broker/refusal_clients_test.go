@@ -39,14 +39,7 @@ acl: {rules: [{topic: "users/%u/#", access: pubsub}]}
 		t.Fatal(err)
 	}
 	logs := &testkit.LogBuffer{}
-	b, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	b := startBroker(t, cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	return &walkBroker{Broker: b, addr: b.Addresses()["tcp0"], logs: logs}
 }
 

@@ -221,26 +221,9 @@ func TestBackpressureWindowIsTheReceiveMaximum(t *testing.T) {
 		held       bool
 	}{{4, true}, {0, false}} {
 		s := mqtt.New(&mqtt.Options{Logger: quietLog()})
-		f, err := Add(s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: wait})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.AddListener(f.Listener(listeners.NewNet("tcp", ln), ListenerOptions{})); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Serve(); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = CloseServer(s) })
-		subscribeV5(t, ln.Addr().String(), "window", tc.receiveMax, "bp") // never acknowledges
-		pub := subscribeV5(t, ln.Addr().String(), "publisher", 0, "unused")
+		addr := serveWithFixes(t, s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: wait})
+		subscribeV5(t, addr, "window", tc.receiveMax, "bp") // never acknowledges
+		pub := subscribeV5(t, addr, "publisher", 0, "unused")
 		start := time.Now()
 		for i := range 8 {
 			pub.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: uint16(i + 1),
