@@ -165,3 +165,24 @@ func TestWillRecordsFollowConnections(t *testing.T) {
 		t.Fatalf("%d entries left in the bucket; want its delete markers purged", n)
 	}
 }
+
+// A node that looked lost for a moment (heartbeats late on a busy machine) and then renewed its presence must
+// count a Will's delay from its later death, not from the moment it first looked lost.
+func TestWillDelayStartsAgainWhenALostNodeReturns(t *testing.T) {
+	c := &Cluster{cfg: Config{Node: "b"}, opts: Options{Heartbeat: time.Second}}
+	w := newWills(c, nil, nil)
+	k := &knownWill{rec: willRecord{Client: "dev", Node: "a", Delay: 60}}
+	w.known["a/dev"] = k
+	t0 := time.Now()
+	w.lastSeen["a"] = t0
+	w.check(t0.Add(PresenceTTL + 2*time.Second)) // no beat from a: lost
+	if k.since.IsZero() {
+		t.Fatal("a node silent for longer than PresenceTTL was not seen lost")
+	}
+	back := t0.Add(PresenceTTL + 3*time.Second)
+	w.lastSeen["a"] = back // its presence renewed
+	w.check(back.Add(time.Second))
+	if !k.since.IsZero() {
+		t.Fatalf("the delay still counts from %s after the node came back", k.since)
+	}
+}

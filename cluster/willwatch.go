@@ -159,11 +159,14 @@ func (w *wills) check(now time.Time) {
 		if k.firing {
 			continue
 		}
+		// Asked on every tick: a node that looked lost (its heartbeats late on a busy machine) and then renewed
+		// its presence must start the delay afresh if it dies later, or its Will would come early.
+		since, orphan := w.lostSince(k.rec, now)
+		if !orphan {
+			k.since = time.Time{}
+			continue
+		}
 		if k.since.IsZero() {
-			since, orphan := w.lostSince(k.rec, now)
-			if !orphan {
-				continue
-			}
 			k.since = since
 		}
 		if now.Before(k.since.Add(time.Duration(k.rec.Delay) * time.Second)) {
