@@ -69,7 +69,9 @@ func (m *sessions) resume(s *session) {
 	s.mu.Lock()
 	s.replay = r
 	s.mu.Unlock()
+	r.qos2Start()
 	err := r.run() // on success the hand-over ended replaying; otherwise the connection is ending
+	r.qos2End(err == nil)
 	s.mu.Lock()
 	s.replay = nil
 	s.mu.Unlock()
@@ -192,6 +194,7 @@ func (r *replay) catchUp() error {
 		if r.cl.State.Inflight.Len() == 0 {
 			r.s.mu.Lock()
 			r.s.cursor, r.s.dirty = max(r.s.cursor, d.Seq), true
+			r.s.coverAt = time.Now()
 			r.s.mu.Unlock()
 		}
 	}
@@ -334,20 +337,31 @@ func (r *replay) deliver(d *Delivery, handingOver bool) error {
 	srv := r.m.h.server
 	pk.FixedHeader.Qos = min(pk.FixedHeader.Qos, sub.Qos, srv.Options.Capabilities.MaximumQos)
 	pk.PacketID = 0
+	skip, again, fp := r.qos2Lookup(d, pk.FixedHeader.Qos) // a QoS 2 message the client had (sessions_qos2_resume.go)
+	if skip {
+		return nil
+	}
 	if pk.FixedHeader.Qos > 0 {
-		if err := r.room(handingOver, r.limit); err != nil {
-			return err
+		if again != 0 {
+			pk.PacketID, pk.FixedHeader.Dup = again, true // its place in the window was held [MQTT-4.3.3-9]
+		} else {
+			if err := r.room(handingOver, r.limit); err != nil {
+				return err
+			}
+			id, err := r.cl.NextPacketID() // [MQTT-4.3.2-1]
+			if err != nil {
+				return err
+			}
+			pk.PacketID = uint16(id)
 		}
-		id, err := r.cl.NextPacketID() // [MQTT-4.3.2-1]
-		if err != nil {
-			return err
-		}
-		pk.PacketID = uint16(id)
 		if e := pk.Properties.MessageExpiryInterval; e > 0 {
 			pk.Expiry = now.Unix() + int64(e) // mochi writes what is left when it (re)sends [MQTT-3.3.2-6]
 		}
 		if r.cl.State.Inflight.Set(pk) {
 			atomic.AddInt64(&srv.Info.Inflight, 1)
+		}
+		if again == 0 {
+			r.qos2Record(&pk, d.Seq, fp)
 		}
 	}
 	if err := r.cl.WritePacket(pk); err != nil {
@@ -366,7 +380,7 @@ func (r *replay) room(handingOver bool, limit int) error {
 		deadline = time.Now().Add(r.m.c.opts.OpTimeout)
 	}
 	limit = max(limit, 1)
-	for r.cl.State.Inflight.Len() >= limit {
+	for r.cl.State.Inflight.Len()-r.qos2Reserved() >= limit {
 		if r.cl.Closed() {
 			return errClientGone
 		}
