@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/idmq/idmq/internal/testkit"
 )
 
@@ -124,6 +126,11 @@ func (p *loadPublisher) publishUntilBroken(ctx, broken context.Context, breakCon
 // connectLoad connects alice as id to node p without failing the test (the caller retries); its Received
 // channel is read by the caller.
 func connectLoad(t *testing.T, p *idmqProc, id, token string, clean bool) (*testkit.V5Client, error) {
+	return connectLoadSession(t, p, id, token, clean, nil)
+}
+
+// connectLoadSession is connectLoad keeping the client's session state in sess (see testkit.ConnectV5Session).
+func connectLoadSession(t *testing.T, p *idmqProc, id, token string, clean bool, sess session.SessionManager) (*testkit.V5Client, error) {
 	conn, err := net.DialTimeout("tcp", p.addr("tcp"), 5*time.Second)
 	if err != nil {
 		return nil, err
@@ -134,7 +141,7 @@ func connectLoad(t *testing.T, p *idmqProc, id, token string, clean bool) (*test
 		expiry := uint32(600)
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
 	}
-	c, ca, err := testkit.ConnectV5(t, conn, cp)
+	c, ca, err := testkit.ConnectV5Session(t, conn, cp, sess)
 	if err != nil {
 		if ca != nil {
 			return nil, fmt.Errorf("CONNACK 0x%02x: %w", ca.ReasonCode, err)
@@ -144,10 +151,12 @@ func connectLoad(t *testing.T, p *idmqProc, id, token string, clean bool) (*test
 	return c, nil
 }
 
-// loadSubscriber counts what one subscription to loadFilter at QoS 2 receives, by payload.
+// loadSubscriber counts what one subscription to loadFilter at QoS 2 receives, by payload. A persistent one
+// keeps its client session state across connections, as a real client does.
 type loadSubscriber struct {
 	name  string
 	token string
+	state *state.State // nil for a clean session
 	mu    sync.Mutex
 	got   map[string]delivery
 	c     *testkit.V5Client
@@ -163,7 +172,12 @@ type delivery struct {
 func newLoadSubscriber(t *testing.T, p *idmqProc, token, name string, clean bool) *loadSubscriber {
 	t.Helper()
 	s := &loadSubscriber{name: name, token: token, got: map[string]delivery{}, done: make(chan struct{})}
-	c, err := connectLoad(t, p, name, token, clean)
+	var sess session.SessionManager
+	if !clean {
+		s.state = state.NewInMemory()
+		sess = s.state
+	}
+	c, err := connectLoadSession(t, p, name, token, clean, sess)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -201,7 +215,7 @@ func (s *loadSubscriber) reconnect(t *testing.T, p *idmqProc) {
 	var c *testkit.V5Client
 	var err error
 	testkit.Eventually(t, 15*time.Second, func() bool {
-		c, err = connectLoad(t, p, s.name, s.token, false)
+		c, err = connectLoadSession(t, p, s.name, s.token, false, s.state)
 		return err == nil
 	}, "%s reconnecting to a survivor", s.name)
 	s.follow(c)

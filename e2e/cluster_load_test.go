@@ -37,19 +37,16 @@ type killVariant struct {
 	persistentSubscriber bool
 }
 
-// TestClusterKillUnderLoad: publishers on the surviving nodes send QoS 1 and QoS 2 without pause while the
-// stream leader's node dies with SIGKILL. Every message a publisher saw acknowledged (PUBACK, PUBCOMP) reaches
-// every subscriber, no QoS 2 message arrives twice, and the survivors keep acknowledging after the kill.
+// TestClusterKillUnderLoad: publishers on the surviving nodes send QoS 1 and QoS 2 without pause while a node
+// dies with SIGKILL: the stream leader's, or that of a persistent subscriber, which then resumes its session on
+// a survivor. Every message a publisher saw acknowledged (PUBACK, PUBCOMP) reaches every subscriber, no QoS 2
+// message arrives twice, and the survivors keep acknowledging after the kill.
 func TestClusterKillUnderLoad(t *testing.T) {
 	runs := killRuns(t)
 	variants := []killVariant{
 		{name: "stream-leader", victim: func(leader int) int { return leader }},
-	}
-	if os.Getenv("IDMQ_CLUSTER_KILL_SUBSCRIBER") != "" {
-		// The subscriber's node: its persistent session must resume on a survivor. Off until sessions move
-		// between nodes (issue 18, persistent sessions).
-		variants = append(variants, killVariant{name: "subscriber-node", persistentSubscriber: true,
-			victim: func(leader int) int { return (leader + 1) % 3 }})
+		// The subscriber's node: its persistent session resumes on a survivor, QoS 2 exactly once.
+		{name: "subscriber-node", persistentSubscriber: true, victim: func(leader int) int { return (leader + 1) % 3 }},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
