@@ -17,8 +17,8 @@ import (
 // sessions keeps this node's persistent MQTT sessions in the idmq-sessions bucket, so that a client resumes its
 // session on any node (sessions_resume.go). A session is its subscriptions and a cursor: a stream sequence such
 // that the client received and acknowledged every message up to it. Messages after the cursor are in the stream
-// (for cluster.retention) and are replayed on resume; those the client had already received come again
-// (at least once).
+// (for cluster.retention) and are replayed on resume; QoS 0/1 ones the client had already received come again
+// (at least once), QoS 2 ones do not (qos2Log, sessions_qos2.go).
 //
 // The cursor rule: the cursor moves to the routing consumer's position L only at a moment when (1) every stream
 // message up to L was handed to mochi here (the routing consumer delivered the other nodes' ones, and no local
