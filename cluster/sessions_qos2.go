@@ -145,6 +145,35 @@ func (q *qos2Log) await(id uint16) error {
 	}
 }
 
+// stored: every change made so far is stored.
+func (q *qos2Log) stored() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.durable >= q.version
+}
+
+// awaitAll waits until every change made so far is stored.
+func (q *qos2Log) awaitAll() error {
+	deadline := time.NewTimer(q.wait)
+	defer deadline.Stop()
+	q.mu.Lock()
+	v := q.version
+	q.mu.Unlock()
+	for {
+		q.mu.Lock()
+		ch, err, done := q.flushed, q.err, q.durable >= v
+		q.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-deadline.C:
+			return fmt.Errorf("%w: %v", errQoS2NotStored, err)
+		}
+	}
+}
+
 // release stores id as released and runs then once stored; false if id is not a sent entry here (mochi
 // answers the PUBREC itself). A repeated PUBREC while the first is being stored runs nothing more.
 func (q *qos2Log) release(id uint16, then func()) bool {

@@ -204,3 +204,43 @@ func (r *replay) qos2End(live bool) {
 		q.release(id, func() { m.sendPubrel(cl, id) })
 	})
 }
+
+// replayWriteBatch is the most deliveries the replay holds for their QoS 2 entries to be stored in one write.
+const replayWriteBatch = 64
+
+// write sends a replayed packet, or holds it while QoS 2 entries of it or of packets before it wait to be
+// stored: one write then covers the batch instead of one round trip per message (the replay writes from
+// its own goroutine; the hand-over holds routing meanwhile).
+func (r *replay) write(pk packets.Packet) error {
+	q := r.s.q2.Load()
+	if len(r.held) == 0 && (q == nil || pk.FixedHeader.Qos != 2 || q.stored()) {
+		return r.cl.WritePacket(pk)
+	}
+	r.held = append(r.held, pk)
+	if len(r.held) >= replayWriteBatch {
+		return r.flushHeld()
+	}
+	return nil
+}
+
+// flushHeld waits until the held packets' entries are stored, then writes them in order.
+func (r *replay) flushHeld() error {
+	if len(r.held) == 0 {
+		return nil
+	}
+	held := r.held
+	r.held = nil
+	if q := r.s.q2.Load(); q != nil {
+		if err := q.awaitAll(); err != nil {
+			r.m.log.Warn("cluster: ending a connection whose QoS 2 state cannot be stored", "client", r.cl.ID, "err", err)
+			r.cl.Stop(err)
+			return errClientGone
+		}
+	}
+	for _, pk := range held {
+		if err := r.cl.WritePacket(pk); err != nil {
+			return errClientGone
+		}
+	}
+	return nil
+}

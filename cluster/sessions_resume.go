@@ -50,11 +50,12 @@ type replay struct {
 	idx    *mqtt.TopicsIndex // the session's subscriptions, as mochi would match them
 	subjs  []string          // FilterSubjects of the replayed subscriptions
 	cons   jetstream.Consumer
-	next   uint64     // first stream sequence not read yet
-	left   uint64     // messages for the consumer after the last one read
-	buf    []Delivery // read, not handled yet
-	limit  int        // window during the catch-up
-	reopen bool       // the consumer must be created again from next
+	next   uint64           // first stream sequence not read yet
+	left   uint64           // messages for the consumer after the last one read
+	buf    []Delivery       // read, not handled yet
+	limit  int              // window during the catch-up
+	reopen bool             // the consumer must be created again from next
+	held   []packets.Packet // delivered, written once their QoS 2 entries are stored (replay.write)
 
 	from    uint64 // the cursor it started from
 	sent    int    // messages delivered
@@ -176,7 +177,10 @@ func (r *replay) catchUp() error {
 		}
 		if len(r.buf) == 0 {
 			if r.cons == nil || r.left <= handOverRest {
-				return nil
+				return r.flushHeld()
+			}
+			if err := r.flushHeld(); err != nil {
+				return err
 			}
 			if err := r.fetch(); err != nil {
 				return err
@@ -184,8 +188,8 @@ func (r *replay) catchUp() error {
 			continue
 		}
 		d := r.buf[0]
-		if d.Origin != r.node && d.Seq > r.m.routedSeq.Load() && !r.waitRouted(d.Seq) {
-			return nil
+		if d.Origin != r.node && d.Seq > r.m.routedSeq.Load() && (r.flushHeld() != nil || !r.waitRouted(d.Seq)) {
+			return r.flushHeld()
 		}
 		if err := r.deliver(&d, false); err != nil {
 			return err
@@ -250,7 +254,11 @@ func (r *replay) handOver() (bool, error) {
 				if r.left == 0 || r.next > end {
 					break
 				}
-				if err := r.fetch(); err != nil {
+				err := r.flushHeld()
+				if err == nil {
+					err = r.fetch()
+				}
+				if err != nil {
 					r.rewind(skipped)
 					return false, err
 				}
@@ -272,6 +280,9 @@ func (r *replay) handOver() (bool, error) {
 				return false, err
 			}
 		}
+	}
+	if err := r.flushHeld(); err != nil {
+		return false, err
 	}
 	r.goLive()
 	r.s.replaying.Store(false)
@@ -364,7 +375,7 @@ func (r *replay) deliver(d *Delivery, handingOver bool) error {
 			r.qos2Record(&pk, d.Seq, fp)
 		}
 	}
-	if err := r.cl.WritePacket(pk); err != nil {
+	if err := r.write(pk); err != nil {
 		return errClientGone
 	}
 	r.sent++
@@ -381,6 +392,9 @@ func (r *replay) room(handingOver bool, limit int) error {
 	}
 	limit = max(limit, 1)
 	for r.cl.State.Inflight.Len()-r.qos2Reserved() >= limit {
+		if err := r.flushHeld(); err != nil { // the client acknowledges only what it got
+			return err
+		}
 		if r.cl.Closed() {
 			return errClientGone
 		}
