@@ -171,6 +171,12 @@ func (r *replay) qos2Lookup(d *Delivery, qos byte) (skip bool, again uint16, fp 
 		return false, 0, fp
 	}
 	act, id := q.match(d.Seq, fp, qos)
+	switch act {
+	case qos2Skip:
+		r.q2skip++
+	case qos2Again:
+		r.q2again++
+	}
 	return act == qos2Skip, id, fp
 }
 

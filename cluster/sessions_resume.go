@@ -59,6 +59,8 @@ type replay struct {
 
 	from    uint64 // the cursor it started from
 	sent    int    // messages delivered
+	q2again int    // QoS 2 messages sent again with their recorded packet id
+	q2skip  int    // messages skipped: the client had them (QoS 2 released or completed)
 	started time.Time
 }
 
@@ -83,7 +85,7 @@ func (m *sessions) resume(s *session) {
 		return
 	}
 	m.log.Info("cluster: session resumed", "client", s.cl.ID, "from_cursor", r.from, "replayed", r.sent,
-		"took", time.Since(r.started).Round(time.Millisecond))
+		"qos2_again", r.q2again, "qos2_skipped", r.q2skip, "took", time.Since(r.started).Round(time.Millisecond))
 	m.write(s, 0)
 }
 
