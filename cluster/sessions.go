@@ -210,7 +210,6 @@ func (m *sessions) established(cl *mqtt.Client, clean bool) {
 		case <-time.After(m.c.opts.OpTimeout):
 		}
 		if q := old.q2.Load(); q != nil { // the same record: mochi moved the window with its packet ids
-			q.setOwner(func() bool { return m.h.owners.owns(cl) })
 			s.q2.Store(q)
 		}
 		old.mu.Lock()

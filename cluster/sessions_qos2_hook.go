@@ -43,8 +43,18 @@ func (m *sessions) newQoS2(cl *mqtt.Client) *qos2Log {
 		_, err := kv.Put(ctx, key, data)
 		return err
 	}, m.c.opts.OpTimeout)
-	q.setOwner(func() bool { return m.h.owners.owns(cl) })
+	id := cl.ID
+	q.setOwner(func() bool { return m.holds(id) })
 	return q
+}
+
+// holds: this node holds client id, with whichever connection (a takeover here keeps the record).
+func (m *sessions) holds(id string) bool {
+	o := m.h.owners
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.mine[id]
+	return ok
 }
 
 // qos2Queued records a QoS 2 delivery mochi put in a persistent session's window (OnQosPublish); it is stored
