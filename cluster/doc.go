@@ -40,8 +40,9 @@
 //	KV idmq-wills      key ClientKey(client id) + "." + the owners record's conn: the Will of one connection,
 //	                   JSON {client, node, node_started, conn, delay, will (envelope)}, while it is connected.
 //	KV idmq-qos2       key ClientKey(client id): a persistent session's outbound QoS 2 deliveries in flight
-//	                   (binary: format byte 1, then per delivery packet id (2 bytes), state 's' sent, 'r'
-//	                   released or 'd' completed, uvarint stream sequence (0: unknown), 16-byte fingerprint).
+//	                   (binary: format byte 1, then per delivery a state byte: 'D' completed, then its uvarint
+//	                   stream sequence; 's' sent, 'r' released, 'd' completed with no sequence known, then
+//	                   packet id (2 bytes), uvarint sequence (0: unknown), 16-byte fingerprint).
 //
 // The broker writes the retained, sessions, owners, wills, qos2 and revocations buckets; this package provisions
 // them and defines their keys.

@@ -317,21 +317,31 @@ func (q *qos2Log) close() {
 	}
 }
 
-// The stored form: version byte 1, then per entry: packet id (2 bytes), state byte, uvarint sequence,
-// 16-byte fingerprint. A completed entry is stored as such; it needs no PUBREL on resume.
-const qos2Format = 1
+// The stored form: version byte 1, then per entry its state byte and, for a completed entry whose stream
+// sequence is known ('D'), only that sequence (uvarint): the replay skips it by sequence, and such entries are
+// most of a busy session's record. Any other entry ('s' sent, 'r' released, 'd' completed) carries packet id
+// (2 bytes), uvarint sequence (0: unknown) and the 16-byte fingerprint.
+const (
+	qos2Format  = 1
+	qos2DoneSeq = 'D'
+)
 
 func (q *qos2Log) encodeLocked() []byte {
-	b := make([]byte, 0, 1+len(q.entries)*28)
+	b := make([]byte, 0, 1+len(q.entries)*8)
 	b = append(b, qos2Format)
 	for _, e := range q.entries {
-		b = binary.BigEndian.AppendUint16(b, e.id)
-		b = append(b, byte(e.state))
+		if e.state == qos2Done && e.seq != 0 {
+			b = binary.AppendUvarint(append(b, qos2DoneSeq), e.seq)
+			continue
+		}
+		b = binary.BigEndian.AppendUint16(append(b, byte(e.state)), e.id)
 		b = binary.AppendUvarint(b, e.seq)
 		b = append(b, e.fp[:]...)
 	}
 	return b
 }
+
+var errQoS2Record = errors.New("cluster: truncated QoS 2 record")
 
 func decodeQoS2(data []byte) ([]*qos2Entry, error) {
 	if len(data) == 0 {
@@ -341,23 +351,31 @@ func decodeQoS2(data []byte) ([]*qos2Entry, error) {
 		return nil, fmt.Errorf("cluster: unknown QoS 2 record format %d", data[0])
 	}
 	var out []*qos2Entry
-	now := time.Now()
 	for b := data[1:]; len(b) > 0; {
-		if len(b) < 3 {
-			return nil, errors.New("cluster: truncated QoS 2 record")
+		e := &qos2Entry{state: qos2State(b[0])}
+		b = b[1:]
+		if e.state == qos2DoneSeq {
+			seq, n := binary.Uvarint(b)
+			if n <= 0 {
+				return nil, errQoS2Record
+			}
+			e.state, e.seq = qos2Done, seq
+			out = append(out, e)
+			b = b[n:]
+			continue
 		}
-		e := &qos2Entry{id: binary.BigEndian.Uint16(b), state: qos2State(b[2])}
-		seq, n := binary.Uvarint(b[3:])
-		if n <= 0 || len(b) < 3+n+16 {
-			return nil, errors.New("cluster: truncated QoS 2 record")
+		if len(b) < 2 {
+			return nil, errQoS2Record
+		}
+		e.id = binary.BigEndian.Uint16(b)
+		seq, n := binary.Uvarint(b[2:])
+		if n <= 0 || len(b) < 2+n+16 {
+			return nil, errQoS2Record
 		}
 		e.seq = seq
-		copy(e.fp[:], b[3+n:])
-		if e.state == qos2Done {
-			e.done = now
-		}
+		copy(e.fp[:], b[2+n:])
 		out = append(out, e)
-		b = b[3+n+16:]
+		b = b[2+n+16:]
 	}
 	return out, nil
 }

@@ -122,3 +122,34 @@ func ids(q *qos2Log) []uint16 {
 	}
 	return out
 }
+
+// TestQoS2RecordForm: every kind of entry reads back as written; a completed one with a known sequence keeps
+// only that (the record of a busy session is mostly such entries).
+func TestQoS2RecordForm(t *testing.T) {
+	q := newQoS2Log(nil, time.Second)
+	fp := fingerprint("c", "t", 7, []byte("p"))
+	q.entries = []*qos2Entry{
+		{id: 1, state: qos2Sent, seq: 300, fp: fp},
+		{id: 2, state: qos2Released, fp: fp},
+		{id: 3, state: qos2Done, seq: 1 << 40, fp: fp},
+		{id: 4, state: qos2Done, fp: fp},
+	}
+	data := q.encodeLocked()
+	got, err := decodeQoS2(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []qos2Entry{{id: 1, state: qos2Sent, seq: 300, fp: fp}, {id: 2, state: qos2Released, fp: fp},
+		{state: qos2Done, seq: 1 << 40}, {id: 4, state: qos2Done, fp: fp}}
+	if len(got) != len(want) {
+		t.Fatalf("%d entries read back, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		if g := got[i]; g.id != w.id || g.state != w.state || g.seq != w.seq || g.fp != w.fp {
+			t.Errorf("entry %d: read %+v, want %+v", i, *g, w)
+		}
+	}
+	if _, err := decodeQoS2(data[:len(data)-3]); err == nil {
+		t.Error("a truncated record was read without error")
+	}
+}
