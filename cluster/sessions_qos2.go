@@ -76,6 +76,8 @@ type deferredPubrel struct {
 	fn  func()
 }
 
+const putAttempt = time.Second
+
 var errQoS2NotStored = errors.New("cluster: the QoS 2 delivery state was not stored")
 
 func newQoS2Log(put func(context.Context, []byte) error, wait time.Duration) *qos2Log {
@@ -256,7 +258,9 @@ func (q *qos2Log) flushLoop() {
 			q.fail(errors.New("cluster: this node no longer holds the client"))
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), q.wait)
+		// A short attempt, then another: a write sent to a bucket leader that just died gets no reply, and the
+		// next leader is usually elected within a second. Writes of one log are sequential, so none overtakes.
+		ctx, cancel := context.WithTimeout(context.Background(), min(q.wait, putAttempt))
 		err := q.put(ctx, data)
 		cancel()
 		if err != nil {
