@@ -40,9 +40,8 @@
 //	KV idmq-wills      key ClientKey(client id) + "." + the owners record's conn: the Will of one connection,
 //	                   JSON {client, node, node_started, conn, delay, will (envelope)}, while it is connected.
 //	KV idmq-qos2       key ClientKey(client id): a persistent session's outbound QoS 2 deliveries in flight
-//	                   (binary: format byte 1, then per delivery a state byte: 'D' completed, then its uvarint
-//	                   stream sequence; 's' sent, 'r' released, 'd' completed with no sequence known, then
-//	                   packet id (2 bytes), uvarint sequence (0: unknown), 16-byte fingerprint).
+//	                   (binary: format byte 1, then per delivery state 's' sent, 'r' released or 'd' completed,
+//	                   packet id (2 bytes), uvarint stream sequence (0: unknown), 16-byte fingerprint).
 //
 // The broker writes the retained, sessions, owners, wills, qos2 and revocations buckets; this package provisions
 // them and defines their keys.
@@ -97,9 +96,9 @@
 // to the client only once {packet id, message} is stored as sent, and the PUBREL answers the client's PUBREC
 // only once it is stored as released (the PUBREC is taken from mochi meanwhile, so the client's other packets
 // are read on). Writes of one session are coalesced (one write carries every change made while the previous
-// one was in flight). A message is named by its stream sequence where the node knows it (routed, replayed)
-// and by a fingerprint (publishing client, topic, created second, payload hash) where it does not (a local
-// publish, whose created second the stream's copy repeats). Completed entries go once a stored cursor covers
+// one was in flight). A message is named by a fingerprint (publishing client, topic, created second of the
+// stream's copy, which a local delivery's repeats, payload hash) and by its stream sequence where the node
+// knows it (routed, replayed). Completed entries go once a stored cursor covers
 // them. On resume elsewhere mochi first sends the released entries' PUBRELs; the replay then skips released
 // and completed entries' messages (the client had them), sends a sent entry's message with its recorded
 // packet id and DUP set (a client that PUBREC'd it does not deliver it again [MQTT-4.3.3-9]; the id is held

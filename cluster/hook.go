@@ -314,7 +314,8 @@ func (h *Hook) deliver(d Delivery) {
 	}
 	h.injector.ID = d.ClientID
 	if pk.FixedHeader.Qos == 2 { // OnQosPublish records its sequence for persistent sessions
-		h.sessions.routing.Store(&routedMark{seq: d.Seq, origin: d.ClientID, topic: pk.TopicName, payload: pk.Payload})
+		h.sessions.routing.Store(&routedMark{seq: d.Seq, created: d.Created.Unix(), origin: d.ClientID, topic: pk.TopicName,
+			payload: pk.Payload})
 		defer h.sessions.routing.Store(nil)
 	}
 	if err := h.server.InjectPacket(h.injector, pk); err != nil {

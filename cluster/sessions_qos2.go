@@ -27,8 +27,9 @@ import (
 //   - A completed entry is dropped once a stored cursor covers its message: the replay never meets it again.
 //
 // Writes are coalesced: one Put carries every change made while the previous one was in flight, so a session is
-// not held to one round trip per message. A message is named by its stream sequence when this node knows it
-// (routed or replayed here) and always by a fingerprint (publishing client, topic, created second, payload).
+// not held to one round trip per message. A message is named by a fingerprint (publishing client, topic, the
+// created second the stream's copy carries, payload) and by its stream sequence when this node knows it
+// (routed or replayed here).
 type qos2Log struct {
 	put    func(ctx context.Context, data []byte) error
 	wait   time.Duration // how long a delivery waits for its entry to be stored
@@ -321,23 +322,15 @@ func (q *qos2Log) close() {
 	}
 }
 
-// The stored form: version byte 1, then per entry its state byte and, for a completed entry whose stream
-// sequence is known ('D'), only that sequence (uvarint): the replay skips it by sequence, and such entries are
-// most of a busy session's record. Any other entry ('s' sent, 'r' released, 'd' completed) carries packet id
-// (2 bytes), uvarint sequence (0: unknown) and the 16-byte fingerprint.
-const (
-	qos2Format  = 1
-	qos2DoneSeq = 'D'
-)
+// The stored form: version byte 1, then per entry its state byte ('s' sent, 'r' released, 'd' completed),
+// packet id (2 bytes), uvarint stream sequence (0: unknown) and 16-byte fingerprint. A message is matched by
+// both: one stream message may come to carry several MQTT messages.
+const qos2Format = 1
 
 func (q *qos2Log) encodeLocked() []byte {
-	b := make([]byte, 0, 1+len(q.entries)*8)
+	b := make([]byte, 0, 1+len(q.entries)*24)
 	b = append(b, qos2Format)
 	for _, e := range q.entries {
-		if e.state == qos2Done && e.seq != 0 {
-			b = binary.AppendUvarint(append(b, qos2DoneSeq), e.seq)
-			continue
-		}
 		b = binary.BigEndian.AppendUint16(append(b, byte(e.state)), e.id)
 		b = binary.AppendUvarint(b, e.seq)
 		b = append(b, e.fp[:]...)
@@ -356,30 +349,18 @@ func decodeQoS2(data []byte) ([]*qos2Entry, error) {
 	}
 	var out []*qos2Entry
 	for b := data[1:]; len(b) > 0; {
-		e := &qos2Entry{state: qos2State(b[0])}
-		b = b[1:]
-		if e.state == qos2DoneSeq {
-			seq, n := binary.Uvarint(b)
-			if n <= 0 {
-				return nil, errQoS2Record
-			}
-			e.state, e.seq = qos2Done, seq
-			out = append(out, e)
-			b = b[n:]
-			continue
-		}
-		if len(b) < 2 {
+		if len(b) < 3 {
 			return nil, errQoS2Record
 		}
-		e.id = binary.BigEndian.Uint16(b)
-		seq, n := binary.Uvarint(b[2:])
-		if n <= 0 || len(b) < 2+n+16 {
+		e := &qos2Entry{state: qos2State(b[0]), id: binary.BigEndian.Uint16(b[1:])}
+		seq, n := binary.Uvarint(b[3:])
+		if n <= 0 || len(b) < 3+n+16 {
 			return nil, errQoS2Record
 		}
 		e.seq = seq
-		copy(e.fp[:], b[2+n:])
+		copy(e.fp[:], b[3+n:])
 		out = append(out, e)
-		b = b[2+n+16:]
+		b = b[3+n+16:]
 	}
 	return out, nil
 }

@@ -14,9 +14,10 @@ import (
 // client's PUBREC, the routing consumer's message in progress.
 
 // routedMark names the routed QoS 2 message being handed to mochi (Hook.deliver), so that OnQosPublish can
-// record its stream sequence: mochi stamps an injected message with its own time, not the stream's.
+// record its stream sequence and created second: mochi stamps an injected message with its own time.
 type routedMark struct {
 	seq           uint64
+	created       int64 // the stream copy's created second, which the fingerprint names
 	origin, topic string
 	payload       []byte
 }
@@ -67,11 +68,11 @@ func (m *sessions) qos2Queued(cl *mqtt.Client, pk *packets.Packet) {
 	if s == nil {
 		return
 	}
-	var seq uint64
+	seq, created := uint64(0), pk.Created
 	if k := m.routing.Load(); k != nil && k.is(pk) {
-		seq = k.seq
+		seq, created = k.seq, k.created
 	}
-	m.qos2Of(s, true).sent(pk.PacketID, seq, fingerprint(pk.Origin, pk.TopicName, pk.Created, pk.Payload))
+	m.qos2Of(s, true).sent(pk.PacketID, seq, fingerprint(pk.Origin, pk.TopicName, created, pk.Payload))
 }
 
 // qos2Encode holds a QoS 2 PUBLISH to a persistent session until its entry is stored (OnPacketEncode, in the

@@ -77,7 +77,7 @@ func (q *qos2Log) match(seq uint64, fp [16]byte, qos byte) (qos2Action, uint16) 
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, e := range q.entries {
-		if e.matched || e.seq != 0 && e.seq != seq || e.seq == 0 && e.fp != fp {
+		if e.matched || e.fp != fp || e.seq != 0 && e.seq != seq {
 			continue
 		}
 		e.matched, e.hold, e.seq = true, false, seq // its sequence is known now: covered drops it exactly
