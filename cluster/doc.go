@@ -39,8 +39,11 @@
 //	                   (5s) renewed by each node's heartbeat (Options.Heartbeat, 1s); Close deletes the key.
 //	KV idmq-wills      key ClientKey(client id) + "." + the owners record's conn: the Will of one connection,
 //	                   JSON {client, node, node_started, conn, delay, will (envelope)}, while it is connected.
+//	KV idmq-qos2       key ClientKey(client id): a persistent session's outbound QoS 2 deliveries in flight
+//	                   (binary: format byte 1, then per delivery state 's' sent, 'r' released or 'd' completed,
+//	                   packet id (2 bytes), uvarint stream sequence (0: unknown), 16-byte fingerprint).
 //
-// The broker writes the retained, sessions, owners, wills and revocations buckets; this package provisions
+// The broker writes the retained, sessions, owners, wills, qos2 and revocations buckets; this package provisions
 // them and defines their keys.
 //
 // # Subjects
@@ -89,13 +92,28 @@
 // only once routing here has passed it; the last few are delivered while routing and local publishes pause,
 // then the subscriptions enter mochi's topic tree: no gap, no duplicate, stream order (sessions_resume.go).
 //
-// Guarantees: nothing acknowledged to a publisher is lost while it is within cluster.retention. Messages after
-// the cursor are delivered again on resume elsewhere (at least once): after a node's death, QoS 2 messages its
-// client had received since the last stored cursor come again as new messages (exactly once holds only while
-// the session's node lives). A session whose client disconnected longer ago than its expiry is not resumed (one
-// whose node died with the client connected has no disconnect time and does not expire until resumed); a
-// record is removed when its session ends or when its client id connects again after its expiry, never by a
-// sweep.
+// QoS 2 deliveries to a persistent session are recorded in idmq-qos2 (sessions_qos2.go): a PUBLISH is written
+// to the client only once {packet id, message} is stored as sent, and the PUBREL answers the client's PUBREC
+// only once it is stored as released (the PUBREC is taken from mochi meanwhile, so the client's other packets
+// are read on). Writes of one session are coalesced (one write carries every change made while the previous
+// one was in flight). A message is named by a fingerprint (publishing client, topic, created second of the
+// stream's copy, which a local delivery's repeats, payload hash) and by its stream sequence where the node
+// knows it (routed, replayed). Completed entries go once a stored cursor covers
+// them. On resume elsewhere mochi first sends the released entries' PUBRELs; the replay then skips released
+// and completed entries' messages (the client had them), sends a sent entry's message with its recorded
+// packet id and DUP set (a client that PUBREC'd it does not deliver it again [MQTT-4.3.3-9]; the id is held
+// for it meanwhile) and every other message as new.
+//
+// Guarantees: nothing acknowledged to a publisher is lost while it is within cluster.retention. QoS 2 is
+// delivered exactly once across a node's death and the session's resume on another node, to a client that
+// keeps its session state (MQTT 5, 4.3.3 method B). QoS 1 messages after the cursor are delivered again on
+// resume elsewhere (at least once). Limits: a local publish's delivery is dropped from the record 2 x
+// OpTimeout after it completed if the cursor covers the moment; a routing consumer lagging longer than that
+// before a node's death can make such a message come again. A takeover from a live node on another node reads
+// the record the old node last stored, which a write still in flight there can overtake (a QoS 2 message may
+// then come twice). A session whose client disconnected longer ago than its expiry is not resumed (one whose
+// node died with the client connected has no disconnect time and does not expire until resumed); a record is
+// removed when its session ends or when its client id connects again after its expiry, never by a sweep.
 //
 // # Shared subscriptions
 //

@@ -86,7 +86,7 @@ func (h *Hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect,
 		mqtt.OnPublished, mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnSubscribed,
-		mqtt.OnUnsubscribed, mqtt.OnQosComplete:
+		mqtt.OnUnsubscribed, mqtt.OnQosComplete, mqtt.OnPacketEncode:
 		return true
 	}
 	return sharingEvents(b)
@@ -169,6 +169,13 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	// No DedupID: a publish is never sent to the stream twice (a failed one closes the connection and the client
 	// sends it again as a new message), and a message id costs every replica a header parse and a dedup entry.
 	msg := messageOf(cl.ID, pk)
+	if pk.FixedHeader.Qos == 2 { // the stream's copy names the second mochi stamped (qos2Log's fingerprint)
+		if now := h.c.opts.Now(); now.Unix() == pk.Created {
+			msg.Created = now
+		} else {
+			msg.Created = time.Unix(pk.Created, 0)
+		}
+	}
 	if pk.FixedHeader.Retain {
 		if err := h.retained.put(&msg); err != nil {
 			return h.refuse(cl, pk, err)
@@ -216,13 +223,25 @@ func (h *Hook) refuse(cl *mqtt.Client, pk packets.Packet, err error) (packets.Pa
 // another id inside mochi (packetidspace.go) and translate its PUBACK/PUBREC back, so the gate must expect the
 // client's id. It runs before mochifix's hooks (the Hook is one of Options.Hooks), on the client's read loop,
 // as OnPublish does.
+// A PUBREC of a persistent session's QoS 2 delivery is stored first (qos2Pubrec).
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos > 0 && !cl.Net.Inline {
 		if g := h.gateOf(cl); g != nil {
 			g.wireID = pk.PacketID
 		}
 	}
+	if pk.FixedHeader.Type == packets.Pubrec && !cl.Net.Inline {
+		pk, _ = h.sessions.qos2Pubrec(cl, pk)
+	}
 	return pk, nil
+}
+
+// OnPacketEncode holds a QoS 2 PUBLISH to a persistent session until its delivery is stored (qos2Encode).
+func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Publish && pk.FixedHeader.Qos == 2 {
+		h.sessions.qos2Encode(cl, &pk)
+	}
+	return pk
 }
 
 // gateOf returns cl's ack gate, installing it on the first routed QoS 1/2 publish; nil if cl's connection is
@@ -294,6 +313,11 @@ func (h *Hook) deliver(d Delivery) {
 		return // expired on its way
 	}
 	h.injector.ID = d.ClientID
+	if pk.FixedHeader.Qos == 2 { // OnQosPublish records its sequence for persistent sessions
+		h.sessions.routing.Store(&routedMark{seq: d.Seq, created: d.Created.Unix(), origin: d.ClientID, topic: pk.TopicName,
+			payload: pk.Payload})
+		defer h.sessions.routing.Store(nil)
+	}
 	if err := h.server.InjectPacket(h.injector, pk); err != nil {
 		h.log.Warn("cluster: delivering a routed message", "seq", d.Seq, "err", err)
 		return

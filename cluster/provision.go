@@ -20,6 +20,7 @@ const (
 	RevocationBucket = "idmq-revocations"
 	NodesBucket      = "idmq-nodes"
 	WillsBucket      = "idmq-wills"
+	QoS2Bucket       = "idmq-qos2"
 
 	// PresenceTTL is how long a node's presence key outlives its last heartbeat: a node that dies without
 	// Close drops out of Nodes() within it. Fixed, not configured: every node provisions the same bucket.
@@ -39,6 +40,7 @@ type buckets struct {
 	revocations jetstream.KeyValue
 	nodes       jetstream.KeyValue
 	wills       jetstream.KeyValue
+	qos2        jetstream.KeyValue
 }
 
 func (c *Cluster) streamConfig() jetstream.StreamConfig {
@@ -70,6 +72,7 @@ func (c *Cluster) bucketConfigs() []jetstream.KeyValueConfig {
 		kv(RevocationBucket, "idmq: credential revocations"),
 		nodes,
 		kv(WillsBucket, "idmq: Wills of connected clients, published by another node if theirs dies (key: ClientKey(client id))"),
+		kv(QoS2Bucket, "idmq: persistent sessions' QoS 2 deliveries in flight (key: ClientKey(client id))"),
 	}
 }
 
@@ -111,6 +114,7 @@ func (c *Cluster) provision(ctx context.Context) (buckets, error) {
 		}
 	}
 	b.retained, b.sessions, b.owners, b.revocations, b.nodes, b.wills = kvs[0], kvs[1], kvs[2], kvs[3], kvs[4], kvs[5]
+	b.qos2 = kvs[6]
 	return b, nil
 }
 

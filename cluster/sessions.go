@@ -17,8 +17,8 @@ import (
 // sessions keeps this node's persistent MQTT sessions in the idmq-sessions bucket, so that a client resumes its
 // session on any node (sessions_resume.go). A session is its subscriptions and a cursor: a stream sequence such
 // that the client received and acknowledged every message up to it. Messages after the cursor are in the stream
-// (for cluster.retention) and are replayed on resume; those the client had already received come again
-// (at least once).
+// (for cluster.retention) and are replayed on resume; QoS 0/1 ones the client had already received come again
+// (at least once), QoS 2 ones do not (qos2Log, sessions_qos2.go).
 //
 // The cursor rule: the cursor moves to the routing consumer's position L only at a moment when (1) every stream
 // message up to L was handed to mochi here (the routing consumer delivered the other nodes' ones, and no local
@@ -36,9 +36,10 @@ type sessions struct {
 	acl func(cl *mqtt.Client, topic string, write bool) bool
 
 	gate      localGate
-	routeMu   sync.Mutex    // held while a routed message is injected, and by a resume handing over to live
-	routedSeq atomic.Uint64 // the last other nodes' message injected here; written under routeMu
-	switchMu  sync.Mutex    // one hand-over at a time
+	routeMu   sync.Mutex                 // held while a routed message is injected, and by a resume handing over to live
+	routedSeq atomic.Uint64              // the last other nodes' message injected here; written under routeMu
+	routing   atomic.Pointer[routedMark] // the routed QoS 2 message being injected (sessions_qos2_hook.go)
+	switchMu  sync.Mutex                 // one hand-over at a time
 
 	byClient  sync.Map // *mqtt.Client -> *session
 	byID      sync.Map // client id -> *session, the latest of that id here
@@ -59,8 +60,10 @@ type session struct {
 	mu        sync.Mutex
 	subs      map[string]packets.Subscription
 	cursor    uint64
+	coverAt   time.Time // when the cursor was last found to cover everything handed to the client
 	dirty     bool
-	replay    *replay // while replaying; its index follows unsubscribes
+	q2        atomic.Pointer[qos2Log] // its QoS 2 deliveries in flight; nil until it has one
+	replay    *replay                 // while replaying; its index follows unsubscribes
 	replaying atomic.Bool
 	lastCheck atomic.Int64  // unix ns of the last cursor check
 	wake      chan struct{} // an acknowledgement freed room in the window
@@ -118,9 +121,12 @@ func (m *sessions) establish(cl *mqtt.Client, pk packets.Packet) {
 	defer cancel()
 	if pk.Connect.Clean {
 		if hadOwner {
+			var wg sync.WaitGroup // both at once: a clean start waits one round trip, as without QoS 2 state
+			wg.Go(func() { m.qos2Ended(ctx, m.previous(cl), cl.ID) })
 			if err := m.c.b.sessions.Delete(ctx, key); err != nil {
 				m.log.Warn("cluster: ending the previous session", "client", cl.ID, "err", err)
 			}
+			wg.Wait()
 		}
 		return
 	}
@@ -134,6 +140,9 @@ func (m *sessions) establish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if cur, ok := m.h.server.Clients.Get(cl.ID); ok {
 		if !cur.Closed() {
+			if s := m.of(cur); s != nil && s.q2.Load() != nil {
+				s.q2.Load().unreserve(cur, m.h.server) // a replay's reservations are not for mochi to send
+			}
 			return // connected here: mochi takes the live session over, window and all
 		}
 		m.dropLocal(cur)
@@ -157,11 +166,16 @@ func (m *sessions) establish(cl *mqtt.Client, pk packets.Packet) {
 	// known, so it does not expire until resumed (better a late session than a lost one).
 	if rec.Disconnected != 0 && m.c.opts.Now().Unix() > rec.Disconnected+int64(rec.Expiry) {
 		_ = m.c.b.sessions.Delete(ctx, key) // expired [MQTT-3.1.2-23]
+		m.qos2Ended(ctx, nil, cl.ID)
 		return
+	}
+	if rec.qos2, err = loadQoS2(ctx, m.c.b.qos2, ClientKey(cl.ID)); err != nil {
+		m.log.Warn("cluster: reading the session's QoS 2 state; QoS 2 messages may come twice", "client", cl.ID, "err", err)
 	}
 	ph := m.h.server.NewClient(nil, "cluster", cl.ID, false)
 	ph.Properties.ProtocolVersion = cl.Properties.ProtocolVersion
 	ph.Properties.Username = cl.Properties.Username
+	m.qos2Pubrels(ph, rec.qos2)
 	m.h.server.Clients.Add(ph)
 	m.resumable.Store(cl, &rec)
 }
@@ -195,6 +209,9 @@ func (m *sessions) established(cl *mqtt.Client, clean bool) {
 		case <-old.replayed:
 		case <-time.After(m.c.opts.OpTimeout):
 		}
+		if q := old.q2.Load(); q != nil { // the same record: mochi moved the window with its packet ids
+			s.q2.Store(q)
+		}
 		old.mu.Lock()
 		s.cursor = old.cursor
 		if old.replaying.Load() {
@@ -213,6 +230,11 @@ func (m *sessions) established(cl *mqtt.Client, clean bool) {
 		}
 		s.cursor = rec.Cursor
 		s.replaying.Store(true)
+		if len(rec.qos2) > 0 {
+			q := m.newQoS2(cl)
+			q.adopt(rec.qos2)
+			s.q2.Store(q)
+		}
 	} else {
 		s.dirty = true
 		close(s.replayed)
@@ -257,11 +279,15 @@ func (m *sessions) advance(s *session, force bool) {
 	if s.replaying.Load() {
 		return // the replay moves it
 	}
+	at := time.Now()
 	l := m.position()
 	if m.gate.busy() || s.cl.State.Inflight.Len() != 0 {
 		return
 	}
 	s.mu.Lock()
+	if l >= s.cursor {
+		s.coverAt = at
+	}
 	if l > s.cursor {
 		s.cursor, s.dirty = l, true
 	}
@@ -347,8 +373,14 @@ func (m *sessions) disconnected(cl *mqtt.Client, expire bool) {
 			if err := m.c.b.sessions.Delete(ctx, ClientKey(cl.ID)); err != nil {
 				m.log.Warn("cluster: deleting an ended session", "client", cl.ID, "err", err)
 			}
+			m.qos2Ended(ctx, s, cl.ID)
+		} else if q := s.q2.Load(); q != nil {
+			q.close()
 		}
 		return
+	}
+	if q := s.q2.Load(); q != nil {
+		q.close() // stored as it stands before the node gives the client up
 	}
 	m.advance(s, true)
 	m.write(s, max(cl.StopTime(), 1))

@@ -21,6 +21,8 @@ type sessionRecord struct {
 	Subs         []sessionSub `json:"subs"`
 	Updated      int64        `json:"updated"`                // unix seconds of the write
 	Disconnected int64        `json:"disconnected,omitempty"` // unix seconds; 0 while connected
+
+	qos2 []*qos2Entry // its QoS 2 deliveries in flight (idmq-qos2), read with it on resume
 }
 
 type sessionSub struct {
@@ -41,6 +43,7 @@ func (m *sessions) write(s *session, disconnected int64) {
 	s.mu.Lock()
 	rec := sessionRecord{Client: s.cl.ID, User: s.user, Node: m.c.cfg.Node, Protocol: s.cl.Properties.ProtocolVersion,
 		Expiry: m.expiryOf(s.cl), Cursor: s.cursor, Updated: m.c.opts.Now().Unix(), Disconnected: disconnected}
+	coverAt := s.coverAt
 	for _, sub := range s.subs {
 		rec.Subs = append(rec.Subs, recordSub(sub))
 	}
@@ -54,7 +57,9 @@ func (m *sessions) write(s *session, disconnected int64) {
 		s.dirty = true // the flush loop tries again
 		s.mu.Unlock()
 		m.log.Warn("cluster: session not stored", "client", s.cl.ID, "err", fmt.Errorf("cluster: %w", err))
+		return
 	}
+	m.qos2Covered(s, rec.Cursor, coverAt)
 }
 
 func recordSub(sub packets.Subscription) sessionSub {

@@ -50,14 +50,17 @@ type replay struct {
 	idx    *mqtt.TopicsIndex // the session's subscriptions, as mochi would match them
 	subjs  []string          // FilterSubjects of the replayed subscriptions
 	cons   jetstream.Consumer
-	next   uint64     // first stream sequence not read yet
-	left   uint64     // messages for the consumer after the last one read
-	buf    []Delivery // read, not handled yet
-	limit  int        // window during the catch-up
-	reopen bool       // the consumer must be created again from next
+	next   uint64           // first stream sequence not read yet
+	left   uint64           // messages for the consumer after the last one read
+	buf    []Delivery       // read, not handled yet
+	limit  int              // window during the catch-up
+	reopen bool             // the consumer must be created again from next
+	held   []packets.Packet // delivered, written once their QoS 2 entries are stored (replay.write)
 
 	from    uint64 // the cursor it started from
 	sent    int    // messages delivered
+	q2again int    // QoS 2 messages sent again with their recorded packet id
+	q2skip  int    // messages skipped: the client had them (QoS 2 released or completed)
 	started time.Time
 }
 
@@ -69,7 +72,9 @@ func (m *sessions) resume(s *session) {
 	s.mu.Lock()
 	s.replay = r
 	s.mu.Unlock()
+	r.qos2Start()
 	err := r.run() // on success the hand-over ended replaying; otherwise the connection is ending
+	r.qos2End(err == nil)
 	s.mu.Lock()
 	s.replay = nil
 	s.mu.Unlock()
@@ -80,7 +85,7 @@ func (m *sessions) resume(s *session) {
 		return
 	}
 	m.log.Info("cluster: session resumed", "client", s.cl.ID, "from_cursor", r.from, "replayed", r.sent,
-		"took", time.Since(r.started).Round(time.Millisecond))
+		"qos2_again", r.q2again, "qos2_skipped", r.q2skip, "took", time.Since(r.started).Round(time.Millisecond))
 	m.write(s, 0)
 }
 
@@ -174,7 +179,10 @@ func (r *replay) catchUp() error {
 		}
 		if len(r.buf) == 0 {
 			if r.cons == nil || r.left <= handOverRest {
-				return nil
+				return r.flushHeld()
+			}
+			if err := r.flushHeld(); err != nil {
+				return err
 			}
 			if err := r.fetch(); err != nil {
 				return err
@@ -182,8 +190,8 @@ func (r *replay) catchUp() error {
 			continue
 		}
 		d := r.buf[0]
-		if d.Origin != r.node && d.Seq > r.m.routedSeq.Load() && !r.waitRouted(d.Seq) {
-			return nil
+		if d.Origin != r.node && d.Seq > r.m.routedSeq.Load() && (r.flushHeld() != nil || !r.waitRouted(d.Seq)) {
+			return r.flushHeld()
 		}
 		if err := r.deliver(&d, false); err != nil {
 			return err
@@ -192,6 +200,7 @@ func (r *replay) catchUp() error {
 		if r.cl.State.Inflight.Len() == 0 {
 			r.s.mu.Lock()
 			r.s.cursor, r.s.dirty = max(r.s.cursor, d.Seq), true
+			r.s.coverAt = time.Now()
 			r.s.mu.Unlock()
 		}
 	}
@@ -247,7 +256,11 @@ func (r *replay) handOver() (bool, error) {
 				if r.left == 0 || r.next > end {
 					break
 				}
-				if err := r.fetch(); err != nil {
+				err := r.flushHeld()
+				if err == nil {
+					err = r.fetch()
+				}
+				if err != nil {
 					r.rewind(skipped)
 					return false, err
 				}
@@ -269,6 +282,9 @@ func (r *replay) handOver() (bool, error) {
 				return false, err
 			}
 		}
+	}
+	if err := r.flushHeld(); err != nil {
+		return false, err
 	}
 	r.goLive()
 	r.s.replaying.Store(false)
@@ -334,23 +350,34 @@ func (r *replay) deliver(d *Delivery, handingOver bool) error {
 	srv := r.m.h.server
 	pk.FixedHeader.Qos = min(pk.FixedHeader.Qos, sub.Qos, srv.Options.Capabilities.MaximumQos)
 	pk.PacketID = 0
+	skip, again, fp := r.qos2Lookup(d, pk.FixedHeader.Qos) // a QoS 2 message the client had (sessions_qos2_resume.go)
+	if skip {
+		return nil
+	}
 	if pk.FixedHeader.Qos > 0 {
-		if err := r.room(handingOver, r.limit); err != nil {
-			return err
+		if again != 0 {
+			pk.PacketID, pk.FixedHeader.Dup = again, true // its place in the window was held [MQTT-4.3.3-9]
+		} else {
+			if err := r.room(handingOver, r.limit); err != nil {
+				return err
+			}
+			id, err := r.cl.NextPacketID() // [MQTT-4.3.2-1]
+			if err != nil {
+				return err
+			}
+			pk.PacketID = uint16(id)
 		}
-		id, err := r.cl.NextPacketID() // [MQTT-4.3.2-1]
-		if err != nil {
-			return err
-		}
-		pk.PacketID = uint16(id)
 		if e := pk.Properties.MessageExpiryInterval; e > 0 {
 			pk.Expiry = now.Unix() + int64(e) // mochi writes what is left when it (re)sends [MQTT-3.3.2-6]
 		}
 		if r.cl.State.Inflight.Set(pk) {
 			atomic.AddInt64(&srv.Info.Inflight, 1)
 		}
+		if again == 0 {
+			r.qos2Record(&pk, d.Seq, fp)
+		}
 	}
-	if err := r.cl.WritePacket(pk); err != nil {
+	if err := r.write(pk); err != nil {
 		return errClientGone
 	}
 	r.sent++
@@ -366,7 +393,10 @@ func (r *replay) room(handingOver bool, limit int) error {
 		deadline = time.Now().Add(r.m.c.opts.OpTimeout)
 	}
 	limit = max(limit, 1)
-	for r.cl.State.Inflight.Len() >= limit {
+	for r.cl.State.Inflight.Len()-r.qos2Reserved() >= limit {
+		if err := r.flushHeld(); err != nil { // the client acknowledges only what it got
+			return err
+		}
 		if r.cl.Closed() {
 			return errClientGone
 		}

@@ -62,11 +62,13 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 }
 
 func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, resends int) {
+	h.sessions.qos2Queued(cl, &pk)
 	h.shared.queued(cl, pk, resends)
 }
 
 // OnQosComplete: a member's PUBACK (QoS 1) or PUBCOMP (QoS 2) acknowledges its delivery to JetStream.
 func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	h.sessions.qos2Completed(cl, pk)
 	h.sessions.acked(cl)
 	if t := pk.FixedHeader.Type; t == packets.Puback || t == packets.Pubcomp {
 		h.shared.completed(cl, pk.PacketID)

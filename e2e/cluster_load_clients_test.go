@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/idmq/idmq/internal/testkit"
 )
 
@@ -124,6 +126,11 @@ func (p *loadPublisher) publishUntilBroken(ctx, broken context.Context, breakCon
 // connectLoad connects alice as id to node p without failing the test (the caller retries); its Received
 // channel is read by the caller.
 func connectLoad(t *testing.T, p *idmqProc, id, token string, clean bool) (*testkit.V5Client, error) {
+	return connectLoadSession(t, p, id, token, clean, nil)
+}
+
+// connectLoadSession is connectLoad keeping the client's session state in sess (see testkit.ConnectV5Session).
+func connectLoadSession(t *testing.T, p *idmqProc, id, token string, clean bool, sess session.SessionManager) (*testkit.V5Client, error) {
 	conn, err := net.DialTimeout("tcp", p.addr("tcp"), 5*time.Second)
 	if err != nil {
 		return nil, err
@@ -134,7 +141,7 @@ func connectLoad(t *testing.T, p *idmqProc, id, token string, clean bool) (*test
 		expiry := uint32(600)
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
 	}
-	c, ca, err := testkit.ConnectV5(t, conn, cp)
+	c, ca, err := testkit.ConnectV5Session(t, conn, cp, sess)
 	if err != nil {
 		if ca != nil {
 			return nil, fmt.Errorf("CONNACK 0x%02x: %w", ca.ReasonCode, err)
@@ -144,10 +151,15 @@ func connectLoad(t *testing.T, p *idmqProc, id, token string, clean bool) (*test
 	return c, nil
 }
 
-// loadSubscriber counts what one subscription to loadFilter at QoS 2 receives, by payload.
+// loadSubscriber counts what one subscription to loadFilter at QoS 2 receives, by payload. A persistent one
+// keeps its client session state across connections, as a real client does.
 type loadSubscriber struct {
 	name  string
 	token string
+	state *state.State // nil for a clean session
+	t     *testing.T
+	node  *idmqProc    // where a moved subscriber reconnects when the broker ends its connection
+	again atomic.Int64 // such reconnections
 	mu    sync.Mutex
 	got   map[string]delivery
 	c     *testkit.V5Client
@@ -162,8 +174,13 @@ type delivery struct {
 
 func newLoadSubscriber(t *testing.T, p *idmqProc, token, name string, clean bool) *loadSubscriber {
 	t.Helper()
-	s := &loadSubscriber{name: name, token: token, got: map[string]delivery{}, done: make(chan struct{})}
-	c, err := connectLoad(t, p, name, token, clean)
+	s := &loadSubscriber{t: t, name: name, token: token, got: map[string]delivery{}, done: make(chan struct{})}
+	var sess session.SessionManager
+	if !clean {
+		s.state = state.NewInMemory()
+		sess = s.state
+	}
+	c, err := connectLoadSession(t, p, name, token, clean, sess)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -172,24 +189,49 @@ func newLoadSubscriber(t *testing.T, p *idmqProc, token, name string, clean bool
 	return s
 }
 
-// follow reads c's messages until close.
+// follow reads c's messages until close. A moved subscriber whose connection the broker ends (its node
+// could not store the session's QoS 2 state while the cluster recovered: nothing is lost, the client resumes)
+// connects again to the same node, as a real client does; it is counted.
 func (s *loadSubscriber) follow(c *testkit.V5Client) {
+	s.mu.Lock()
 	s.c = c
+	s.mu.Unlock()
 	s.wg.Go(func() {
+		var ended <-chan struct{} // only a moved subscriber watches its connection end
+		if s.node != nil {
+			ended = c.Done()
+		}
 		for {
 			select {
+			case <-ended:
+				for drained := false; !drained; { // what arrived before the end
+					select {
+					case pb := <-c.Received:
+						s.count(pb)
+					default:
+						drained = true
+					}
+				}
+				if c = s.connectAgain(); c == nil {
+					return
+				}
+				ended = c.Done()
 			case pb := <-c.Received:
-				s.mu.Lock()
-				d := s.got[string(pb.Payload)]
-				d.count++
-				d.qos = pb.QoS
-				s.got[string(pb.Payload)] = d
-				s.mu.Unlock()
+				s.count(pb)
 			case <-s.done:
 				return
 			}
 		}
 	})
+}
+
+func (s *loadSubscriber) count(pb *paho.Publish) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.got[string(pb.Payload)]
+	d.count++
+	d.qos = pb.QoS
+	s.got[string(pb.Payload)] = d
 }
 
 // reconnect resumes the subscriber's persistent session on node p (its node was killed).
@@ -201,10 +243,38 @@ func (s *loadSubscriber) reconnect(t *testing.T, p *idmqProc) {
 	var c *testkit.V5Client
 	var err error
 	testkit.Eventually(t, 15*time.Second, func() bool {
-		c, err = connectLoad(t, p, s.name, s.token, false)
+		c, err = connectLoadSession(t, p, s.name, s.token, false, s.state)
 		return err == nil
 	}, "%s reconnecting to a survivor", s.name)
+	s.node = p
 	s.follow(c)
+}
+
+// connectAgain resumes the moved subscriber's session on its node again; nil once the subscriber closes.
+func (s *loadSubscriber) connectAgain() *testkit.V5Client {
+	for {
+		select {
+		case <-s.done:
+			return nil
+		default:
+		}
+		c, err := connectLoadSession(s.t, s.node, s.name, s.token, false, s.state)
+		if err == nil {
+			s.again.Add(1)
+			s.mu.Lock()
+			s.c = c
+			s.mu.Unlock()
+			return c
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// conn is the subscriber's current connection.
+func (s *loadSubscriber) conn() *testkit.V5Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c
 }
 
 func (s *loadSubscriber) snapshot() map[string]delivery {

@@ -37,19 +37,16 @@ type killVariant struct {
 	persistentSubscriber bool
 }
 
-// TestClusterKillUnderLoad: publishers on the surviving nodes send QoS 1 and QoS 2 without pause while the
-// stream leader's node dies with SIGKILL. Every message a publisher saw acknowledged (PUBACK, PUBCOMP) reaches
-// every subscriber, no QoS 2 message arrives twice, and the survivors keep acknowledging after the kill.
+// TestClusterKillUnderLoad: publishers on the surviving nodes send QoS 1 and QoS 2 without pause while a node
+// dies with SIGKILL: the stream leader's, or that of a persistent subscriber, which then resumes its session on
+// a survivor. Every message a publisher saw acknowledged (PUBACK, PUBCOMP) reaches every subscriber, no QoS 2
+// message arrives twice, and the survivors keep acknowledging after the kill.
 func TestClusterKillUnderLoad(t *testing.T) {
 	runs := killRuns(t)
 	variants := []killVariant{
 		{name: "stream-leader", victim: func(leader int) int { return leader }},
-	}
-	if os.Getenv("IDMQ_CLUSTER_KILL_SUBSCRIBER") != "" {
-		// The subscriber's node: its persistent session must resume on a survivor. Off until sessions move
-		// between nodes (issue 18, persistent sessions).
-		variants = append(variants, killVariant{name: "subscriber-node", persistentSubscriber: true,
-			victim: func(leader int) int { return (leader + 1) % 3 }})
+		// The subscriber's node: its persistent session resumes on a survivor, QoS 2 exactly once.
+		{name: "subscriber-node", persistentSubscriber: true, victim: func(leader int) int { return (leader + 1) % 3 }},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
@@ -66,6 +63,7 @@ func TestClusterKillUnderLoad(t *testing.T) {
 type killTally struct {
 	acked1, acked2, afterKill, lost, dup2, dup1 int
 	replaced                                    int           // survivors whose routing consumer the watchdog replaced
+	again                                       int           // the moved subscriber's connections the broker ended (it resumed again)
 	recovery                                    time.Duration // slowest run: kill to first ack of every publisher
 }
 
@@ -77,13 +75,15 @@ func (s *killTally) add(o killTally) {
 	s.dup2 += o.dup2
 	s.dup1 += o.dup1
 	s.replaced += o.replaced
+	s.again += o.again
 	s.recovery = max(s.recovery, o.recovery)
 }
 
 func (s killTally) String() string {
 	return fmt.Sprintf("acknowledged QoS 1 %d, QoS 2 %d (%d after the kill); lost %d; QoS 2 duplicates %d; "+
-		"QoS 1 duplicates %d (allowed); slowest recovery %s; stalled routing consumers replaced %d", s.acked1, s.acked2,
-		s.afterKill, s.lost, s.dup2, s.dup1, s.recovery.Round(time.Millisecond), s.replaced)
+		"QoS 1 duplicates %d (allowed); slowest recovery %s; stalled routing consumers replaced %d; moved subscriber "+
+		"resumed again %d", s.acked1, s.acked2, s.afterKill, s.lost, s.dup2, s.dup1, s.recovery.Round(time.Millisecond),
+		s.replaced, s.again)
 }
 
 const (
@@ -195,7 +195,7 @@ func killRun(t *testing.T, v killVariant) killTally {
 	}
 	for _, s := range subs {
 		select {
-		case <-s.c.Done():
+		case <-s.conn().Done():
 			t.Errorf("%s: its connection ended during the run", s.name)
 		default:
 		}
@@ -207,6 +207,7 @@ func killRun(t *testing.T, v killVariant) killTally {
 			t.Logf("%s: %d of them arrived within another %s", s.name, len(missing)-len(late), deliverBound)
 		}
 		got := s.snapshot()
+		tally.again += int(s.again.Load())
 		tally.lost += len(missing)
 		for k, n := range got {
 			if n.count > 1 && n.qos == 2 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -40,6 +41,14 @@ type Disconnect struct {
 // closed; an accepted client disconnects when the test ends.
 func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.Connack, error) {
 	t.Helper()
+	return ConnectV5Session(t, conn, cp, nil)
+}
+
+// ConnectV5Session is ConnectV5 with the client's session state in sess (nil: a new one per connection). A
+// client that resumes its session passes the state of its previous connection, as a real client does: the
+// packet ids of QoS 2 messages it received (PUBREC sent) survive, so a resent one is not delivered again.
+func ConnectV5Session(t testing.TB, conn net.Conn, cp *paho.Connect, sess session.SessionManager) (*V5Client, *paho.Connack, error) {
+	t.Helper()
 	c := &V5Client{Conn: conn, Received: make(chan *paho.Publish, 10_000), Disconnects: make(chan Disconnect, 4)}
 	if _, ok := conn.(sync.Locker); !ok {
 		conn = &packetLocked{Conn: conn}
@@ -53,6 +62,7 @@ func ConnectV5(t testing.TB, conn net.Conn, cp *paho.Connect) (*V5Client, *paho.
 		OnServerDisconnect: func(d *paho.Disconnect) { c.Disconnects <- Disconnect{d, time.Now()} },
 		OnClientError:      func(error) {},
 		AuthHandler:        NoAuthExchange{},
+		Session:            sess,
 	})
 	if cp.KeepAlive == 0 {
 		cp.KeepAlive = 30
