@@ -71,10 +71,10 @@
 // A node publishes each accepted PUBLISH to the stream (Publish, or PublishAsync with acks waited in order) and
 // acknowledges its MQTT publisher only after JetStream's ack. PublishAsync batches adaptively, per subject: the
 // first message of a subject goes at once; while it is on its way, later messages of that subject wait, and go
-// as one batch (at most 128 messages, 64 KiB) when its ack came; each message's Ack returns the batch's
-// sequence. One stream message of a subject is on its way at a time, so a topic's messages are stored in the
-// order they were published; topics may interleave differently. QoS 2 messages and those with a DedupID are
-// never batched. A lone publisher waits for nothing more; under load one JetStream publish, raft entry, ack and
+// as one batch (at most 128 messages, 64 KiB; several back to back if more waited) when its ack came; each
+// message's Ack returns its batch's sequence. One goroutine at a time sends a subject's messages, in order, so
+// a topic's messages are stored in the order they were published; topics may interleave differently. QoS 2
+// messages and those with a DedupID are never batched (each its own stream message, in its turn). A lone publisher waits for nothing more; under load one JetStream publish, raft entry, ack and
 // delivery per consumer carries many MQTT messages. Every reader (routing, replay, shared groups) handles a
 // batch's messages in order; several messages may thus share one sequence. Each node runs ONE ordered consumer (Consume):
 // ephemeral, unacknowledged, memory-light, recreated by the client from the last sequence after a leader change;

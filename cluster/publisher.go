@@ -11,15 +11,18 @@ import (
 
 // publisher sends a node's asynchronous publishes to the stream, batching adaptively per subject: the first
 // message of a subject goes at once; while it is on its way, later messages of the same subject wait and then
-// go together, as one stream message (a batch, see encodeBatch), when its ack came back. A lone publisher
-// thus pays no extra latency, and under load one JetStream publish, one raft entry, one ack and one delivery
-// per consumer carry many MQTT messages instead of one each.
+// go together, as one stream message (a batch, see encodeBatch), when its ack came back (several stream
+// messages back to back when more waited than one batch holds). A lone publisher thus pays no extra latency,
+// and under load one JetStream publish, one raft entry, one ack and one delivery per consumer carry many MQTT
+// messages instead of one each.
 //
 // Why per subject: every consumer (the routing consumers, a resumed session's replay, shared groups) filters
-// by subject, so a batch must have one; and sends of one subject are one at a time, so the messages of a topic
-// are stored in the order they were published (MQTT ordered topics), whatever happens to other topics.
+// by subject, so a batch must have one; and one goroutine at a time sends a subject's stream messages, in
+// order, so the messages of a topic are stored in the order they were published (MQTT ordered topics),
+// whatever happens to other topics.
 // A message with a DedupID (one stream message per id) or QoS 2 (a shared group's member must not get it
-// twice when a batch is given back, shareack.go) is never batched; it waits its turn all the same.
+// twice when a batch is given back, shareack.go) is never batched; it waits for the wave on its way, then goes
+// with the next one, each such message its own stream message.
 type publisher struct {
 	c        *Cluster
 	mu       sync.Mutex
@@ -97,10 +100,10 @@ func (p *publisher) publish(nm *nats.Msg, alone bool) (*pubResult, error) {
 		// Refused at once (stalled, not connected): the caller learns it from the error. Messages queued
 		// meanwhile go on.
 		p.settle(b, err)
-		go p.run(nm.Subject, q, nil, nil)
+		go p.run(nm.Subject, q, nil)
 		return nil, err
 	}
-	go p.run(nm.Subject, q, f, b)
+	go p.run(nm.Subject, q, []flight{{f, b}})
 	return b.r, nil
 }
 
@@ -120,17 +123,24 @@ func (q *subjectQueue) add(nm *nats.Msg, alone bool) *pubResult {
 	return b.r
 }
 
-// run waits for the ack of the subject's stream message on its way (f, carrying b), then sends the next batch,
-// until none waits. It is the only sender of its subject meanwhile.
-func (p *publisher) run(subject string, q *subjectQueue, f jetstream.PubAckFuture, b *outBatch) {
+// flight is a stream message on its way.
+type flight struct {
+	f jetstream.PubAckFuture
+	b *outBatch
+}
+
+// run waits for the acks of the subject's stream messages on their way (a wave), then sends everything that
+// queued meanwhile as the next wave, until nothing waits. It is the only sender of its subject meanwhile, so
+// the subject's stream messages are sent, and stored, in order.
+func (p *publisher) run(subject string, q *subjectQueue, wave []flight) {
 	for {
-		if f != nil {
+		for _, fl := range wave {
 			select {
-			case ack := <-f.Ok():
-				b.r.seq = ack.Sequence
-				p.settle(b, nil)
-			case err := <-f.Err():
-				p.settle(b, err)
+			case ack := <-fl.f.Ok():
+				fl.b.r.seq = ack.Sequence
+				p.settle(fl.b, nil)
+			case err := <-fl.f.Err():
+				p.settle(fl.b, err)
 			}
 		}
 		p.mu.Lock()
@@ -139,14 +149,18 @@ func (p *publisher) run(subject string, q *subjectQueue, f jetstream.PubAckFutur
 			p.mu.Unlock()
 			return
 		}
-		b = q.batches[0]
-		q.batches = q.batches[1:]
-		q.count -= len(b.msgs)
+		// Several batches (full ones, or messages never batched) go back to back: one wave, one round trip.
+		batches := q.batches
+		q.batches, q.count = nil, 0
 		p.mu.Unlock()
-		var err error
-		if f, err = p.send(b); err != nil {
-			p.settle(b, err)
-			f = nil
+		wave = wave[:0]
+		for _, b := range batches {
+			f, err := p.send(b)
+			if err != nil {
+				p.settle(b, err)
+				continue
+			}
+			wave = append(wave, flight{f, b})
 		}
 	}
 }
