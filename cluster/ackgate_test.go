@@ -107,11 +107,11 @@ func TestAckGateFailedPublishClosesUnacknowledged(t *testing.T) {
 	nodes := startSolo(t)
 	conn, g, client := gatedPipe(t)
 	// A subject no stream covers: JetStream answers "no responders", a real failed ack.
-	f, err := nodes[0].js.PublishMsgAsync(&nats.Msg{Subject: "not-idmq.x", Data: []byte("x")})
+	r, err := nodes[0].pub.publish(&nats.Msg{Subject: "not-idmq.x", Data: []byte("x")}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.expect(1, &Ack{f: f, topic: "x"})
+	g.expect(1, &Ack{r: r, topic: "x"})
 	ok, err := nodes[0].PublishAsync(&Message{Topic: "gate/ok", QoS: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -63,6 +63,7 @@ type Cluster struct {
 	srv *server.Server // nil with an external NATS
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	pub *publisher // PublishAsync's batching
 	b   buckets
 
 	health    health
@@ -84,6 +85,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (*Cluster, error) {
 	}
 	opts.setDefaults()
 	c := &Cluster{cfg: cfg, opts: opts, log: opts.Logger}
+	c.pub = newPublisher(c)
 	c.stop, c.cancel = context.WithCancel(context.Background())
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -197,9 +199,9 @@ func (c *Cluster) Close() error {
 		defer cancel()
 		if c.js != nil {
 			select {
-			case <-c.js.PublishAsyncComplete():
+			case <-c.pub.flushed():
 			case <-ctx.Done():
-				err = fmt.Errorf("cluster: %d publishes still unacknowledged at close", c.js.PublishAsyncPending())
+				err = fmt.Errorf("cluster: %d publishes still unacknowledged at close", c.pub.waiting())
 			}
 		}
 		c.shutdown()

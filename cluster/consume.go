@@ -12,10 +12,21 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Delivery is one message read from the stream.
+// Delivery is one message read from the stream. A stream message may carry several MQTT messages (a batch,
+// see publisher.go): each is one Delivery with the same Seq, passed in order, one right after the other.
 type Delivery struct {
 	Message
-	Seq uint64 // stream sequence: what a persistent session stores as its cursor
+	Seq  uint64 // stream sequence: what a persistent session stores as its cursor
+	More bool   // more messages of the same stream message follow this one
+}
+
+// Through is the stream sequence up to which every message has been handled once d has: a cursor may name
+// d.Seq only after the last message of its batch.
+func (d *Delivery) Through() uint64 {
+	if d.More {
+		return d.Seq - 1
+	}
+	return d.Seq
 }
 
 // ConsumeOptions choose where a Consumer starts and what it passes on.
@@ -61,7 +72,8 @@ type Consumer struct {
 
 // Consume starts delivering messages to fn, one at a time, in stream order, from one goroutine, until Stop. ctx
 // bounds the setup only. fn must not block for long: delivery waits for it (the ordered consumer's buffer then
-// fills and the server holds back).
+// fills and the server holds back). The messages of one batch are passed together: no consumer replacement or
+// Stop comes between them.
 func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Delivery)) (*Consumer, error) {
 	start := opts.StartSeq
 	if start == 0 {
@@ -127,13 +139,12 @@ func (k *Consumer) open(ctx context.Context, start uint64) (jetstream.ConsumeCon
 		if !k.opts.IncludeOwn && originIs(data, node) {
 			return
 		}
-		m, err := decodeEnvelope(data)
+		seq := meta.Sequence.Stream
+		err = decodeMessages(data, func(m Message, last bool) { k.fn(Delivery{Message: m, Seq: seq, More: !last}) })
 		if err != nil {
 			k.bad.Add(1)
-			c.log.Warn("cluster: skipping unreadable stream message", "seq", meta.Sequence.Stream, "err", err)
-			return
+			c.log.Warn("cluster: skipping unreadable stream message", "seq", seq, "err", err)
 		}
-		k.fn(Delivery{Message: m, Seq: meta.Sequence.Stream})
 	}
 	// The client notices a consumer lost with its server (it lived on the stream leader) after two missed idle
 	// heartbeats and recreates it; nats.go's default of 5s would stall routing for 10s after a leader's loss.
@@ -259,10 +270,10 @@ func (k *Consumer) LastSeq() uint64 { return k.lastSeq.Load() }
 // Unreadable counts stream messages skipped because their envelope could not be decoded.
 func (k *Consumer) Unreadable() uint64 { return k.bad.Load() }
 
-// originIs reports whether the envelope's origin is node, without decoding the rest: encode writes the origin
-// first.
+// originIs reports whether the envelope's or batch's origin is node, without decoding the rest: both have the
+// origin first.
 func originIs(data []byte, node string) bool {
-	if len(data) < 3 || data[0] != envelopeVersion || data[2] != tagOrigin {
+	if len(data) < 3 || (data[0] != envelopeVersion && data[0] != batchVersion) || data[2] != tagOrigin {
 		return false
 	}
 	n, w := binary.Uvarint(data[3:])

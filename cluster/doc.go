@@ -63,10 +63,23 @@
 // property (uvarint key length, key, value; repeated in order); tag 0 ends the fields and the rest is the
 // payload. Readers skip unknown tags, so nodes of different versions can share a stream.
 //
+// A batch (version byte 2) carries several MQTT messages of one topic from one node in one stream message:
+// version byte 2, a zero byte, the origin field (tag 1, as above, so a reader tells its own messages without
+// decoding), then each message as uvarint length + its version 1 envelope, in publish order. A node that cannot
+// read version 2 skips such messages (nodes of one cluster must run the same version). A malformed batch is
+// skipped whole.
+//
 // # Routing
 //
 // A node publishes each accepted PUBLISH to the stream (Publish, or PublishAsync with acks waited in order) and
-// acknowledges its MQTT publisher only after JetStream's ack. Each node runs ONE ordered consumer (Consume):
+// acknowledges its MQTT publisher only after JetStream's ack. PublishAsync batches adaptively, per subject: the
+// first message of a subject goes at once; while it is on its way, later messages of that subject wait, and go
+// as one batch (at most 128 messages, 64 KiB; several back to back if more waited) when its ack came; each
+// message's Ack returns its batch's sequence. One goroutine at a time sends a subject's messages, in order, so
+// a topic's messages are stored in the order they were published; topics may interleave differently. QoS 2
+// messages and those with a DedupID are never batched (each its own stream message, in its turn). A lone publisher waits for nothing more; under load one JetStream publish, raft entry, ack and
+// delivery per consumer carries many MQTT messages. Every reader (routing, replay, shared groups) handles a
+// batch's messages in order; several messages may thus share one sequence. Each node runs ONE ordered consumer (Consume):
 // ephemeral, unacknowledged, memory-light, recreated by the client from the last sequence after a leader change;
 // it starts at the stream's end and passes every message published by OTHER nodes, in stream order, to the
 // broker, which delivers it to its local subscribers (the node's own messages were delivered locally already).
@@ -77,7 +90,8 @@
 // # Persistent sessions
 //
 // A persistent session is its record in idmq-sessions; the stream is its queue. The cursor is a stream
-// sequence such that the client received and acknowledged every message up to it. It moves to the routing
+// sequence such that the client received and acknowledged every message up to it (of a batch: all of its
+// messages; Delivery.Through). It moves to the routing
 // consumer's position only at a moment when everything up to that position was handed to mochi on this node
 // (no local publish between the stream and mochi's delivery) and the client has nothing in flight; it is checked
 // when an acknowledgement empties the client's window (at most every 100ms) and once a second, and written at
@@ -130,6 +144,12 @@
 // by a dead node return after the AckWait. While a member is connected its deliveries are kept from
 // redelivery (InProgress every 10s). A node holding members subscribes a "guard" shared subscription on the
 // group's filter, so that mochi consults the hook for every such delivery whatever members come and go.
+//
+// A pulled batch goes, message by message in order, to the member it was pulled for (or other members here
+// when it has no room; a message waits up to 5s for room rather than being given back at once), and each
+// message is settled as above; JetStream is told once all are: Ack if every message was delivered (or
+// dropped), Nak if any was given back, and then the whole batch comes again, so its delivered QoS 0/1
+// messages are delivered a second time (never lost). QoS 2 messages are never batched (sharebatch.go).
 //
 // Each group is a durable consumer replicated cluster-wide, so a node holds members of at most 1,000 distinct
 // groups (group+filter) and a client is a member of at most 16; a SUBSCRIBE's shared subscription beyond either

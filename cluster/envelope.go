@@ -44,6 +44,7 @@ type UserProperty struct {
 // binary body is smaller and cheaper to parse than header text on every delivery.
 const (
 	envelopeVersion = 1
+	batchVersion    = 2 // several envelopes in one stream message: see encodeBatch
 
 	flagRetain        = 1 << 2 // bits 0-1: QoS
 	flagPayloadFormat = 1 << 3
@@ -117,6 +118,66 @@ func appendField[T string | []byte](dst []byte, tag byte, v T) []byte {
 func appendUvarintField(dst []byte, tag byte, v uint64) []byte {
 	dst = append(dst, tag, byte(uvarintLen(v)))
 	return binary.AppendUvarint(dst, v)
+}
+
+// A batch carries several messages of one topic from one node in one stream message (publisher.go): version
+// byte 2, a zero byte, the origin field (as in an envelope, so originIs reads both forms), then each message as
+// uvarint length + its envelope, in publish order. A batch has at least two messages.
+
+// encodeBatch appends the batch of the envelopes parts, all published by origin.
+func encodeBatch(dst []byte, origin string, parts [][]byte) []byte {
+	dst = append(dst, batchVersion, 0)
+	dst = appendField(dst, tagOrigin, origin)
+	for _, p := range parts {
+		dst = binary.AppendUvarint(dst, uint64(len(p)))
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
+// decodeMessages parses a stream message, an envelope or a batch, and calls fn with each message in order;
+// it stops at the first malformed one, whose error it returns. Payload and CorrelationData alias data.
+func decodeMessages(data []byte, fn func(m Message, last bool)) error {
+	if len(data) > 0 && data[0] == envelopeVersion {
+		m, err := decodeEnvelope(data)
+		if err != nil {
+			return err
+		}
+		fn(m, true)
+		return nil
+	}
+	if len(data) < 3 || data[0] != batchVersion || data[2] != tagOrigin {
+		return ErrBadEnvelope
+	}
+	n, w := binary.Uvarint(data[3:])
+	if w <= 0 || n > uint64(len(data)-3-w) {
+		return fmt.Errorf("%w: batch origin overruns the message", ErrBadEnvelope)
+	}
+	rest := data[3+w+int(n):]
+	// Each part is checked before any is passed on: a reader never handles half of a malformed batch.
+	var parts [][]byte
+	for len(rest) > 0 {
+		n, w := binary.Uvarint(rest)
+		if w <= 0 || n > uint64(len(rest)-w) {
+			return fmt.Errorf("%w: batch part overruns the message", ErrBadEnvelope)
+		}
+		parts, rest = append(parts, rest[w:w+int(n)]), rest[w+int(n):]
+	}
+	if len(parts) == 0 {
+		return fmt.Errorf("%w: empty batch", ErrBadEnvelope)
+	}
+	msgs := make([]Message, len(parts))
+	for i, p := range parts {
+		m, err := decodeEnvelope(p)
+		if err != nil {
+			return err
+		}
+		msgs[i] = m
+	}
+	for i := range msgs {
+		fn(msgs[i], i == len(msgs)-1)
+	}
+	return nil
 }
 
 // decodeEnvelope parses an envelope. Payload and CorrelationData alias data.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -92,4 +93,54 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			t.Fatalf("re-encode: %+v, %v; want %+v", again, err, m)
 		}
 	})
+}
+
+// TestBatchRoundTrip: a batch decodes to its messages in order, the last one marked; originIs reads its origin.
+func TestBatchRoundTrip(t *testing.T) {
+	msgs := []Message{
+		{Topic: "b/x", Origin: "n1", Payload: []byte("one"), QoS: 1, ClientID: "c1"},
+		{Topic: "b/x", Origin: "n1", Payload: []byte{}, ContentType: "text/plain"},
+		{Topic: "b/x", Origin: "n1", Payload: make([]byte, 1000), UserProperties: []UserProperty{{"k", "v"}}},
+	}
+	parts := make([][]byte, len(msgs))
+	for i := range msgs {
+		parts[i] = msgs[i].encode(nil)
+	}
+	data := encodeBatch(nil, "n1", parts)
+	if !originIs(data, "n1") || originIs(data, "n2") {
+		t.Fatal("originIs disagrees with the batch")
+	}
+	var got []Message
+	var lasts []bool
+	if err := decodeMessages(data, func(m Message, last bool) { got, lasts = append(got, m), append(lasts, last) }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, msgs) || !reflect.DeepEqual(lasts, []bool{false, false, true}) {
+		t.Fatalf("got %+v (last %v)", got, lasts)
+	}
+}
+
+// TestBatchRejectsDamage: a damaged batch yields no message at all, so no reader handles half of it.
+func TestBatchRejectsDamage(t *testing.T) {
+	good := encodeBatch(nil, "n", [][]byte{
+		(&Message{Topic: "a", Origin: "n", Payload: []byte("1")}).encode(nil),
+		(&Message{Topic: "a", Origin: "n", Payload: []byte("2")}).encode(nil),
+	})
+	bad := map[string][]byte{
+		"no parts":      encodeBatch(nil, "n", nil),
+		"bad part":      encodeBatch(nil, "n", [][]byte{(&Message{Topic: "a", Origin: "n"}).encode(nil), {envelopeVersion, 3}}),
+		"other version": append([]byte{7}, good[1:]...),
+	}
+	for n := 3; n < len(good)-1; n++ { // cut inside the second part: its length overruns the message
+		if n != len(good)-len((&Message{Topic: "a", Origin: "n", Payload: []byte("2")}).encode(nil))-1 {
+			bad[fmt.Sprintf("prefix %d", n)] = good[:n]
+		}
+	}
+	for name, data := range bad {
+		calls := 0
+		err := decodeMessages(data, func(Message, bool) { calls++ })
+		if !errors.Is(err, ErrBadEnvelope) || calls != 0 {
+			t.Errorf("%s: err = %v after %d messages, want ErrBadEnvelope and none", name, err, calls)
+		}
+	}
 }

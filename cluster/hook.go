@@ -36,6 +36,7 @@ type Hook struct {
 	wills    *wills
 	identity func(*mqtt.Client) string
 	consumer *Consumer
+	inBatch  bool // deliver is inside a batch (holds routeMu); only the routing consumer's goroutine uses it
 	shared   *sharing
 	sessions *sessions
 }
@@ -304,10 +305,19 @@ func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, _ int64) {
 // compares the publishing client id, the ACL is checked per subscriber by mochi. It keeps its retain flag, so a
 // Retain As Published subscriber sees it [MQTT-3.3.1-13]; mochi then stores it as retained, which
 // OnRetainMessage undoes: the retained store follows the bucket only.
+//
+// A resumed session's hand-over pauses routing (sessions_resume.go) between stream messages, never inside a
+// batch: routeMu is taken at a batch's first message and given back after its last (the routing consumer
+// passes a batch's messages together, from one goroutine), so routedSeq names whole stream messages only.
 func (h *Hook) deliver(d Delivery) {
-	h.sessions.routeMu.Lock() // a resumed session's hand-over pauses routing (sessions_resume.go)
-	defer h.sessions.routeMu.Unlock()
-	defer h.sessions.routedSeq.Store(d.Seq)
+	if !h.inBatch {
+		h.sessions.routeMu.Lock()
+	}
+	h.inBatch = d.More
+	if !d.More {
+		defer h.sessions.routeMu.Unlock()
+		defer h.sessions.routedSeq.Store(d.Seq)
+	}
 	pk, ok := packetOf(&d.Message, h.c.opts.Now())
 	if !ok {
 		return // expired on its way

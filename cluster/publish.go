@@ -47,28 +47,27 @@ func (c *Cluster) Publish(ctx context.Context, msg *Message) (uint64, error) {
 }
 
 // PublishAsync sends msg to the stream without waiting for the acknowledgement; Ack.Wait returns it.
-// JetStream stores and acknowledges the messages of one node in the order they were sent, so a caller that waits
-// for its Acks in order acknowledges its MQTT publishers in order. Around a leader change an Ack may fail while
-// later ones succeed; a failed message may still have been stored (only its ack lost): re-sent with the same
-// DedupID it is stored once. When MaxPendingAcks messages are unacknowledged, PublishAsync waits up to
+// Messages of one topic are stored in the order PublishAsync was called, so a caller that waits for its Acks in
+// order acknowledges its MQTT publishers in order. While a publish of msg's topic is on its way, msg waits and
+// goes with the topic's other waiting messages in one stream message (a batch, publisher.go): every Ack of a
+// batch returns its sequence. Around a leader change an Ack may fail while later ones succeed; a failed message
+// may still have been stored (only its ack lost): re-sent with the same DedupID it is stored once. When
+// MaxPendingAcks messages are unacknowledged (in all, or waiting on one topic), PublishAsync waits up to
 // OpTimeout for room, then fails: backpressure rather than unbounded memory.
 func (c *Cluster) PublishAsync(msg *Message) (*Ack, error) {
 	if c.nc.Status() != nats.CONNECTED {
 		return nil, ErrNotReady
 	}
-	// No automatic re-send on "no responders" (a stream leader being elected): a re-sent message would be stored
-	// behind messages sent after it. It fails instead; the caller decides.
-	f, err := c.js.PublishMsgAsync(c.natsMsg(msg), jetstream.WithStallWait(c.opts.OpTimeout),
-		jetstream.WithRetryAttempts(0))
+	r, err := c.pub.publish(c.natsMsg(msg), msg.QoS == 2 || msg.DedupID != "")
 	if err != nil {
 		return nil, fmt.Errorf("cluster: publishing to %q: %w", msg.Topic, err)
 	}
-	return &Ack{f: f, topic: msg.Topic}, nil
+	return &Ack{r: r, topic: msg.Topic}, nil
 }
 
 // Ack is the pending acknowledgement of an asynchronous publish. It is not safe for concurrent use.
 type Ack struct {
-	f     jetstream.PubAckFuture
+	r     *pubResult
 	topic string
 	done  bool
 	seq   uint64
@@ -83,14 +82,11 @@ func (a *Ack) Wait(ctx context.Context) (uint64, error) {
 		return a.seq, a.err
 	}
 	select {
-	case ack := <-a.f.Ok():
-		a.seq = ack.Sequence
-	case err := <-a.f.Err():
-		a.err = fmt.Errorf("cluster: publishing to %q: %w", a.topic, err)
+	case <-a.r.done:
+		a.settle()
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
-	a.done = true
 	return a.seq, a.err
 }
 
@@ -100,13 +96,17 @@ func (a *Ack) ready() bool {
 		return true
 	}
 	select {
-	case ack := <-a.f.Ok():
-		a.seq = ack.Sequence
-	case err := <-a.f.Err():
-		a.err = fmt.Errorf("cluster: publishing to %q: %w", a.topic, err)
+	case <-a.r.done:
+		a.settle()
+		return true
 	default:
 		return false
 	}
-	a.done = true
-	return true
+}
+
+func (a *Ack) settle() {
+	a.done, a.seq = true, a.r.seq
+	if a.r.err != nil {
+		a.err = fmt.Errorf("cluster: publishing to %q: %w", a.topic, a.r.err)
+	}
 }

@@ -199,7 +199,7 @@ func (r *replay) catchUp() error {
 		r.buf = r.buf[1:]
 		if r.cl.State.Inflight.Len() == 0 {
 			r.s.mu.Lock()
-			r.s.cursor, r.s.dirty = max(r.s.cursor, d.Seq), true
+			r.s.cursor, r.s.dirty = max(r.s.cursor, d.Through()), true
 			r.s.coverAt = time.Now()
 			r.s.mu.Unlock()
 		}
@@ -230,7 +230,7 @@ func (r *replay) handOver() (bool, error) {
 	m.routeMu.Lock()
 	defer m.routeMu.Unlock()
 	select { // this node's messages sent so far are in the stream before its end is read
-	case <-m.c.js.PublishAsyncComplete():
+	case <-m.c.pub.flushed():
 	case <-time.After(m.c.opts.OpTimeout):
 		return false, nil
 	}

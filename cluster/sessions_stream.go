@@ -59,11 +59,10 @@ func (r *replay) fetch() error {
 				}
 				got++
 				r.next, r.left = meta.Sequence.Stream+1, meta.NumPending
-				dm, derr := decodeEnvelope(msg.Data())
-				if derr != nil {
-					continue
-				}
-				r.buf = append(r.buf, Delivery{Message: dm, Seq: meta.Sequence.Stream})
+				seq := meta.Sequence.Stream
+				_ = decodeMessages(msg.Data(), func(dm Message, last bool) {
+					r.buf = append(r.buf, Delivery{Message: dm, Seq: seq, More: !last})
+				})
 			}
 			err = batch.Error()
 		}

@@ -6,7 +6,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The acknowledgement side of shared subscriptions: a delivery in flight to a member (a shareRecord) is
@@ -26,7 +25,7 @@ func (s *sharing) disconnected(cl *mqtt.Client) {
 	for _, m := range sc.members {
 		s.removeMember(m)
 	}
-	var ack, nak []jetstream.Msg
+	var ack, nak []shareMsg
 	for id, r := range sc.records {
 		if cl.IsTakenOver() {
 			s.handed[cl.ID] = append(s.handed[cl.ID], r) // mochi moves its in-flight window to the new connection
@@ -93,7 +92,7 @@ func (s *sharing) adopt(cl *mqtt.Client) {
 	s.mu.Lock()
 	rs := s.handed[cl.ID]
 	delete(s.handed, cl.ID)
-	var nak []jetstream.Msg
+	var nak []shareMsg
 	for _, r := range rs {
 		if pk, ok := cl.State.Inflight.Get(r.id); ok && !cl.Closed() && (pk.FixedHeader.Type == packets.Publish || pk.FixedHeader.Type == packets.Pubrel) {
 			s.clientOf(cl).records[r.id] = r
@@ -152,7 +151,7 @@ func (s *sharing) keepAlive() {
 		case <-s.ctx.Done():
 			return
 		case now := <-t.C:
-			var busy []jetstream.Msg
+			var busy []shareMsg
 			s.mu.Lock()
 			for _, sc := range s.clients {
 				for _, r := range sc.records {

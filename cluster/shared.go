@@ -127,7 +127,7 @@ type shareClient struct {
 
 // shareRecord is a delivery in flight: acknowledged to JetStream when the member acknowledges it.
 type shareRecord struct {
-	msg   jetstream.Msg
+	msg   shareMsg
 	m     *shareMember
 	id    uint16 // its packet id at the member
 	since time.Time
@@ -137,7 +137,7 @@ type shareRecord struct {
 type delivery struct {
 	origin   string
 	m        *shareMember
-	msg      jetstream.Msg
+	msg      shareMsg
 	selected bool         // mochi asked whom to deliver to and the member still held its subscription
 	qos      byte         // the QoS of the member's copy (once selected)
 	dropped  bool         // mochi could not queue it (the member's outbound queue was full)
@@ -166,7 +166,7 @@ func (s *sharing) stop() {
 	s.cancel()
 	s.wg.Wait()
 	s.mu.Lock()
-	var back []jetstream.Msg
+	var back []shareMsg
 	for _, sc := range s.clients {
 		for id, r := range sc.records {
 			back = append(back, r.msg)

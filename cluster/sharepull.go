@@ -131,16 +131,30 @@ func (s *sharing) fetch(m *shareMember, n int) error {
 	return err
 }
 
-// deliver hands one message of m's group to m, or to another local member with room if m has none (it left,
-// or closed), or back to JetStream.
+// deliver hands one stream message of m's group, a message or a batch of them (sharebatch.go), to m, or to
+// another local member with room if m has none (it left, or closed), or back to JetStream.
 func (s *sharing) deliver(m *shareMember, jm jetstream.Msg) {
-	msg, err := decodeEnvelope(jm.Data())
+	var msgs []Message
+	err := decodeMessages(jm.Data(), func(msg Message, _ bool) { msgs = append(msgs, msg) })
 	if err != nil {
 		s.log.Warn("cluster: skipping unreadable stream message", "consumer", m.g.name, "err", err)
 		_ = jm.Term()
 		return
 	}
-	pk, ok := packetOf(&msg, s.c.opts.Now())
+	if len(msgs) == 1 {
+		s.deliverOne(m, jm, &msgs[0], false)
+		return
+	}
+	b := &pulledBatch{jm: jm}
+	b.left.Store(int32(len(msgs)))
+	for i := range msgs {
+		s.deliverOne(m, batchPart{b}, &msgs[i], true)
+	}
+}
+
+// deliverOne hands msg to m or another member here; inBatch: wait for room rather than give it back at once.
+func (s *sharing) deliverOne(m *shareMember, jm shareMsg, msg *Message, inBatch bool) {
+	pk, ok := packetOf(msg, s.c.opts.Now())
 	if !ok {
 		_ = jm.Ack() // expired on its way [MQTT-3.3.2-5]
 		return
@@ -151,6 +165,9 @@ func (s *sharing) deliver(m *shareMember, jm jetstream.Msg) {
 		return
 	}
 	to := s.pick(m)
+	if to == nil && inBatch {
+		to = s.pickWaiting(m)
+	}
 	if to == nil {
 		_ = jm.Nak()
 		return
@@ -168,7 +185,7 @@ func (s *sharing) deliver(m *shareMember, jm jetstream.Msg) {
 	d.origin = s.nextOrigin()
 	s.injector.ID = d.origin
 	s.current.Store(d)
-	err = s.server.InjectPacket(s.injector, pk)
+	err := s.server.InjectPacket(s.injector, pk)
 	s.current.Store(nil)
 	s.injectMu.Unlock()
 	s.settle(d, err)

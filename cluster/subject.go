@@ -121,7 +121,9 @@ func TopicSubject(topic string) string {
 	buf := make([]byte, 0, len(SubjectPrefix)+len(topic)+8)
 	buf = append(buf, SubjectPrefix...)
 	marks := make([]int, 0, 8) // buf length after each complete level
-	for i, level := range strings.Split(topic, "/") {
+	rest := topic
+	for i := 0; ; i++ { // level by level, without strings.Split's slice: this runs for every routed publish
+		level, next, more := strings.Cut(rest, "/")
 		if i > 0 {
 			buf = append(buf, '.')
 		}
@@ -130,8 +132,11 @@ func TopicSubject(topic string) string {
 		if len(buf) > maxSubjectLen {
 			return longSubject(buf, marks, topic)
 		}
+		if !more {
+			return string(buf)
+		}
+		rest = next
 	}
-	return string(buf)
 }
 
 func longSubject(buf []byte, marks []int, topic string) string {
