@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,10 @@ type Broker struct {
 	cluster  *clusterNode // nil: one node
 	joined   atomic.Bool  // clustered: New joined, b.cluster is set
 
+	// closeServer closes server once: mochi's Close panics the second time, and a failed Start closes it
+	// before its caller's Close.
+	closeServer func() error
+
 	events     *events.Dispatcher // nil: no webhooks (events.go)
 	eventsHook *events.Hook
 }
@@ -71,6 +76,7 @@ func New(cfg *Config, log *slog.Logger, opts ...benchmode.Option) (_ *Broker, er
 		// $SYS topics are published every 30s rather than mochi's 1s: they cost a fan-out each time.
 		SysTopicResendInterval: 30,
 	})
+	b.closeServer = sync.OnceValue(b.server.Close)
 	defer func() {
 		if err != nil {
 			b.release()
@@ -228,7 +234,7 @@ func (b *Broker) Start() error {
 			err = b.serveAdminRequests()
 		}
 		if err != nil {
-			_ = b.server.Close()
+			_ = b.closeServer()
 			_ = b.fixes.Close()
 			hs.close(context.Background())
 			return err
@@ -236,7 +242,7 @@ func (b *Broker) Start() error {
 	}
 	// Replays the write-ahead log into the restored sessions, then lets the listeners accept.
 	if err := b.fixes.Start(); err != nil {
-		_ = b.server.Close()
+		_ = b.closeServer()
 		_ = b.fixes.Close()
 		hs.close(context.Background())
 		return err
@@ -331,7 +337,7 @@ func (b *Broker) Close(ctx context.Context) error {
 	if b.http != nil {
 		b.http.close(ctx)
 	}
-	if err := b.server.Close(); err != nil {
+	if err := b.closeServer(); err != nil {
 		errs = append(errs, err)
 	}
 	_ = b.auth.Stop() // mochi stopped the hook in server.Close when it was added; Stop is idempotent

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,5 +64,22 @@ acl: {rules: [{topic: "users/%%u/#", access: pubsub}]}
 	defer f.Close()
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		t.Fatalf("the write-ahead log is still locked after New failed: %v", err)
+	}
+}
+
+// An embedder's Close after a failed Start (which closed the server already), or a second Close, must not
+// panic in mochi's Close.
+func TestBrokerClosesOnce(t *testing.T) {
+	cfg, err := Parse([]byte(fmt.Sprintf("data_dir: %s\nlisteners: [{type: tcp, address: \"127.0.0.1:0\"}]\n"+
+		"auth: {providers: [{name: local, type: local}]}\n", t.TempDir())), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startBroker(t, cfg, slog.New(slog.DiscardHandler))
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(context.Background()); err != nil {
+		t.Fatalf("second Close: %v", err)
 	}
 }
