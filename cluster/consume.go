@@ -50,7 +50,10 @@ type ConsumeOptions struct {
 // SIGKILL of the stream leader's node under load, to stop delivering for good while the stream went on (about one
 // kill in fifteen, e2e TestClusterKillUnderLoad). When the stream's last sequence is ahead of what the consumer
 // read and the consumer made no progress for two checks in a row, it is replaced by a new ordered consumer from
-// the next sequence: a late message rather than a lost one.
+// the next sequence: a late message rather than a lost one. Checks are 2s apart: nats.go's own recovery of a
+// consumer that lived on a killed node may create its successor on that same node (JetStream counts a peer as
+// live for 3s after its last answer) and then waits 10s for an answer before trying again, which left routing
+// to a node stalled for 13s (e2e TestClusterNodeFailure under load).
 type Consumer struct {
 	c    *Cluster
 	opts ConsumeOptions
@@ -168,7 +171,7 @@ func (k *Consumer) heartbeat() time.Duration {
 // watch replaces a stalled ordered consumer (see Consumer) until Stop.
 func (k *Consumer) watch() {
 	defer close(k.done)
-	every := max(5*k.heartbeat(), 5*time.Second)
+	every := max(2*k.heartbeat(), 2*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var seen uint64
@@ -224,7 +227,9 @@ func (k *Consumer) replace() {
 	k.cc = nil
 	k.mu.Unlock()
 	if old != nil {
-		old.Stop()
+		// Not waited for: nats.go's Stop blocks until the ordered consumer's own recreation gives up (up to 10s
+		// per try); the generation already keeps its deliveries out.
+		go old.Stop()
 	}
 	cc, err := k.open(k.ctx, start)
 	if err != nil {

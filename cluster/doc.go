@@ -162,6 +162,9 @@
 // leader and a quorum) succeeded within the last 3 heartbeats. A node whose server stops, or that is cut off
 // from the majority, turns not ready within 3 heartbeats (3s by default), and at once when its connection
 // drops; OnReadyChange tells the broker, which answers /readyz 503 and refuses CONNECTs (0x88) meanwhile.
+// Readiness does not cover the other buckets: each elects its own leader, so after a node's death a ready node
+// may find the owners or wills bucket without one for seconds; its CONNECTs then wait for the election (up to
+// ElectionWait, election.go) rather than being refused.
 // Nodes lists the live nodes (keys in idmq-nodes), the JetStream meta leader and the stream's leader.
 // LiveNodes answers from a local view of the same keys, without a JetStream round trip.
 //

@@ -60,35 +60,46 @@ func newOwners(c *Cluster, server *mqtt.Server, onTake func()) *owners {
 // existed reports that the id had an owner (connected or with a session that did not end).
 func (o *owners) claim(cl *mqtt.Client, user string) (existed bool, err error) {
 	id := cl.ID
-	ctx, cancel := context.WithTimeout(context.Background(), o.c.opts.OpTimeout)
+	// A bucket whose leader died is waited for (throughElection), the whole claim within ElectionWait.
+	ctx, cancel := context.WithTimeout(context.Background(), ElectionWait)
 	defer cancel()
 	key := ClientKey(id)
 	conn := randomToken()[:16]
 	rec, _ := json.Marshal(ownerRecord{Client: id, Node: o.c.cfg.Node, User: user, Conn: conn, Clean: cl.Properties.Clean})
+	won := func(rev uint64, existed bool) (bool, error) {
+		o.mu.Lock()
+		o.mine[id] = ownerClaim{cl: cl, rev: rev, conn: conn}
+		o.mu.Unlock()
+		return existed, nil
+	}
+	var rev uint64
 	for range 3 { // a lost compare-and-set: read again and decide again
-		var rev uint64
-		e, err := o.c.b.owners.Get(ctx, key)
+		prev := rev
+		rev = 0
+		e, err := throughElection(o.c, ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
+			return o.c.b.owners.Get(ctx, key)
+		})
 		switch {
 		case err == nil:
 			var cur ownerRecord
 			if json.Unmarshal(e.Value(), &cur) == nil && cur.User != user {
 				return true, errClientIDTaken
 			}
+			if cur.Conn == conn { // a write of ours that timed out was stored after all
+				return won(e.Revision(), prev != 0)
+			}
 			rev = e.Revision()
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
 			return false, fmt.Errorf("cluster: reading the owner of client %q: %w", id, err)
 		}
-		var newRev uint64
-		if rev == 0 {
-			newRev, err = o.c.b.owners.Create(ctx, key, rec)
-		} else {
-			newRev, err = o.c.b.owners.Update(ctx, key, rec, rev)
-		}
+		newRev, err := throughElection(o.c, ctx, func(ctx context.Context) (uint64, error) {
+			if rev == 0 {
+				return o.c.b.owners.Create(ctx, key, rec)
+			}
+			return o.c.b.owners.Update(ctx, key, rec, rev)
+		})
 		if err == nil {
-			o.mu.Lock()
-			o.mine[id] = ownerClaim{cl: cl, rev: newRev, conn: conn}
-			o.mu.Unlock()
-			return rev != 0, nil
+			return won(newRev, rev != 0)
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
 			return false, fmt.Errorf("cluster: claiming client %q: %w", id, err)

@@ -115,10 +115,10 @@ func TestSurvivesOneNodeLoss(t *testing.T) {
 	if newLeader := nodeNames(t, pub).StreamLeader; newLeader == leader || newLeader == "" {
 		t.Fatalf("stream leader still %q", newLeader)
 	}
+	// Ready within a few heartbeats: with the tests' 200ms beat, one slow acknowledgement on a loaded machine
+	// lapses readiness for a moment (seen at 1.5s), which a node that lost quorum would not regain.
 	for _, c := range alive {
-		if !c.Ready() {
-			t.Fatalf("%s not ready after losing one node of three: %v", c.Node(), c.ReadyErr())
-		}
+		eventually(t, 5*time.Second, c.Node()+" ready after losing one node of three", c.Ready)
 	}
 	t.Logf("whole failover check took %s", time.Since(start))
 }

@@ -113,9 +113,11 @@ func (w *wills) track(cl *mqtt.Client, pk packets.Packet) {
 		Delay: cl.Properties.Will.WillDelayInterval, Will: msg.encode(nil)}
 	val, _ := json.Marshal(rec)
 	key := willKey(cl.ID, conn)
-	ctx, cancel := context.WithTimeout(context.Background(), w.c.opts.OpTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ElectionWait)
 	defer cancel()
-	rev, err := w.c.b.wills.Put(ctx, key, val)
+	rev, err := throughElection(w.c, ctx, func(ctx context.Context) (uint64, error) {
+		return w.c.b.wills.Put(ctx, key, val)
+	})
 	if err != nil {
 		w.c.log.Warn("cluster: Will not stored: no other node would publish it if this one died", "client", cl.ID, "err", err)
 		return

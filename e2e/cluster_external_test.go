@@ -93,7 +93,7 @@ func TestClusterExternalNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	want["users/alice/from-b/1|b"] = 1
-	gotB := drain(subB, 2*time.Second, 20*time.Second)
+	gotB := drain(subB, want, 2*time.Second, 20*time.Second)
 	for k, n := range want {
 		if gotB[k] != n {
 			t.Errorf("node B: %q delivered %d times, want %d", k, gotB[k], n)
@@ -102,7 +102,8 @@ func TestClusterExternalNATS(t *testing.T) {
 	if len(gotB) != len(want) {
 		t.Errorf("node B got unexpected messages: %v", gotB)
 	}
-	if gotA := drain(subA, time.Second, 10*time.Second); len(gotA) != 1 || gotA["users/alice/from-b/1|b"] != 1 {
+	fromB := map[string]int{"users/alice/from-b/1|b": 1}
+	if gotA := drain(subA, fromB, time.Second, 10*time.Second); len(gotA) != 1 || gotA["users/alice/from-b/1|b"] != 1 {
 		t.Errorf("node A's subscriber got %v, want the one message from B once", gotA)
 	}
 
