@@ -172,8 +172,8 @@
 //
 // mochi publishes a Will when a connection ends on a live node; a dead node publishes nothing. So each node
 // stores the Will of each connection in idmq-wills and deletes it when the connection ends there. Every node
-// follows idmq-wills and idmq-nodes: a record whose node has not renewed its presence for PresenceTTL (or
-// restarted since) is an orphan; once its Will Delay Interval has passed, counted from when the loss was seen
+// follows idmq-wills and idmq-nodes: a record whose node has not renewed its presence for PresenceTTL, confirmed
+// by a read of its presence key finding it gone (or restarted since), is an orphan; once its Will Delay Interval has passed, counted from when the loss was seen
 // (never early, up to PresenceTTL late), the survivors race to delete the record at its revision and the winner publishes the Will as
 // the client's publish on its own node (so it is routed and retained like any publish): once. If the client
 // connected again meanwhile (the owners record names another connection), Clean Start 0 cancels the Will and

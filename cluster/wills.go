@@ -37,7 +37,12 @@ type wills struct {
 	known    map[string]*knownWill // key -> a record of any node
 	lastSeen map[string]time.Time  // node -> when its presence was last renewed (this node's clock)
 	started  map[string]time.Time  // node -> its presence's start: a later one means it restarted
+	lostAt   map[string]time.Time  // node -> when a read of its presence key found it gone (willprobe.go)
+	probing  map[string]bool       // node -> a read of its presence key is on its way
 	fired    chan fireResult
+	probed   chan probeResult
+	// probeNode reads a node's presence key; a test replaces it.
+	probeNode func(ctx context.Context, node string) (found bool, started time.Time, err error)
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -85,7 +90,9 @@ type fireResult struct {
 
 func newWills(c *Cluster, server *mqtt.Server, o *owners) *wills {
 	return &wills{c: c, server: server, owners: o, mine: map[string]ownWill{}, known: map[string]*knownWill{},
-		lastSeen: map[string]time.Time{}, started: map[string]time.Time{}, fired: make(chan fireResult, 64)}
+		lastSeen: map[string]time.Time{}, started: map[string]time.Time{}, lostAt: map[string]time.Time{},
+		probing: map[string]bool{}, fired: make(chan fireResult, 64), probed: make(chan probeResult, 16),
+		probeNode: c.readPresence}
 }
 
 func willKey(clientID, conn string) string { return ClientKey(clientID) + "." + conn }

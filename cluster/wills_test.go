@@ -166,23 +166,48 @@ func TestWillRecordsFollowConnections(t *testing.T) {
 	}
 }
 
-// A node that looked lost for a moment (heartbeats late on a busy machine) and then renewed its presence must
-// count a Will's delay from its later death, not from the moment it first looked lost.
-func TestWillDelayStartsAgainWhenALostNodeReturns(t *testing.T) {
-	c := &Cluster{cfg: Config{Node: "b"}, opts: Options{Heartbeat: time.Second}}
+// A node that only looks lost in this node's view (its renewals not seen: a stalled watch, late heartbeats) is
+// read in the bucket before any Will's delay starts, and the delay counts from the read that found it gone:
+// a Will never comes before its node died plus its delay (CI saw a 6s Will 5.8s after the kill).
+func TestWillDelayCountsFromAConfirmedLoss(t *testing.T) {
+	c := &Cluster{cfg: Config{Node: "b"}, opts: Options{Heartbeat: time.Second, OpTimeout: time.Second}}
 	w := newWills(c, nil, nil)
-	k := &knownWill{rec: willRecord{Client: "dev", Node: "a", Delay: 60}}
+	w.ctx = context.Background()
+	var alive atomic.Bool
+	alive.Store(true)
+	w.probeNode = func(context.Context, string) (bool, time.Time, error) { return alive.Load(), time.Time{}, nil }
+	k := &knownWill{rec: willRecord{Client: "dev", Node: "a", Delay: 6}}
 	w.known["a/dev"] = k
-	t0 := time.Now()
-	w.lastSeen["a"] = t0
-	w.check(t0.Add(PresenceTTL + 2*time.Second)) // no beat from a: lost
-	if k.since.IsZero() {
-		t.Fatal("a node silent for longer than PresenceTTL was not seen lost")
+	answer := func(now time.Time) {
+		t.Helper()
+		select {
+		case r := <-w.probed:
+			w.probeDone(r, now)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no read of the presence key")
+		}
 	}
-	back := t0.Add(PresenceTTL + 3*time.Second)
-	w.lastSeen["a"] = back // its presence renewed
-	w.check(back.Add(time.Second))
-	if !k.since.IsZero() {
-		t.Fatalf("the delay still counts from %s after the node came back", k.since)
+
+	t0 := time.Now()
+	w.lastSeen["a"] = t0 // then silence in this node's view, though a lives
+	w.check(t0.Add(PresenceTTL + 2*time.Second))
+	answer(t0.Add(PresenceTTL + 2*time.Second))
+	w.check(t0.Add(PresenceTTL + 3*time.Second))
+	if !k.since.IsZero() || k.firing {
+		t.Fatalf("a live node's Will is due (since %s, firing %v) because this node's view was stale", k.since, k.firing)
+	}
+
+	died := t0.Add(20 * time.Second)
+	alive.Store(false)
+	w.check(died.Add(PresenceTTL + 2*time.Second)) // silent again: read again
+	confirmed := died.Add(PresenceTTL + 2*time.Second)
+	answer(confirmed)
+	w.check(confirmed)
+	if !k.since.Equal(confirmed) {
+		t.Fatalf("the delay counts from %s, want the read that found the node gone (%s)", k.since, confirmed)
+	}
+	w.check(confirmed.Add(5 * time.Second))
+	if k.firing {
+		t.Fatal("the Will fired before its delay passed since the confirmed loss")
 	}
 }

@@ -90,6 +90,8 @@ func (w *wills) loop(nw, ww jetstream.KeyWatcher) {
 			}
 		case r := <-w.fired:
 			w.afterFire(r)
+		case r := <-w.probed:
+			w.probeDone(r, time.Now())
 		case <-purge.C:
 			w.pending.Add(1)
 			go func() {
@@ -108,6 +110,7 @@ func (w *wills) loop(nw, ww jetstream.KeyWatcher) {
 				for n := range w.lastSeen {
 					w.lastSeen[n] = now
 				}
+				clear(w.lostAt)
 			}
 			w.check(now)
 		}
@@ -131,6 +134,7 @@ func (w *wills) presenceChanged(e jetstream.KeyValueEntry) {
 	now := time.Now()
 	if e.Operation() != jetstream.KeyValuePut {
 		w.lastSeen[e.Key()] = now.Add(-PresenceTTL - w.c.opts.Heartbeat) // left: lost at once
+		w.lostAt[e.Key()] = now
 		return
 	}
 	var p presence
@@ -139,6 +143,7 @@ func (w *wills) presenceChanged(e jetstream.KeyValueEntry) {
 	}
 	w.lastSeen[p.Node] = now
 	w.started[p.Node] = p.Started
+	delete(w.lostAt, p.Node)
 }
 
 func (w *wills) recordChanged(e jetstream.KeyValueEntry) {
@@ -188,9 +193,10 @@ func (w *wills) check(now time.Time) {
 }
 
 // lostSince tells whether rec's node is lost and since when: it restarted since it wrote rec (this node
-// included), or its presence has not been renewed for PresenceTTL. The delay counts from when the loss is
-// seen: its last heartbeat says little of when it died (heartbeats run late on a busy node), and a Will must
-// never come early [MQTT-3.1.3-9]; it comes up to PresenceTTL late instead.
+// included), or a read of its presence key found it gone. Silence in this node's view of the bucket (no
+// renewal seen for PresenceTTL) only starts that read: the view lags when the watch stalls or heartbeats run
+// late, and a delay counted from it could end before the node died. Counted from the read, a Will never
+// comes early [MQTT-3.1.3-9]; it comes up to PresenceTTL late instead.
 func (w *wills) lostSince(rec willRecord, now time.Time) (time.Time, bool) {
 	if st, ok := w.started[rec.Node]; ok && st.After(rec.NodeStarted) {
 		return st, true
@@ -198,15 +204,18 @@ func (w *wills) lostSince(rec willRecord, now time.Time) (time.Time, bool) {
 	if rec.Node == w.c.cfg.Node {
 		return time.Time{}, false
 	}
+	if at, ok := w.lostAt[rec.Node]; ok {
+		return at, true
+	}
 	last, ok := w.lastSeen[rec.Node]
 	if !ok {
 		w.lastSeen[rec.Node] = now // never seen: counted from now
 		return time.Time{}, false
 	}
-	if now.Sub(last) <= PresenceTTL+w.c.opts.Heartbeat {
-		return time.Time{}, false
+	if now.Sub(last) > PresenceTTL+w.c.opts.Heartbeat {
+		w.probe(rec.Node)
 	}
-	return now, true
+	return time.Time{}, false
 }
 
 func (w *wills) afterFire(r fireResult) {
@@ -218,6 +227,7 @@ func (w *wills) afterFire(r fireResult) {
 	if r.outcome == fireAlive {
 		k.since = time.Time{}
 		w.lastSeen[k.rec.Node] = time.Now()
+		delete(w.lostAt, k.rec.Node)
 	}
 }
 
