@@ -40,22 +40,24 @@ const (
 var (
 	errClientGone    = errors.New("cluster: the client left during the replay")
 	errReplayStalled = errors.New("cluster: the client did not acknowledge its queue during the hand-over")
+	errReplayGap     = errors.New("cluster: the replay's consumer sent messages that never arrived")
 )
 
 type replay struct {
-	m      *sessions
-	s      *session
-	cl     *mqtt.Client
-	node   string
-	idx    *mqtt.TopicsIndex // the session's subscriptions, as mochi would match them
-	subjs  []string          // FilterSubjects of the replayed subscriptions
-	cons   jetstream.Consumer
-	next   uint64           // first stream sequence not read yet
-	left   uint64           // messages for the consumer after the last one read
-	buf    []Delivery       // read, not handled yet
-	limit  int              // window during the catch-up
-	reopen bool             // the consumer must be created again from next
-	held   []packets.Packet // delivered, written once their QoS 2 entries are stored (replay.write)
+	m         *sessions
+	s         *session
+	cl        *mqtt.Client
+	node      string
+	idx       *mqtt.TopicsIndex // the session's subscriptions, as mochi would match them
+	subjs     []string          // FilterSubjects of the replayed subscriptions
+	cons      jetstream.Consumer
+	next      uint64           // first stream sequence not read yet
+	delivered uint64           // the consumer's sequence of the last message read (sessions_stream.go)
+	left      uint64           // messages for the consumer after the last one read
+	buf       []Delivery       // read, not handled yet
+	limit     int              // window during the catch-up
+	reopen    bool             // the consumer must be created again from next
+	held      []packets.Packet // delivered, written once their QoS 2 entries are stored (replay.write)
 
 	from    uint64 // the cursor it started from
 	sent    int    // messages delivered
@@ -249,6 +251,9 @@ func (r *replay) handOver() (bool, error) {
 		if err != nil {
 			return false, err
 		}
+		if ci.Delivered.Consumer != r.delivered {
+			return false, errReplayGap // sent by the server, never received: read again from r.next
+		}
 		r.left = ci.NumPending
 		var skipped uint64 // the first message left to live delivery: where to read again if this fails
 		for {
@@ -281,6 +286,10 @@ func (r *replay) handOver() (bool, error) {
 				r.rewind(skipped)
 				return false, err
 			}
+		}
+		if err := r.receivedAll(); err != nil {
+			r.rewind(skipped)
+			return false, err
 		}
 	}
 	if err := r.flushHeld(); err != nil {

@@ -29,7 +29,7 @@ func (r *replay) open() error {
 	if err != nil {
 		return err
 	}
-	r.cons, r.reopen = cons, false
+	r.cons, r.reopen, r.delivered = cons, false, 0
 	r.left = cons.CachedInfo().NumPending
 	return nil
 }
@@ -44,20 +44,28 @@ func (r *replay) closeConsumer() {
 }
 
 // fetch reads the next batch into r.buf; a consumer lost with its server is created again where it stopped,
-// for up to resumeWithin.
+// for up to resumeWithin. The consumer is unacknowledged: the server counts a message delivered once sent, so
+// a response lost on its way (a leader change, a pull request that expired as the server answered it) would be
+// a silent gap. Consumer sequences tell one (each delivery is the last one + 1): the consumer is then created
+// again from the first stream sequence not received.
 func (r *replay) fetch() error {
 	deadline := time.Now().Add(resumeWithin)
 	for {
 		n := int(min(uint64(replayBatch), max(r.left, 1)))
 		batch, err := r.cons.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
-		got := 0
+		got, gap := 0, false
 		if err == nil {
 			for msg := range batch.Messages() {
 				meta, merr := msg.Metadata()
-				if merr != nil {
+				if merr != nil || gap {
+					continue
+				}
+				if meta.Sequence.Consumer != r.delivered+1 {
+					gap = true
 					continue
 				}
 				got++
+				r.delivered = meta.Sequence.Consumer
 				r.next, r.left = meta.Sequence.Stream+1, meta.NumPending
 				seq := meta.Sequence.Stream
 				_ = decodeMessages(msg.Data(), func(dm Message, last bool) {
@@ -66,11 +74,18 @@ func (r *replay) fetch() error {
 			}
 			err = batch.Error()
 		}
-		if got > 0 || (err == nil || errors.Is(err, jetstream.ErrNoMessages)) && got == 0 {
+		if gap {
+			r.m.c.log.Warn("cluster: a resumed session's replay missed stream messages; reading again", "client",
+				r.cl.ID, "from", r.next)
+		}
+		if !gap && (got > 0 || (err == nil || errors.Is(err, jetstream.ErrNoMessages)) && got == 0) {
 			if got == 0 {
 				r.left = 0 // nothing more (messages counted earlier may have aged out)
 			}
 			return nil
+		}
+		if err == nil {
+			err = errors.New("cluster: the replay kept missing stream messages")
 		}
 		if time.Now().After(deadline) || r.cl.Closed() {
 			return err
@@ -82,7 +97,25 @@ func (r *replay) fetch() error {
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
+		if got > 0 {
+			return nil // what was read before the gap goes first
+		}
 	}
+}
+
+// receivedAll checks that every message the replay's consumer sent arrived (a last fetch's lost response would
+// otherwise go unnoticed: nothing follows it to show the gap).
+func (r *replay) receivedAll() error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.m.c.opts.OpTimeout)
+	defer cancel()
+	ci, err := r.cons.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if ci.Delivered.Consumer != r.delivered {
+		return errReplayGap
+	}
+	return nil
 }
 
 // disjointSubjects drops subject filters another one covers; if some still overlap (a JetStream consumer
