@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/idmq/idmq/internal/testkit"
 )
 
 // Test timings: short enough that a test stays well under 20 s on a loaded 2-core machine, long enough that
@@ -29,28 +30,7 @@ func testOptions(t testing.TB) Options {
 
 // freePort returns a loopback port nobody listens on now; ports handed out are not handed out again in this
 // test binary.
-func freePort(t testing.TB) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !portsUsed[port] {
-			portsUsed[port] = true
-			return port
-		}
-	}
-}
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
+func freePort(t testing.TB) int { return testkit.FreePort(t) }
 
 // clusterConfigs returns the configs of n embedded nodes routed to one another on loopback.
 func clusterConfigs(t testing.TB, n int) []Config {
