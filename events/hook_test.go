@@ -42,6 +42,9 @@ func TestHookReportsConnectionsInOrder(t *testing.T) {
 	if !ok {
 		t.Fatal("client not found")
 	}
+	// mochi writes the CONNACK before it calls OnSessionEstablished: the token's expiry is simulated once the
+	// connection is established, as the auth hook's timer (which starts with the session) would see it.
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(r.events()) == 3 }, "the second connected event")
 	code := packets.Code{Code: 0xA0, Reason: "token expired"}
 	h.OnAuthEvent(authhook.AuthEvent{Kind: authhook.TokenExpired, Client: cl, Identity: &authhook.Identity{Username: "user-of-expiring"}, Provider: "test", Code: code})
 	if err := mochifix.Disconnect(cl, code, code.Reason); err != nil {
