@@ -58,13 +58,18 @@ func (m *sessions) holds(id string) bool {
 	return ok
 }
 
+// qos2Session is cl's persistent session when pk is a QoS 2 delivery to it, nil otherwise.
+func (m *sessions) qos2Session(cl *mqtt.Client, pk *packets.Packet) *session {
+	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 2 || cl.Net.Inline {
+		return nil
+	}
+	return m.of(cl)
+}
+
 // qos2Queued records a QoS 2 delivery mochi put in a persistent session's window (OnQosPublish); it is stored
 // before the PUBLISH is written (qos2Encode).
 func (m *sessions) qos2Queued(cl *mqtt.Client, pk *packets.Packet) {
-	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 2 || cl.Net.Inline {
-		return
-	}
-	s := m.of(cl)
+	s := m.qos2Session(cl, pk)
 	if s == nil {
 		return
 	}
@@ -79,10 +84,7 @@ func (m *sessions) qos2Queued(cl *mqtt.Client, pk *packets.Packet) {
 // client's write loop: only this client waits). A state that cannot be stored ends the connection, the
 // PUBLISH unsent: the client resumes, and nothing was delivered that the cluster does not know of.
 func (m *sessions) qos2Encode(cl *mqtt.Client, pk *packets.Packet) {
-	if pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos != 2 || cl.Net.Inline {
-		return
-	}
-	s := m.of(cl)
+	s := m.qos2Session(cl, pk)
 	if s == nil {
 		return
 	}
