@@ -82,3 +82,64 @@ func TestHookReportsConnectionsInOrder(t *testing.T) {
 		t.Fatalf("expiring: %q, want %q", expiring, want)
 	}
 }
+
+// decideBeforeConnack makes authhook's decision in the window mochi leaves between a client's authentication
+// and its CONNACK, as a revocation arriving a moment after the CONNECT does.
+type decideBeforeConnack struct {
+	mqtt.HookBase
+	h    *Hook
+	kind authhook.AuthEvent
+}
+
+func (d *decideBeforeConnack) ID() string { return "decide-before-connack" }
+func (d *decideBeforeConnack) Provides(b byte) bool {
+	return b == mqtt.OnSessionEstablish
+}
+func (d *decideBeforeConnack) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	a := d.kind
+	a.Client = cl
+	d.h.OnAuthEvent(a)
+}
+
+// A revocation made before the CONNACK is reported after client.connected, and the disconnect carries its code
+// (CI saw session.revoked before client.connected, and a disconnect without 0x98).
+func TestHookHoldsADecisionMadeBeforeTheConnack(t *testing.T) {
+	r := newReceiver(t)
+	d, _ := newDispatcher(t, r.webhook(), nil)
+	t.Cleanup(func() { _ = d.Close() })
+	identity := func(cl *mqtt.Client) (*authhook.Identity, bool) {
+		return &authhook.Identity{Username: "user-of-" + cl.ID, Provider: "test"}, true
+	}
+	h := NewHook(d, identity)
+	code := packets.Code{Code: 0x98, Reason: "credentials revoked"}
+	early := &decideBeforeConnack{h: h, kind: authhook.AuthEvent{Kind: authhook.CredentialsRevoked,
+		Identity: &authhook.Identity{Username: "user-of-raced"}, Provider: "test", Code: code}}
+	m := testkit.StartMochi(t, testkit.MochiOptions{}, new(auth.AllowHook), h, early)
+
+	c, _, err := testkit.ConnectV5(t, testkit.DialTCP(t, m.TCP), &paho.Connect{ClientID: "raced", CleanStart: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, ok := m.Server.Clients.Get("raced")
+	if !ok {
+		t.Fatal("client not found")
+	}
+	if err := mochifix.Disconnect(cl, code, code.Reason); err != nil {
+		t.Fatal(err)
+	}
+	c.NextDisconnect(t, 5*time.Second)
+
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(r.events()) == 3 }, "3 events")
+	var got []string
+	for _, e := range r.events() {
+		s := string(e.Type)
+		if e.ReasonCode != nil {
+			s += fmt.Sprintf(" %#x", *e.ReasonCode)
+		}
+		got = append(got, s)
+	}
+	want := []string{"client.connected", "session.revoked 0x98", "client.disconnected 0x98"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+}
