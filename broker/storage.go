@@ -67,6 +67,9 @@ func (b *Broker) addFixes(hooks []mqtt.Hook) error {
 		return err
 	}
 	b.fixes = fixes
+	if b.cluster != nil {
+		fixes.HoldInline(b.cluster.route.RoutingClient()) // other nodes' messages wait for subscribers here
+	}
 	b.storeOK.Store(true)
 	return nil
 }

@@ -66,6 +66,7 @@ type Consumer struct {
 	gen      atomic.Uint64            // deliveries of an older ordered consumer are dropped
 	floor    uint64                   // the sequence before the first one asked for
 	lastSeq  atomic.Uint64
+	passed   atomic.Uint64 // messages passed to fn: progress inside a batch, whose sequence is stored at its end
 	bad      atomic.Uint64
 	restarts atomic.Uint64
 	ctx      context.Context // ends at Stop: bounds the watchdog's calls
@@ -75,7 +76,8 @@ type Consumer struct {
 
 // Consume starts delivering messages to fn, one at a time, in stream order, from one goroutine, until Stop. ctx
 // bounds the setup only. fn must not block for long: delivery waits for it (the ordered consumer's buffer then
-// fills and the server holds back). The messages of one batch are passed together: no consumer replacement or
+// fills and the server holds back; the routing consumer's fn waits up to mqtt.slow_subscriber_wait for a
+// subscriber that is behind). The messages of one batch are passed together: no consumer replacement or
 // Stop comes between them.
 func (c *Cluster) Consume(ctx context.Context, opts ConsumeOptions, fn func(Delivery)) (*Consumer, error) {
 	start := opts.StartSeq
@@ -143,7 +145,10 @@ func (k *Consumer) open(ctx context.Context, start uint64) (jetstream.ConsumeCon
 			return
 		}
 		seq := meta.Sequence.Stream
-		err = decodeMessages(data, func(m Message, last bool) { k.fn(Delivery{Message: m, Seq: seq, More: !last}) })
+		err = decodeMessages(data, func(m Message, last bool) {
+			k.fn(Delivery{Message: m, Seq: seq, More: !last})
+			k.passed.Add(1)
+		})
 		if err != nil {
 			k.bad.Add(1)
 			c.log.Warn("cluster: skipping unreadable stream message", "seq", seq, "err", err)
@@ -174,7 +179,7 @@ func (k *Consumer) watch() {
 	every := max(2*k.heartbeat(), 2*time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
-	var seen uint64
+	var seen, seenPassed uint64
 	idle := 0
 	for {
 		select {
@@ -188,12 +193,13 @@ func (k *Consumer) watch() {
 		if err != nil {
 			continue // no stream leader right now: nothing to compare with
 		}
-		read := max(k.lastSeq.Load(), k.floor)
+		read, passed := max(k.lastSeq.Load(), k.floor), k.passed.Load()
 		k.mu.Lock()
 		down := k.cc == nil
 		k.mu.Unlock()
-		if read >= info.State.LastSeq || read != seen {
-			seen, idle = read, 0
+		// A batch held for a subscriber that is behind (mochifix.Fixes.HoldInline) is progress, not a stall.
+		if read >= info.State.LastSeq || read != seen || passed != seenPassed {
+			seen, seenPassed, idle = read, passed, 0
 			if !down {
 				continue
 			}

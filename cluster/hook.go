@@ -83,6 +83,12 @@ func NewHook(c *Cluster, server *mqtt.Server, o HookOptions) *Hook {
 
 func (h *Hook) ID() string { return "idmq-cluster" }
 
+// RoutingClient is the inline client that delivers other nodes' messages here. Their publishers were
+// acknowledged when JetStream stored them, so nothing upstream slows down for a subscriber here that is behind:
+// register it with mochifix.Fixes.HoldInline, or a burst (a stalled routing consumer's backlog after a node's
+// loss) overruns subscribers' windows and mochi drops what does not fit.
+func (h *Hook) RoutingClient() *mqtt.Client { return h.injector }
+
 func (h *Hook) Provides(b byte) bool {
 	switch b {
 	case mqtt.OnConnect, mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnWillSent, mqtt.OnDisconnect,

@@ -66,6 +66,12 @@ func startIdmqCluster(t *testing.T) []*idmqProc {
 // newIdmqCluster prepares the three nodes of startIdmqCluster without starting them.
 func newIdmqCluster(t *testing.T) []*idmqProc {
 	t.Helper()
+	return newIdmqClusterWith(t, "")
+}
+
+// newIdmqClusterWith is newIdmqCluster with extra top-level YAML in every node's config.
+func newIdmqClusterWith(t *testing.T, extra string) []*idmqProc {
+	t.Helper()
 	key := filepath.Join(t.TempDir(), "signing.pem")
 	writeECKey(t, key)
 	routes := make([]string, 3)
@@ -80,7 +86,7 @@ func newIdmqCluster(t *testing.T) []*idmqProc {
 				others = append(others, `"nats://`+r+`"`)
 			}
 		}
-		nodes[i] = newIdmq(t, fmt.Sprintf(clusterNodeConfig, key, fmt.Sprintf("n%d", i), routes[i], strings.Join(others, ", ")))
+		nodes[i] = newIdmq(t, fmt.Sprintf(clusterNodeConfig, key, fmt.Sprintf("n%d", i), routes[i], strings.Join(others, ", "))+extra)
 	}
 	return nodes
 }

@@ -11,12 +11,14 @@ package mochifix
 //   - at most `wait` per message; a subscriber that makes it expire is "slow" and not waited for again while
 //     its connection lasts, so a stalled or hostile subscriber costs its publishers one wait, not one a message;
 //   - a publisher that is itself behind never waits, so clients publishing to each other cannot wait in a cycle;
-//   - offline sessions, inline (broker) publishes and shared subscriptions are not waited for;
+//   - offline sessions, inline (broker) publishes and shared subscriptions are not waited for, except the
+//     publishes of an inline client registered with Fixes.HoldInline: a cluster node handing on messages
+//     other nodes already acknowledged, which a full window would otherwise drop;
 //   - Stop (server shutdown) releases every waiting publisher.
 // Nobody behind costs one atomic load per QoS 1/2 publish and one in-flight length read per delivery.
 // Upstream: none filed.
 // Proof: TestQoS1SlowSubscriberLosesNothing, TestStalledSubscriberCostsPublishersOneWait (e2e),
-// TestBackpressureWindowIsTheReceiveMaximum (receivemax_test.go).
+// TestBackpressureWindowIsTheReceiveMaximum (receivemax_test.go), TestHeldInlinePublisherWaits.
 // Delete when: mochi holds publishers (or queues beyond the window) instead of dropping.
 
 import (
@@ -44,6 +46,7 @@ type backpressure struct {
 	stopped     chan struct{}
 	stopOnce    sync.Once
 	drains      drainState // QoS 0 (qos0pacing.go)
+	heldInline  sync.Map   // *mqtt.Client -> struct{}: inline publishers that wait like clients (Fixes.HoldInline)
 
 	waits, slowSubscribers prometheus.Counter
 	waitSeconds            prometheus.Counter
@@ -150,7 +153,10 @@ func (h *backpressure) release(cl *mqtt.Client) {
 
 // OnPublish runs in the publisher's read loop before the message is routed and acknowledged.
 func (h *backpressure) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Qos == 0 || h.behindCount.Load() == 0 || cl.Net.Inline {
+	if pk.FixedHeader.Qos == 0 || h.behindCount.Load() == 0 {
+		return pk, nil
+	}
+	if _, held := h.heldInline.Load(cl); cl.Net.Inline && !held {
 		return pk, nil
 	}
 	h.mu.Lock()

@@ -135,6 +135,17 @@ func Add(server *mqtt.Server, opts Options) (*Fixes, error) {
 	return f, nil
 }
 
+// HoldInline makes the QoS 1/2 publishes of cl, an inline client, wait for subscribers that are behind as a
+// connected publisher's do (backpressure.go). For an inline client that hands on messages already acknowledged
+// elsewhere, e.g. a cluster node delivering other nodes' messages: without the wait, a burst of them (a backlog
+// after a node's loss) finds subscribers' windows full and mochi drops the overflow. Not for a caller that must
+// not block. A no-op when SlowSubscriberWait is 0.
+func (f *Fixes) HoldInline(cl *mqtt.Client) {
+	if f.slow != nil && cl != nil && cl.Net.Inline {
+		f.slow.heldInline.Store(cl, struct{}{})
+	}
+}
+
 // Listener wraps l as the package-level Listener does, and holds its Serve until Start is done.
 func (f *Fixes) Listener(l listeners.Listener, o ListenerOptions) listeners.Listener {
 	return &listener{Listener: l, server: f.server, opts: o, gate: f.accept}

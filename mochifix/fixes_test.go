@@ -161,3 +161,45 @@ func TestQoS1BurstFitsTheOutboundQueue(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged QoS 1 messages delivered (%d counted dropped)", len(seen), total, s.Info.MessagesDropped)
 	}
 }
+
+// TestHeldInlinePublisherWaits: an inline client registered with HoldInline (a cluster node handing on other
+// nodes' messages) injects a burst of QoS 1 messages much larger than the subscriber's window; every one
+// arrives, because the injection waits while the subscriber is behind. Unregistered, mochi drops the overflow.
+func TestHeldInlinePublisherWaits(t *testing.T) {
+	const total = 2000
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClientWritesPending = 16
+	caps.MaximumInflight = 64
+	s := mqtt.New(&mqtt.Options{Logger: quietLog(), Capabilities: caps})
+	f, addr := serveFixes(t, s, Options{Hooks: []mqtt.Hook{new(auth.AllowHook)}, SlowSubscriberWait: 5 * time.Second})
+	router := s.NewClient(nil, "local", "router", true)
+	router.Properties.ProtocolVersion = 5
+	f.HoldInline(router)
+	sub := subscribeV5(t, addr, "reader", 1, "routed")
+	go func() {
+		for i := range total {
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1,
+				TopicName: "routed", Payload: []byte(strconv.Itoa(i))}
+			if err := s.InjectPacket(router, pk); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	seen := map[string]bool{}
+	for len(seen) < total {
+		pk, ok := sub.next(5 * time.Second)
+		if !ok {
+			break
+		}
+		if pk.FixedHeader.Type != packets.Publish {
+			continue
+		}
+		seen[string(pk.Payload)] = true
+		sub.write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	if len(seen) != total {
+		t.Fatalf("%d of %d injected QoS 1 messages delivered (%d counted dropped, %d in-flight dropped)", len(seen), total,
+			s.Info.MessagesDropped, s.Info.InflightDropped)
+	}
+}

@@ -52,6 +52,13 @@ func startWithFixes(t *testing.T, caps *mqtt.Capabilities) (*mqtt.Server, string
 // and starts them; the server closes when the test ends. It returns the listener's address.
 func serveWithFixes(t *testing.T, s *mqtt.Server, o Options) string {
 	t.Helper()
+	_, addr := serveFixes(t, s, o)
+	return addr
+}
+
+// serveFixes is serveWithFixes returning the Fixes too.
+func serveFixes(t *testing.T, s *mqtt.Server, o Options) (*Fixes, string) {
+	t.Helper()
 	f, err := Add(s, o)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +77,7 @@ func serveWithFixes(t *testing.T, s *mqtt.Server, o Options) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = CloseServer(s) })
-	return ln.Addr().String()
+	return f, ln.Addr().String()
 }
 
 // subscribeV5 connects a raw v5 client announcing receiveMax and subscribes it to filter at QoS 1.
