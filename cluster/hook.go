@@ -147,6 +147,9 @@ func (h *Hook) Stop() error {
 // user's client id is refused (ClientIDTaken), and a node that cannot reach the bucket refuses the client.
 func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	existed, err := h.owners.claim(cl, h.identity(cl))
+	if err == nil && !pk.Connect.Clean {
+		err = h.sessions.readable(cl.ID)
+	}
 	if err == nil {
 		if existed {
 			h.sessions.hadOwner.Store(cl, struct{}{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,21 @@ func (m *sessions) close() {
 	})
 }
 
+// readable checks, for a CONNECT that may resume a session, that the sessions bucket answers (waiting out an
+// election), so that a node whose bucket lost its leader refuses the client (0x88, it comes back) rather than
+// answering it with a new, empty session.
+func (m *sessions) readable(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), ElectionWait)
+	defer cancel()
+	_, err := throughElection(m.c, ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
+		return m.c.b.sessions.Get(ctx, ClientKey(id))
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("cluster: reading the session of client %q: %w", id, err)
+	}
+	return nil
+}
+
 // persistent: the session outlives the connection [MQTT-3.1.2-23], 3.1.1: clean session 0.
 func persistent(cl *mqtt.Client) bool {
 	if cl.Properties.ProtocolVersion == 5 {
@@ -147,11 +163,21 @@ func (m *sessions) establish(cl *mqtt.Client, pk packets.Packet) {
 		}
 		m.dropLocal(cur)
 	}
-	e, err := m.c.b.sessions.Get(ctx, key)
+	// A bucket whose leader died with its node is waited for: reading nothing there must not start the client
+	// afresh, which would drop the session it came back for.
+	rctx, rcancel := context.WithTimeout(context.Background(), ElectionWait)
+	defer rcancel()
+	e, err := throughElection(m.c, rctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
+		return m.c.b.sessions.Get(ctx, key)
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return
+	}
 	if err != nil {
-		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			m.log.Warn("cluster: reading the client's session; starting a new one", "client", cl.ID, "err", err)
-		}
+		// mochi answers the CONNECT after this hook whatever it does: end the connection instead, so the client
+		// comes back (OnConnect's check made this rare: the bucket answered a moment ago).
+		m.log.Error("cluster: the client's session could not be read; connection ended", "client", cl.ID, "err", err)
+		cl.Stop(fmt.Errorf("cluster: reading the session: %w", err))
 		return
 	}
 	var rec sessionRecord
@@ -169,7 +195,10 @@ func (m *sessions) establish(cl *mqtt.Client, pk packets.Packet) {
 		m.qos2Ended(ctx, nil, cl.ID)
 		return
 	}
-	if rec.qos2, err = loadQoS2(ctx, m.c.b.qos2, ClientKey(cl.ID)); err != nil {
+	rec.qos2, err = throughElection(m.c, rctx, func(ctx context.Context) ([]*qos2Entry, error) {
+		return loadQoS2(ctx, m.c.b.qos2, key)
+	})
+	if err != nil {
 		m.log.Warn("cluster: reading the session's QoS 2 state; QoS 2 messages may come twice", "client", cl.ID, "err", err)
 	}
 	ph := m.h.server.NewClient(nil, "cluster", cl.ID, false)

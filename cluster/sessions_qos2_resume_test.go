@@ -198,6 +198,14 @@ func TestSessionQoS2ExactlyOnceAfterNodeDeath(t *testing.T) {
 
 	nodes[0].srv.Shutdown() // A dies: nothing it would write from here on reaches the cluster
 	rc.conn.Close()
+	// While the stream elects a leader in A's place B refuses publishes by closing the publisher's connection
+	// (a client then sends again); this publisher does not reconnect, so it waits for the election.
+	eventually(t, 20*time.Second, "a stream leader after A's death", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := nodes[1].b.stream.Info(ctx)
+		return err == nil
+	})
 	publish(pubB, "b-offline")
 
 	if !rc.connect(mB.TCP, false) {
