@@ -146,9 +146,13 @@ func (h *Hook) Stop() error {
 // OnConnect claims the client id for this node: a connection of the same client on another node ends, another
 // user's client id is refused (ClientIDTaken), and a node that cannot reach the bucket refuses the client.
 func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	existed, err := h.owners.claim(cl, h.identity(cl))
-	if err == nil && !pk.Connect.Clean {
+	var err error
+	if !pk.Connect.Clean { // before the claim, so that a refusal here takes no connection over
 		err = h.sessions.readable(cl.ID)
+	}
+	var existed bool
+	if err == nil {
+		existed, err = h.owners.claim(cl, h.identity(cl))
 	}
 	if err == nil {
 		if existed {

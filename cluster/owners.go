@@ -190,6 +190,13 @@ func (o *owners) stop() {
 	}
 }
 
+// takenAway reports whether another node claimed cl's client id and this node is ending cl for it.
+func (o *owners) takenAway(cl *mqtt.Client) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.taken[cl]
+}
+
 // changed ends this node's connection of a client another node claimed.
 func (o *owners) changed(e jetstream.KeyValueEntry) {
 	var rec ownerRecord

@@ -388,7 +388,7 @@ func (m *sessions) disconnected(cl *mqtt.Client, expire bool) {
 	m.resumable.Delete(cl)
 	m.byClient.Delete(cl)
 	m.byID.CompareAndDelete(cl.ID, s)
-	if cl.IsTakenOver() {
+	if cl.IsTakenOver() || m.supersededHere(cl) {
 		return // the session carries on in another connection, here or on another node
 	}
 	select { // the replay sees the connection closed and stops
@@ -414,6 +414,15 @@ func (m *sessions) disconnected(cl *mqtt.Client, expire bool) {
 	m.advance(s, true)
 	m.write(s, max(cl.StopTime(), 1))
 	m.dropLocal(cl)
+}
+
+// supersededHere: mochi is handing cl's session to a new connection of the same client here. mochi marks cl
+// taken over only after ending it, and cl's OnDisconnect may run first (seen under load: the session written
+// and dropped as if offline, its subscriptions gone from the new connection); the code it ends cl with, 0x8E, is
+// set before. A takeover from another node ends cl with 0x8E too, but then this node must store the session.
+func (m *sessions) supersededHere(cl *mqtt.Client) bool {
+	var code packets.Code
+	return errors.As(cl.StopCause(), &code) && code.Code == packets.ErrSessionTakenOver.Code && !m.h.owners.takenAway(cl)
 }
 
 // dropLocal removes mochi's copy of an offline session: the record and the stream hold it now.
